@@ -1,0 +1,174 @@
+"""Options and steps shared by the commands that read inputs and write reports."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from scanner.errors import UsageError
+from scanner.inventory import Inventory, load_inventory, parse_target_option, resolve_credentials
+from scanner.profiles import Catalogue, load_catalogue
+from scanner.probes.base import Settings
+
+DEFAULT_TIMEOUT = 3.0
+DEFAULT_RETRIES = 1
+DEFAULT_CONCURRENCY = 256
+DEFAULT_PER_HOST = 32
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 300:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 300 seconds")
+    return value
+
+
+def bounded_int(low: int, high: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}")
+        return value
+
+    return parse
+
+
+def add_input_options(parser: argparse.ArgumentParser, *, target_flag: str = "--target") -> None:
+    parser.add_argument("--inventory", "-i", type=Path, metavar="FILE", help="inventory file (YAML); see `portready init`")
+    parser.add_argument(
+        target_flag, action="append", default=[], metavar="ROLE=HOST[,HOST...]", dest="targets",
+        help="hosts of a role: names, addresses, CIDR blocks or ranges like 10.0.5.10-40 (repeatable)",
+    )
+    parser.add_argument("--profile", "-p", action="append", default=[], metavar="ID", dest="profiles",
+                        help="profile to run (repeatable; default: every profile that has targets)")
+    parser.add_argument("--profiles", type=Path, action="append", default=[], metavar="DIR", dest="profile_dirs",
+                        help="extra folder of profiles: same id overrides, new ids add (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_values",
+                        help="a setting, as in the inventory's settings (e.g. domain=corp.example, ports.nutanix-port=9900)")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=positive_float, metavar="S", help=f"longest wait for one answer (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--retries", type=bounded_int(0, 10), metavar="N", help=f"extra tries after silence (default {DEFAULT_RETRIES})")
+    parser.add_argument("--concurrency", type=bounded_int(1, 10000), metavar="N", help=f"probes at once (default {DEFAULT_CONCURRENCY})")
+    parser.add_argument("--per-host", type=bounded_int(1, 1000), metavar="N", help=f"probes at once per host (default {DEFAULT_PER_HOST})")
+    parser.add_argument("--depth", choices=["port", "protocol"], help="port: reachability only; protocol: deepest probe (default)")
+    parser.add_argument("--ca-bundle", type=Path, metavar="PEM", help="extra trusted CA certificates (e.g. a private enterprise CA)")
+    parser.add_argument("--trust-private-ca", action="store_true", help="trust only --ca-bundle for TLS checks (private PKI labs)")
+    parser.add_argument("--proxy", metavar="URL", help="HTTP proxy for internet rows (default: HTTPS_PROXY)")
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", metavar="FILE", help="write the JSON report (- for stdout)")
+    parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testsuite per profile)")
+    parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    parser.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
+    parser.add_argument("--csv", metavar="FILE", help="write a CSV report")
+    parser.add_argument("--strict", action="store_true", help="warn and inconclusive count as failures")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no console table or progress")
+
+
+def _parse_set(values: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+        parsed: Any = int(value) if value.isdigit() else value
+        if key.startswith("ports."):
+            out.setdefault("ports", {})[key[6:]] = parsed
+        else:
+            out[key] = parsed
+    return out
+
+
+@dataclass
+class RunInputs:
+    catalogue: Catalogue
+    inventory: Inventory
+    settings: Settings
+    profiles: list[str]  # explicitly chosen (CLI, else inventory); empty = automatic
+    concurrency: int
+    per_host: int
+    depth: str
+
+
+def load_run_inputs(args: argparse.Namespace, *, need_credentials: bool = True) -> RunInputs:
+    """Catalogue, inventory (+ --target), settings: everything validated before any packet."""
+    catalogue = load_catalogue(list(getattr(args, "profile_dirs", []) or []))
+    inv = load_inventory(args.inventory, catalogue.roles) if getattr(args, "inventory", None) else Inventory()
+    for value in getattr(args, "targets", []) or []:
+        role, targets = parse_target_option(value, catalogue.roles)
+        inv.add(role, targets)
+    profiles = list(getattr(args, "profiles", []) or []) or list(inv.profiles)
+    for pid in profiles:
+        if pid not in catalogue.profiles:
+            raise UsageError(f"unknown profile {pid!r}; see `portready profiles`")
+    values: dict[str, Any] = dict(inv.settings)
+    for key, value in _parse_set(getattr(args, "set_values", []) or []).items():
+        if key == "ports":
+            values["ports"] = {**(values.get("ports") or {}), **value}
+        else:
+            values[key] = value
+
+    def pick(name: str, default: Any) -> Any:
+        cli = getattr(args, name, None)
+        return cli if cli is not None else values.get(name, default)
+
+    ca_bundle = getattr(args, "ca_bundle", None)
+    if ca_bundle is not None and not Path(ca_bundle).is_file():
+        raise UsageError(f"--ca-bundle {ca_bundle}: no such file")
+    creds = resolve_credentials(inv.credential_refs) if need_credentials and inv.credential_refs else {}
+    settings = Settings(
+        timeout=float(pick("timeout", DEFAULT_TIMEOUT)),
+        retries=int(pick("retries", DEFAULT_RETRIES)),
+        ca_bundle=str(ca_bundle) if ca_bundle else values.get("ca_bundle"),
+        trust_private_ca=bool(getattr(args, "trust_private_ca", False) or values.get("trust_private_ca", False)),
+        proxy=getattr(args, "proxy", None) or values.get("proxy"),
+        credentials=creds,
+        values=values,
+    )
+    return RunInputs(
+        catalogue=catalogue,
+        inventory=inv,
+        settings=settings,
+        profiles=profiles,
+        concurrency=int(pick("concurrency", DEFAULT_CONCURRENCY)),
+        per_host=int(pick("per_host", DEFAULT_PER_HOST)),
+        depth=str(pick("depth", "protocol")),
+    )
+
+
+def write_reports(doc: Mapping[str, Any], args: argparse.Namespace) -> int:
+    """Write every requested format; they all return the same exit code."""
+    from scanner.reporters import reporters
+
+    available = reporters()
+    code = None
+    for fmt in ("json", "junit", "html", "markdown", "csv"):
+        dest = getattr(args, fmt, None)
+        if dest:
+            if fmt not in available:
+                raise UsageError(f"--{fmt} is not available in this build")
+            code = available[fmt](doc, dest)
+    if not getattr(args, "quiet", False) and getattr(args, "json", None) != "-":
+        code = available["console"](doc, None)
+    if code is None:
+        from scanner.report import exit_code
+
+        code = exit_code(doc)
+    return code
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"

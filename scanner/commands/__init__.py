@@ -1,0 +1,1 @@
+"""Subcommands of `portready`, one module each (discovered by scanner.cli)."""

@@ -1,0 +1,121 @@
+"""`portready scan`: run every selected row against every target of its role."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from scanner.cli_common import (
+    RunInputs,
+    add_input_options,
+    add_report_options,
+    add_run_options,
+    load_run_inputs,
+    stderr_is_terminal,
+    write_reports,
+)
+from scanner.errors import UsageError
+from scanner.models import Depth, RowResult, Target
+from scanner.report import build_document, now_iso
+
+
+def add_discovered_targets(inputs: RunInputs, extra: list[str]) -> list[str]:
+    """Domain controllers from DNS SRV records (inventory `discover:` and --discover)."""
+    wanted = list(inputs.inventory.discover)
+    for item in extra:
+        domain, sep, server = item.partition("@")
+        if not sep or not domain or not server:
+            raise UsageError(f"--discover {item!r}: expected DOMAIN@DNS_SERVER")
+        wanted.append({"domain": domain, "dns_server": server})
+    notes: list[str] = []
+    if not wanted:
+        return notes
+    from scanner.discovery import DiscoveryError, discover_domain_controllers
+
+    for item in wanted:
+        try:
+            dcs = asyncio.run(discover_domain_controllers(item["domain"], item["dns_server"], inputs.settings.timeout))
+        except DiscoveryError as exc:
+            raise UsageError(f"discovery of {item['domain']} via {item['dns_server']}: {exc}") from None
+        inputs.inventory.add("domain-controllers", [Target("domain-controllers", h, "discovered") for h in dcs])
+        if not inputs.inventory.targets.get("dns-servers"):
+            inputs.inventory.add("dns-servers", [Target("dns-servers", item["dns_server"])])
+        notes.append(f"discovered {len(dcs)} domain controller(s) of {item['domain']} via {item['dns_server']}: {', '.join(dcs)}")
+    return notes
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    from scanner.engine import build_plan, run_plan
+    from scanner.selection import require_targets, select_rows
+
+    inputs = load_run_inputs(args)
+    notes = add_discovered_targets(inputs, list(getattr(args, "discover", []) or []))
+    require_targets(inputs.inventory, inputs.profiles)
+    rows = select_rows(inputs.catalogue, inputs.profiles, inputs.inventory)
+    plan = build_plan(
+        rows, inputs.inventory.targets, depth=Depth(inputs.depth), settings=inputs.settings,
+        use_endpoints=bool(inputs.profiles),
+    )
+    if not plan.rows:
+        raise UsageError(
+            "none of the selected rows has a target: give hosts for the roles "
+            + ", ".join(sorted({r.target for r in plan.untargeted})[:8])
+        )
+    if plan.untargeted:
+        roles = sorted({r.target for r in plan.untargeted})
+        notes.append(f"{len(plan.untargeted)} selected row(s) have no target and were not checked (roles: {', '.join(roles)})")
+    if plan.inbound:
+        notes.append(f"{len(plan.inbound)} inbound row(s) flow to this host: prove them with `portready listen` and `portready send`")
+    started = now_iso()
+    results = asyncio.run(_run_with_progress(plan, inputs, quiet=args.quiet))
+    options: dict[str, Any] = {
+        "depth": inputs.depth, "timeout": inputs.settings.timeout, "retries": inputs.settings.retries,
+        "concurrency": inputs.concurrency, "per_host": inputs.per_host, "strict": args.strict,
+        "profiles": inputs.profiles or "auto", "proxy": bool(inputs.settings.proxy),
+    }
+    doc = build_document(
+        "scan", results, started=started, finished=now_iso(), options=options,
+        inventory=inputs.inventory.describe(), strict=args.strict, extra={"notes": notes},
+    )
+    return write_reports(doc, args)
+
+
+async def _run_with_progress(plan: Any, inputs: RunInputs, *, quiet: bool) -> list[RowResult]:
+    from scanner.engine import run_plan
+
+    if quiet or not stderr_is_terminal():
+        return await run_plan(plan, inputs.settings, concurrency=inputs.concurrency, per_host=inputs.per_host)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(), TextColumn("checks"),
+        TimeElapsedColumn(), TextColumn("{task.fields[failed]} failing"),
+        console=Console(stderr=True), transient=True,
+    ) as progress:
+        task = progress.add_task("scan", total=sum(len(r.checks) for r in plan.rows), failed=0)
+        failed = 0
+
+        def on_check(result: Any) -> None:
+            nonlocal failed
+            if result.status.value in ("fail", "error"):
+                failed += 1
+            progress.update(task, advance=1, failed=failed)
+
+        return await run_plan(
+            plan, inputs.settings, concurrency=inputs.concurrency, per_host=inputs.per_host, on_check=on_check
+        )
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "scan", help="check every documented row against its targets",
+        description="Run every selected row against every target of its role and report a verdict per row.",
+    )
+    add_input_options(p)
+    p.add_argument("--discover", action="append", default=[], metavar="DOMAIN@DNS_SERVER",
+                   help="add the domain's controllers (DNS SRV records) as domain-controllers targets")
+    add_run_options(p)
+    add_report_options(p)
+    p.set_defaults(func=run_scan)

@@ -1,0 +1,202 @@
+"""The probe contract and the registry that maps probe names to probe classes.
+
+A probe proves one check (a port on a transport) against one target::
+
+    @register
+    class LdapRootDseProbe(Probe):
+        name = "ldap"
+        transports = (Transport.TCP,)
+        summary = "LDAP: anonymous RootDSE read"
+
+        async def run(self, ctx: ProbeContext) -> Outcome:
+            reader, writer = await connect_tcp(ctx)
+            ...
+            return passed("RootDSE read", naming_context="DC=lab,DC=test")
+
+Raise `ProbeError(outcome)` anywhere inside `run` to end the probe with that
+outcome; any other exception becomes status `error` (a bug, reported as such,
+never as a pass). `validate` runs when profiles load, before a packet is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
+
+from scanner.models import PortRange, Reason, Row, Status, Target, Transport
+from scanner.timing import HostTiming
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a probe found: a status, a reason, words for an admin, and evidence."""
+
+    status: Status
+    reason: Reason
+    detail: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+def passed(detail: str, reason: Reason = Reason.OK, **evidence: Any) -> Outcome:
+    return Outcome(Status.PASS, reason, detail, evidence)
+
+
+def failed(reason: Reason, detail: str, **evidence: Any) -> Outcome:
+    return Outcome(Status.FAIL, reason, detail, evidence)
+
+
+def warned(reason: Reason, detail: str, **evidence: Any) -> Outcome:
+    return Outcome(Status.WARN, reason, detail, evidence)
+
+
+def inconclusive(reason: Reason, detail: str, **evidence: Any) -> Outcome:
+    return Outcome(Status.INCONCLUSIVE, reason, detail, evidence)
+
+
+def skipped(reason: Reason, detail: str, **evidence: Any) -> Outcome:
+    return Outcome(Status.SKIP, reason, detail, evidence)
+
+
+class ProbeError(Exception):
+    """Ends a probe with `outcome`; raised by probes and by the helpers in `netio`."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.detail)
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An account for authenticated checks. The secret never appears in repr or reports."""
+
+    username: str
+    password: str = field(repr=False)
+    domain: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.domain}\\{self.username}" if self.domain else self.username
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Run-wide options every probe may read."""
+
+    timeout: float = 3.0  # the longest wait for any one answer (upper bound)
+    retries: int = 1  # extra attempts after silence (TCP SYN, UDP datagram)
+    min_timeout: float = 0.25  # floor of the adaptive timeout once a host has answered
+    ca_bundle: str | None = None  # extra trusted CAs (PEM file), e.g. a private enterprise CA
+    trust_private_ca: bool = False  # accept certificates signed by any CA in ca_bundle only
+    proxy: str | None = None  # HTTP proxy for internet-bound rows (CONNECT tunnel)
+    credentials: Mapping[str, Credentials] = field(default_factory=dict)  # by role id
+    values: Mapping[str, Any] = field(default_factory=dict)  # inventory settings (ports, ...)
+
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """Everything a probe needs for one check of one row against one target."""
+
+    row: Row
+    target: Target
+    host: str  # the name the user gave (SNI, Host header, messages)
+    address: str  # the resolved address to talk to
+    protocol: Transport
+    port: int | None
+    ports: PortRange | None  # for range checks (dynamic RPC, named SQL instances)
+    options: Mapping[str, Any]
+    settings: Settings
+    timing: HostTiming
+    deadline: float  # event-loop time by which the probe must be done
+
+    @property
+    def credentials(self) -> Credentials | None:
+        return self.settings.credentials.get(self.target.role)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+    def step_timeout(self) -> float:
+        """How long one wait for an answer may last: the timeout, within the deadline."""
+        return max(0.0, min(self.settings.timeout, self.remaining()))
+
+    def where(self, port: int | None = None, protocol: Transport | None = None) -> str:
+        """'TCP 3269 between this host and dc1', for messages an admin acts on."""
+        proto = (protocol or self.protocol).value.upper()
+        p = port if port is not None else self.port
+        what = f"{proto} {p}" if p is not None else proto
+        return f"{what} between this host and {self.host}"
+
+    def with_port(self, port: int, protocol: Transport | None = None) -> ProbeContext:
+        return dataclasses.replace(self, port=port, protocol=protocol or self.protocol)
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking library call in a worker thread, bounded by the deadline.
+
+        The callee must set its own socket timeouts (use `step_timeout()`), so the
+        thread ends soon after we stop waiting for it.
+        """
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.remaining())
+        except asyncio.TimeoutError:
+            raise ProbeError(
+                failed(
+                    Reason.PROTOCOL,
+                    f"no complete answer within {self.settings.timeout:g} s on {self.where()}: "
+                    "the port accepts connections but the service did not finish the exchange",
+                )
+            ) from None
+
+
+class Probe:
+    """Base class of every probe. Subclasses set the class attributes and `run`."""
+
+    name: ClassVar[str] = ""
+    # The transports a profile may use this probe on; the check's protocol picks one.
+    transports: ClassVar[tuple[Transport, ...]] = (Transport.TCP,)
+    summary: ClassVar[str] = ""
+    # How many answers the probe waits for in sequence; the engine sizes the deadline.
+    exchanges: ClassVar[int] = 2
+    # Whether the probe takes a port range (e.g. 1024-65535 handed out by a mapper).
+    accepts_range: ClassVar[bool] = False
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> None:
+        """Reject bad profile options (raise ValueError) before anything is sent."""
+        if options:
+            raise ValueError(f"probe {cls.name!r} takes no options, got {sorted(options)}")
+
+    async def run(self, ctx: ProbeContext) -> Outcome:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Probe]] = {}
+
+
+def register(cls: type[Probe]) -> type[Probe]:
+    """Class decorator: make a probe available to profiles under `cls.name`."""
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} has no name")
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"probe name {cls.name!r} is taken by {existing.__qualname__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> Mapping[str, type[Probe]]:
+    """All registered probes, after importing every probe module."""
+    from scanner.probes import load_all
+
+    load_all()
+    return dict(_REGISTRY)
+
+
+def get_probe(name: str) -> type[Probe]:
+    probes = registry()
+    try:
+        return probes[name]
+    except KeyError:
+        raise KeyError(f"unknown probe {name!r}; known: {', '.join(sorted(probes))}") from None

@@ -1,0 +1,183 @@
+"""DNS (UDP and TCP 53): a query the server must answer, and the DC locator record.
+
+What a pass proves: a DNS server answered our query on the check's transport
+with a well-formed response (matching id, QR set). With a domain in the
+inventory (`settings.values["domain"]`) the query is the SRV record
+``_ldap._tcp.dc._msdcs.<domain>`` that Windows uses to find domain
+controllers, and the DCs it lists become evidence; an answer that refuses or
+does not know that domain is `warn` (DNS works, but the Auditor will not find
+its DCs through this server). Without a domain, any well-formed answer (even
+REFUSED or NXDOMAIN) proves a DNS server is there.
+
+Messages are dnspython's; the I/O is netio's (no dnspython resolver I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from scanner.models import Reason, Transport
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register, warned
+from scanner.probes.netio import close_quietly, connect_tcp, read_exactly, udp_exchange
+from scanner.probes.udp import udp_payload
+
+MAX_SRV_EVIDENCE = 32
+
+
+def dc_locator_name(domain: str) -> str:
+    return f"_ldap._tcp.dc._msdcs.{domain.strip('.')}."
+
+
+def build_query(domain: str | None) -> Any:
+    """A dnspython query: the DC locator SRV for a domain, else the root SOA."""
+    import dns.message
+    import dns.rdatatype
+
+    if domain:
+        return dns.message.make_query(dc_locator_name(domain), dns.rdatatype.SRV)
+    return dns.message.make_query(".", dns.rdatatype.SOA)
+
+
+class DnsAnswerError(ValueError):
+    """Not a DNS response to our query."""
+
+
+def parse_response(query: Any, wire_data: bytes) -> Any:
+    """The response as a dnspython Message; raises DnsAnswerError on anything else."""
+    import dns.exception
+    import dns.message
+
+    try:
+        response = dns.message.from_wire(wire_data, ignore_trailing=True)
+    except (dns.exception.DNSException, ValueError, IndexError, UnicodeError) as exc:
+        raise DnsAnswerError(f"malformed DNS message ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if response.id != query.id:
+        raise DnsAnswerError(f"answer id {response.id} does not match our query id {query.id}")
+    if not response.flags & 0x8000:
+        raise DnsAnswerError("the message is a query, not a response")
+    return response
+
+
+def srv_targets(response: Any) -> list[dict[str, Any]]:
+    """SRV records of the answer, sorted by priority then weight (highest first)."""
+    import dns.rdatatype
+
+    out: list[dict[str, Any]] = []
+    for rrset in response.answer:
+        if rrset.rdtype != dns.rdatatype.SRV:
+            continue
+        for rr in rrset:
+            out.append(
+                {"target": rr.target.to_text(omit_final_dot=True), "port": int(rr.port),
+                 "priority": int(rr.priority), "weight": int(rr.weight)}
+            )  # fmt: skip
+    out.sort(key=lambda r: (r["priority"], -r["weight"], r["target"]))
+    return out[:MAX_SRV_EVIDENCE]
+
+
+def _domain(ctx: ProbeContext) -> str | None:
+    value = ctx.options.get("domain") or ctx.settings.values.get("domain")
+    return str(value).strip(".") if value else None
+
+
+@udp_payload(53)
+def dns_payload(ctx: ProbeContext) -> bytes:
+    """The port-level UDP 53 check sends a real query."""
+    return bytes(build_query(_domain(ctx)).to_wire())
+
+
+async def _over_tcp(ctx: ProbeContext, request: bytes) -> bytes:
+    reader, writer = await connect_tcp(ctx)
+    try:
+        writer.write(len(request).to_bytes(2, "big") + request)
+        await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+        size = int.from_bytes(await read_exactly(ctx, reader, 2, "DNS answer length"), "big")
+        if size < 12:
+            raise ProbeError(
+                failed(Reason.PROTOCOL, f"{ctx.host} sent a {size}-byte DNS frame on {ctx.where()}")
+            )
+        return await read_exactly(ctx, reader, size, "DNS answer")
+    except (asyncio.TimeoutError, OSError):
+        raise ProbeError(failed(Reason.PROTOCOL, f"the peer on {ctx.where()} did not take our query")) from None
+    finally:
+        close_quietly(writer)
+
+
+@register
+class DnsProbe(Probe):
+    name = "dns"
+    transports = (Transport.UDP, Transport.TCP)
+    summary = "DNS: a query answered; with a domain, the _ldap._tcp.dc._msdcs SRV (DC locator)"
+    exchanges = 2
+
+    @classmethod
+    def validate(cls, options: Any) -> None:
+        if set(options) - {"domain"}:
+            raise ValueError("probe 'dns' takes only the option 'domain'")
+
+    async def run(self, ctx: ProbeContext) -> Outcome:
+        import dns.rcode
+
+        domain = _domain(ctx)
+        query = build_query(domain)
+        request = bytes(query.to_wire())
+        if ctx.protocol is Transport.UDP:
+
+            def ours(data: bytes) -> bool:
+                # Stray datagrams with another id are ignored; garbage is judged below.
+                return len(data) < 2 or int.from_bytes(data[:2], "big") == query.id
+
+            reply = await udp_exchange(ctx, request, accept=ours, what="DNS answer")
+        else:
+            try:
+                reply = await asyncio.wait_for(_over_tcp(ctx, request), max(0.05, ctx.remaining()))
+            except asyncio.TimeoutError:
+                return failed(
+                    Reason.PROTOCOL,
+                    f"no complete DNS answer in {ctx.settings.timeout:g} s on {ctx.where()}: "
+                    "the port accepts connections but never finished answering",
+                )
+        try:
+            response = parse_response(query, reply)
+        except DnsAnswerError as exc:
+            return failed(
+                Reason.PROTOCOL,
+                f"{ctx.host} answered on {ctx.where()}, but not with DNS ({exc}) — another service "
+                "listens there, or a middlebox mangles it",
+                reply_bytes=len(reply),
+            )
+        rcode = dns.rcode.to_text(response.rcode())
+        evidence: dict[str, Any] = {
+            "query": query.question[0].to_text(),
+            "rcode": rcode,
+            "truncated": bool(response.flags & 0x0200),
+            "authoritative": bool(response.flags & 0x0400),
+        }
+        if not domain:
+            return passed(
+                f"a DNS server answers on {ctx.where()} (root SOA query: {rcode}); set the "
+                "domain in the inventory to check the domain controllers' SRV records",
+                **evidence,
+            )
+        dcs = srv_targets(response)
+        evidence["domain_controllers"] = dcs
+        if rcode == "NOERROR" and dcs:
+            names = ", ".join(d["target"] for d in dcs[:5])
+            return passed(f"DNS on {ctx.where()} lists the domain controllers of {domain}: {names}", **evidence)
+        if rcode == "NOERROR" and evidence["truncated"]:
+            return passed(
+                f"DNS on {ctx.where()} answers for {domain} (truncated over UDP: the full list needs TCP 53)",
+                **evidence,
+            )
+        why = {
+            "REFUSED": "refuses to answer for it (recursion or zone access denied to this host)",
+            "NXDOMAIN": "says the name does not exist (not this domain's DNS, or the DC records are missing)",
+            "SERVFAIL": "failed to answer (its zone or forwarder is broken)",
+        }.get(rcode, f"answered {rcode} without SRV records")
+        return warned(
+            Reason.PROTOCOL,
+            f"DNS answers on {ctx.where()}, but for {dc_locator_name(domain)} it {why} — the "
+            "Auditor will not find the domain controllers through this server",
+            **evidence,
+        )

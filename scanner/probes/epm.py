@@ -1,0 +1,58 @@
+"""RPC endpoint mapper (TCP 135): bind to it and list what it knows.
+
+A DCE/RPC BIND to the mapper interface (e1af8308-5d1f-11c9-91a4-08002b14a0fa v3.0)
+answered with an accepting BIND_ACK proves the RPC endpoint mapper itself answers;
+ept_lookup then lists the registered endpoints (evidence). A port that accepts the
+connection but answers anything else fails with reason `protocol`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from scanner.models import Reason, Transport
+from scanner.probes._rpc import EPM, RpcConnection, ept_lookup
+from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
+from scanner.probes.netio import connect_tcp
+
+MAX_LISTED = 48  # endpoints kept as evidence (a Windows DC registers 100+)
+
+
+@register
+class EndpointMapperProbe(Probe):
+    name = "epm"
+    transports = (Transport.TCP,)
+    summary = "RPC endpoint mapper: DCE/RPC bind on 135 and ept_lookup of the registered endpoints"
+    exchanges = 4  # bind, then a few ept_lookup pages
+
+    async def run(self, ctx: ProbeContext) -> Outcome:
+        reader, writer = await connect_tcp(ctx)
+        conn = RpcConnection(ctx, reader, writer)
+        try:
+            ack = await conn.bind(EPM)
+            if not ack.accepted:
+                return failed(
+                    Reason.PROTOCOL,
+                    f"{ctx.where()} speaks DCE/RPC but is not an endpoint mapper: {ack.describe()}",
+                )
+            endpoints = await ept_lookup(conn)
+        finally:
+            conn.close()
+        tcp = [e for e in endpoints if e.protocol == "tcp" and e.port]
+        ports = sorted({e.port for e in tcp if e.port is not None})
+        dynamic = [p for p in ports if p != 135]
+        by_protocol = Counter(e.protocol for e in endpoints)
+        listed = [e.to_evidence() for e in (tcp + [e for e in endpoints if e not in tcp])[:MAX_LISTED]]
+        return passed(
+            f"RPC endpoint mapper on {ctx.host} TCP {ctx.port} answered a DCE/RPC bind and listed "
+            f"{len(endpoints)} endpoints ({len(tcp)} on TCP"
+            + (f", dynamic TCP ports {', '.join(map(str, dynamic[:8]))}" if dynamic else "")
+            + ")",
+            endpoint_count=len(endpoints),
+            tcp_endpoint_count=len(tcp),
+            tcp_ports=ports[:64],
+            protocols=dict(by_protocol),
+            interfaces=len({e.uuid for e in endpoints}),
+            endpoints=listed,
+            endpoints_truncated=len(endpoints) > MAX_LISTED,
+        )

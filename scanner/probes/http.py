@@ -1,0 +1,81 @@
+"""Plain HTTP: an HTTP/1.1 request for the documented path; any HTTP answer proves it.
+
+Through a proxy (internet-bound rows, or ``via_proxy: true``) the request goes to the
+proxy in absolute form (``GET http://host/path``), as a browser or .NET client sends
+it; the proxy's own refusals (407, 403 from the proxy, 502/503/504) are reported as such.
+
+Options: ``path`` (default "/"), ``expect`` (list of HTTP statuses), ``via_proxy``.
+Evidence: status, server, location (redirects), path, via_proxy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from scanner.models import Transport
+from scanner.probes._http import (
+    clip,
+    host_header,
+    http_outcome,
+    http_request,
+    validate_http_options,
+)
+from scanner.probes._proxy import connect_proxy, proxy_answer, proxy_for
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
+from scanner.probes.netio import close_quietly, connect_tcp
+
+
+@register
+class HttpProbe(Probe):
+    name = "http"
+    transports = (Transport.TCP,)
+    summary = "HTTP: the status of the documented path (any HTTP answer proves the service)"
+    exchanges = 2
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> None:
+        validate_http_options(cls.name, options)
+
+    async def run(self, ctx: ProbeContext) -> Outcome:
+        path = str(ctx.options.get("path", "/"))
+        port = ctx.port or 80
+        host = host_header(ctx.host, port, 80)
+        proxy = proxy_for(ctx, port)
+        if proxy is None:
+            reader, writer = await connect_tcp(ctx, port)
+            try:
+                response = await http_request(
+                    ctx, reader, writer, "GET", path, host=host, read_response_body=False
+                )
+            finally:
+                close_quietly(writer)
+            return http_outcome(ctx, response, "HTTP", "GET", path, ctx.options.get("expect"))
+        proxy_ctx, stream = await connect_proxy(ctx, proxy)
+        url = f"http://{host}{path}"
+        headers: tuple[tuple[str, str], ...] = ()
+        auth = proxy.authorization()
+        if auth is not None:
+            headers = (("Proxy-Authorization", auth),)
+        try:
+            response = await http_request(
+                proxy_ctx, stream.reader, stream.writer, "GET", url, host=host,
+                headers=headers, read_response_body=False,
+            )  # fmt: skip
+        except ProbeError as exc:
+            outcome = exc.outcome
+            raise ProbeError(
+                dataclasses.replace(outcome, evidence={**outcome.evidence, "via_proxy": proxy.label})
+            ) from None
+        finally:
+            close_quietly(stream.writer)
+        if response.status in (407, 502, 503, 504):
+            raise ProbeError(
+                proxy_answer(proxy, url, response.status, clip(response.reason, 80), verb="GET")
+            )
+        outcome = http_outcome(ctx, response, "HTTP", "GET", path, ctx.options.get("expect"))
+        return dataclasses.replace(
+            outcome,
+            detail=f"{outcome.detail} (through the proxy {proxy.label})",
+            evidence={**outcome.evidence, "via_proxy": proxy.label},
+        )

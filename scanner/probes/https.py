@@ -1,0 +1,50 @@
+"""HTTPS: a TLS handshake (judged as by the `tls` probe), then an HTTP/1.1 request.
+
+Any well-formed HTTP answer proves the web service answers, unless ``expect`` narrows
+the acceptable statuses. Certificate problems make a pass `warn certificate`.
+
+Options: ``path`` (default "/"), ``expect`` (list of HTTP statuses), ``via_proxy``.
+Evidence: the `tls` keys + status, server, location (redirects), path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from scanner.models import Transport
+from scanner.probes._http import host_header, http_outcome, http_request, validate_http_options
+from scanner.probes._tlsinfo import judge, open_tls, tls_summary
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
+
+
+@register
+class HttpsProbe(Probe):
+    name = "https"
+    transports = (Transport.TCP,)
+    summary = "HTTPS: TLS handshake and certificate, then the HTTP status of the documented path"
+    exchanges = 4
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> None:
+        validate_http_options(cls.name, options)
+
+    async def run(self, ctx: ProbeContext) -> Outcome:
+        path = str(ctx.options.get("path", "/"))
+        port = ctx.port or 443
+        session = await open_tls(ctx)
+        try:
+            response = await http_request(
+                ctx, session.reader, session.writer, "GET", path,
+                host=host_header(ctx.host, port, 443), read_response_body=False,
+            )  # fmt: skip
+        except ProbeError as exc:
+            return judge(ctx, session, exc.outcome)
+        finally:
+            session.close()
+        outcome = http_outcome(ctx, response, "HTTPS", "GET", path, ctx.options.get("expect"))
+        if outcome.status.value == "pass":
+            outcome = Outcome(
+                outcome.status, outcome.reason,
+                f"{outcome.detail}; {tls_summary(ctx, session)}", outcome.evidence,
+            )  # fmt: skip
+        return judge(ctx, session, outcome)

@@ -1,0 +1,22 @@
+"""Inbound rows: traffic flows to the Auditor host, so only `portready listen` can prove them."""
+
+from __future__ import annotations
+
+from scanner.models import Reason, Transport
+from scanner.probes.base import Outcome, Probe, ProbeContext, register, skipped
+
+
+@register
+class InboundProbe(Probe):
+    name = "listen"
+    transports = (Transport.TCP, Transport.UDP)
+    summary = "inbound to the Auditor host: proven by `portready listen` and `portready send`"
+    exchanges = 0
+
+    async def run(self, ctx: ProbeContext) -> Outcome:
+        return skipped(
+            Reason.INBOUND,
+            f"inbound: {ctx.row.doc_source} connect to this host on "
+            f"{ctx.protocol.value.upper()} {ctx.port}; run `portready listen` here and "
+            "`portready send` on a source to prove it",
+        )

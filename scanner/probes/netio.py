@@ -1,0 +1,293 @@
+"""Network primitives for probes, and the one place OS errors become reasons.
+
+Probes call these instead of asyncio directly, so every probe gets adaptive
+timeouts, retries, bounded reads and the same words for the same failure:
+
+    reader, writer = await connect_tcp(ctx)           # ProbeError on refused/filtered/...
+    data = await read_exactly(ctx, reader, 4, "SMB negotiate response header")
+    reply = await udp_exchange(ctx, payload)          # ProbeError on refused or silence
+
+Portable by design (Linux and Windows): asyncio streams and datagram
+endpoints only; ICMP port-unreachable on a connected UDP socket surfaces as
+ConnectionRefusedError on Linux and ConnectionResetError (WSAECONNRESET) on
+Windows, and both mean "refused" here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl as ssl_module
+from typing import Any, Callable
+
+from scanner.models import Reason, Transport
+from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, inconclusive
+
+# errno values (Linux, BSD/macOS) and Winsock codes that mean "no route".
+_UNREACHABLE = {
+    getattr(errno, "EHOSTUNREACH", 113),
+    getattr(errno, "ENETUNREACH", 101),
+    getattr(errno, "EHOSTDOWN", 112),
+    10065,  # WSAEHOSTUNREACH
+    10051,  # WSAENETUNREACH
+}
+_TIMEDOUT = {getattr(errno, "ETIMEDOUT", 110), 10060}  # WSAETIMEDOUT
+_REFUSED = {getattr(errno, "ECONNREFUSED", 111), 10061, 10054}  # WSAECONNREFUSED, WSAECONNRESET
+_POLL = 0.05  # how often a pending connect re-reads the host's adaptive timeout
+
+MAX_READ = 1 << 20  # no peer answer we parse needs more than 1 MiB
+
+
+def _tries(ctx: ProbeContext) -> str:
+    n = ctx.settings.retries + 1
+    return f"{n} tries" if n > 1 else "1 try"
+
+
+def refused(ctx: ProbeContext, port: int | None = None, proto: Transport | None = None) -> Outcome:
+    proto = proto or ctx.protocol
+    how = "a TCP reset" if proto is Transport.TCP else "ICMP port-unreachable"
+    return failed(
+        Reason.REFUSED,
+        f"refused: {ctx.host} answered {how} on {(proto.value.upper())} "
+        f"{port if port is not None else ctx.port} — no service listens there, "
+        "or a firewall rejects it",
+    )
+
+
+def filtered(ctx: ProbeContext, waited: float, port: int | None = None) -> Outcome:
+    return failed(
+        Reason.FILTERED,
+        f"filtered: no answer in {waited:.3g} s ({_tries(ctx)}; {ctx.timing.describe()}) — "
+        f"a firewall drops {ctx.where(port)}",
+    )
+
+
+def outcome_for_oserror(ctx: ProbeContext, exc: BaseException, port: int | None = None) -> Outcome:
+    """Map a socket-level error to the project's reasons, keeping the OS text as evidence."""
+    if isinstance(exc, ConnectionRefusedError):
+        return refused(ctx, port)
+    if isinstance(exc, socket.gaierror):
+        return failed(Reason.UNRESOLVED, f"unresolved: the name {ctx.host} does not resolve ({exc})")
+    if isinstance(exc, ssl_module.SSLError):
+        return failed(
+            Reason.TLS,
+            f"TLS handshake failed on {ctx.where(port)}: {exc.reason or exc}",
+            error=str(exc),
+        )
+    code = getattr(exc, "errno", None) or getattr(exc, "winerror", None)
+    if code in _REFUSED or isinstance(exc, ConnectionResetError):
+        return refused(ctx, port)
+    if code in _UNREACHABLE:
+        return failed(
+            Reason.UNREACHABLE,
+            f"unreachable: no route to {ctx.host} ({exc.strerror if isinstance(exc, OSError) else exc})"
+            " — a router or firewall answers 'host unreachable'; check routing and firewall rules",
+            error=str(exc),
+        )
+    if code in _TIMEDOUT:
+        return filtered(ctx, ctx.settings.timeout, port)
+    return failed(
+        Reason.PROTOCOL,
+        f"connection to {ctx.where(port)} failed: {exc}",
+        error=f"{type(exc).__name__}: {exc}",
+    )
+
+
+async def connect_tcp(
+    ctx: ProbeContext,
+    port: int | None = None,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    limit: int = 1 << 16,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a TCP (optionally TLS) connection, with adaptive timeout and retries.
+
+    Raises ProbeError with reason refused, filtered, unreachable or tls.
+    """
+    port = ctx.port if port is None else port
+    if port is None:
+        raise ValueError("connect_tcp needs a port")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _attempt in range(ctx.settings.retries + 1):
+        attempt_start = loop.time()
+        task = asyncio.ensure_future(asyncio.open_connection(ctx.address, port, limit=limit))
+        try:
+            while True:
+                budget = min(attempt_start + ctx.timing.timeout(), ctx.deadline) - loop.time()
+                if budget <= 0:
+                    break
+                done, _ = await asyncio.wait({task}, timeout=min(budget, _POLL))
+                if done:
+                    break
+        finally:
+            if not task.done():
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, OSError):
+                    pass
+        if task.cancelled():
+            if ctx.remaining() <= 0:
+                break
+            continue
+        exc = task.exception()
+        if exc is None:
+            ctx.timing.observe(loop.time() - attempt_start)
+            reader, writer = task.result()
+            if ssl is not None:
+                try:
+                    await asyncio.wait_for(
+                        writer.start_tls(ssl, server_hostname=server_hostname),
+                        ctx.step_timeout(),
+                    )
+                except asyncio.TimeoutError:
+                    writer.close()
+                    raise ProbeError(
+                        failed(
+                            Reason.TLS,
+                            f"TLS handshake timed out on {ctx.where(port)}: the port accepts "
+                            "connections but does not complete a TLS handshake",
+                        )
+                    ) from None
+                except (ssl_module.SSLError, OSError) as tls_exc:
+                    writer.close()
+                    raise ProbeError(outcome_for_oserror(ctx, tls_exc, port)) from None
+            return reader, writer
+        if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) in _REFUSED:
+            ctx.timing.observe(loop.time() - attempt_start)
+        if getattr(exc, "errno", None) in _TIMEDOUT:
+            continue
+        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
+    raise ProbeError(filtered(ctx, loop.time() - started, port))
+
+
+def close_quietly(writer: asyncio.StreamWriter) -> None:
+    try:
+        writer.close()
+    except Exception:  # noqa: BLE001 - closing a dead socket must never fail a probe
+        pass
+
+
+def _silent(ctx: ProbeContext, what: str) -> ProbeError:
+    return ProbeError(
+        failed(
+            Reason.PROTOCOL,
+            f"no {what} within {ctx.settings.timeout:g} s on {ctx.where()}: the port accepts "
+            "connections but does not answer the documented protocol",
+        )
+    )
+
+
+async def read_exactly(ctx: ProbeContext, reader: asyncio.StreamReader, n: int, what: str) -> bytes:
+    """Read exactly n bytes (n is bounded by MAX_READ) or end the probe with a clear reason."""
+    if n < 0 or n > MAX_READ:
+        raise ProbeError(
+            failed(Reason.PROTOCOL, f"the peer announced a {what} of {n} bytes, which is not plausible")
+        )
+    try:
+        return await asyncio.wait_for(reader.readexactly(n), ctx.step_timeout())
+    except asyncio.TimeoutError:
+        raise _silent(ctx, what) from None
+    except asyncio.IncompleteReadError as exc:
+        raise ProbeError(
+            failed(
+                Reason.PROTOCOL,
+                f"the peer closed the connection after {len(exc.partial)} of {n} bytes of the {what} "
+                f"on {ctx.where()}",
+            )
+        ) from None
+    except OSError as exc:
+        raise ProbeError(outcome_for_oserror(ctx, exc)) from None
+
+
+async def read_some(
+    ctx: ProbeContext, reader: asyncio.StreamReader, what: str, max_bytes: int = 65536
+) -> bytes:
+    """Read whatever the peer sends first (at most max_bytes); empty means it closed."""
+    try:
+        return await asyncio.wait_for(reader.read(min(max_bytes, MAX_READ)), ctx.step_timeout())
+    except asyncio.TimeoutError:
+        raise _silent(ctx, what) from None
+    except OSError as exc:
+        raise ProbeError(outcome_for_oserror(ctx, exc)) from None
+
+
+class _UdpClient(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | BaseException] = asyncio.Queue(maxsize=64)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        if not self.queue.full():
+            self.queue.put_nowait(item)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._put(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self._put(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self._put(exc)
+
+
+async def udp_exchange(
+    ctx: ProbeContext,
+    payload: bytes,
+    port: int | None = None,
+    *,
+    accept: Callable[[bytes], bool] | None = None,
+    what: str = "answer",
+) -> bytes:
+    """Send a datagram (again on silence) and return the first acceptable reply.
+
+    ICMP port-unreachable raises ProbeError(refused). Silence after every try
+    raises ProbeError(inconclusive/no-answer): UDP silence means "open or
+    filtered", never pass. Replies `accept` rejects are ignored (stray packets).
+    """
+    port = ctx.port if port is None else port
+    if port is None:
+        raise ValueError("udp_exchange needs a port")
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in ctx.address else socket.AF_INET
+    try:
+        transport, proto = await loop.create_datagram_endpoint(
+            _UdpClient, remote_addr=(ctx.address, port), family=family
+        )
+    except OSError as exc:
+        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
+    started = loop.time()
+    try:
+        for _attempt in range(ctx.settings.retries + 1):
+            sent = loop.time()
+            transport.sendto(payload)
+            wait = min(ctx.step_timeout(), max(1.0, ctx.timing.timeout()))
+            end = sent + wait
+            while (left := end - loop.time()) > 0:
+                try:
+                    item = await asyncio.wait_for(proto.queue.get(), left)
+                except asyncio.TimeoutError:
+                    break
+                if isinstance(item, BaseException):
+                    if isinstance(item, (ConnectionRefusedError, ConnectionResetError)):
+                        ctx.timing.observe(loop.time() - sent)
+                        raise ProbeError(refused(ctx, port, Transport.UDP))
+                    raise ProbeError(outcome_for_oserror(ctx, item, port))
+                if accept is None or accept(item):
+                    ctx.timing.observe(loop.time() - sent)
+                    return item
+            if ctx.remaining() <= 0:
+                break
+    finally:
+        transport.close()
+    raise ProbeError(
+        inconclusive(
+            Reason.NO_ANSWER,
+            f"no {what} on UDP {port} from {ctx.host} in {loop.time() - started:.3g} s "
+            f"({_tries(ctx)}): the port is open and ignoring us, or a firewall drops UDP {port} "
+            f"between this host and {ctx.host} — UDP silence cannot tell which",
+        )
+    )

@@ -1,0 +1,25 @@
+"""TCP connect: the port-level check, and the deepest one for ports without a public protocol."""
+
+from __future__ import annotations
+
+from scanner.models import Reason, Transport
+from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register
+from scanner.probes.netio import close_quietly, connect_tcp
+
+
+@register
+class TcpConnectProbe(Probe):
+    name = "tcp"
+    transports = (Transport.TCP,)
+    summary = "TCP connect (port level): accepted, refused, filtered or unreachable"
+    exchanges = 1
+
+    async def run(self, ctx: ProbeContext) -> Outcome:
+        _reader, writer = await connect_tcp(ctx)
+        close_quietly(writer)
+        return passed(
+            f"TCP {ctx.port} on {ctx.host} accepts connections (port-level check: "
+            "reachability only, the service behind it was not asked anything)",
+            reason=Reason.PORT_DEPTH,
+            depth="port",
+        )

@@ -1,0 +1,50 @@
+"""TLS handshake (no application protocol): version, cipher and the certificate, judged.
+
+Proves that a TLS server answers on the port. Certificates that a careful client would
+refuse (expired, not yet valid, issued for another name, not trusted) make the check
+`warn certificate` with the reason in words: the port is reachable, the Auditor may
+still refuse the certificate. A failed handshake is `fail tls`.
+
+Options: ``via_proxy`` (true/false; see scanner.probes._proxy for the default).
+Evidence: tls_version, cipher, subject, issuer, san, not_before, not_after, days_left,
+trusted (+ trust_error), name_matches, sha256, via_proxy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from scanner.models import Transport
+from scanner.probes._proxy import validate_via_proxy
+from scanner.probes._tlsinfo import judge, open_tls, tls_summary
+from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register
+
+
+def check_options(name: str, options: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(
+            f"probe {name!r} does not take {sorted(unknown)}; it takes {sorted(allowed)}"
+        )
+    validate_via_proxy(options)
+
+
+@register
+class TlsHandshakeProbe(Probe):
+    name = "tls"
+    transports = (Transport.TCP,)
+    summary = "TLS handshake: version, cipher, certificate names, issuer, trust and expiry"
+    exchanges = 3  # TCP connect, handshake, and a second handshake for untrusted certificates
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> None:
+        check_options(cls.name, options, {"via_proxy"})
+
+    async def run(self, ctx: ProbeContext) -> Outcome:
+        session = await open_tls(ctx)
+        session.close()
+        return judge(
+            ctx,
+            session,
+            passed(f"TLS answers on {ctx.where()}: {tls_summary(ctx, session)}"),
+        )

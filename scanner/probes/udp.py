@@ -1,0 +1,87 @@
+"""UDP at port level: a datagram the service on that port would answer, if we know one.
+
+A reply proves the port is open; ICMP port-unreachable proves it is closed or
+rejected; silence proves nothing (open or filtered) and stays inconclusive.
+Protocol modules add payloads for their well-known ports with `udp_payload`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from scanner.models import Reason, Transport
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, passed, register, skipped
+from scanner.probes.netio import udp_exchange
+
+PayloadBuilder = Callable[[ProbeContext], bytes]
+_PAYLOADS: dict[int, PayloadBuilder] = {}
+
+
+def udp_payload(port: int) -> Callable[[PayloadBuilder], PayloadBuilder]:
+    """Decorator: the datagram a service on `port` answers (used at port depth)."""
+
+    def add(builder: PayloadBuilder) -> PayloadBuilder:
+        _PAYLOADS.setdefault(port, builder)
+        return builder
+
+    return add
+
+
+def payload_for(ctx: ProbeContext) -> bytes:
+    from scanner.probes import load_all
+
+    load_all()
+    builder = _PAYLOADS.get(ctx.port or 0)
+    return builder(ctx) if builder else b"\r\n"
+
+
+@register
+class UdpProbe(Probe):
+    name = "udp"
+    transports = (Transport.UDP,)
+    summary = "UDP (port level): reply, ICMP port-unreachable, or silence (inconclusive)"
+    exchanges = 1
+
+    async def run(self, ctx: ProbeContext) -> Outcome:
+        reply = await udp_exchange(ctx, payload_for(ctx))
+        return passed(
+            f"UDP {ctx.port} on {ctx.host} answered ({len(reply)} bytes; port-level check)",
+            reason=Reason.PORT_DEPTH,
+            depth="port",
+            reply_bytes=len(reply),
+        )
+
+
+@register
+class UdpUnverifiableProbe(Probe):
+    """For documented UDP ports where no service answers by design (UDP 139, UDP 445).
+
+    A healthy Windows server answers those with silence or ICMP port-unreachable,
+    so neither may fail the row: the check is reported as not verifiable, with
+    what was observed, and the row is judged on its other ports.
+    """
+
+    name = "udp-unverifiable"
+    transports = (Transport.UDP,)
+    summary = "UDP port with no service by design: observed, reported as not verifiable"
+    exchanges = 1
+
+    @classmethod
+    def validate(cls, options: object) -> None:
+        if not isinstance(options, dict) or set(options) - {"why"}:
+            raise ValueError("udp-unverifiable takes only the option 'why'")
+
+    async def run(self, ctx: ProbeContext) -> Outcome:
+        why = str(ctx.options.get("why", "no service listens on this UDP port by design"))
+        try:
+            reply = await udp_exchange(ctx, payload_for(ctx))
+        except ProbeError as exc:
+            observed = exc.outcome.reason.value
+        else:
+            observed = f"reply of {len(reply)} bytes"
+        return skipped(
+            Reason.NOT_VERIFIABLE,
+            f"not verifiable: {why}; observed {observed} on UDP {ctx.port} — this does not "
+            "affect the row's verdict",
+            observed=observed,
+        )

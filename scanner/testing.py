@@ -1,0 +1,80 @@
+"""Helpers to run one probe the way the engine does, for tests and ad-hoc checks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Mapping
+
+from scanner.models import CheckResult, CheckSpec, Direction, PortRange, Row, Target, Transport
+from scanner.probes.base import Credentials, ProbeContext, Settings
+from scanner.timing import HostTiming
+
+
+def make_row(probe: str, protocol: str, port: int | PortRange | None, role: str, options: Mapping[str, Any]) -> Row:
+    spec = CheckSpec(Transport(protocol), probe, port, None, dict(options))
+    return Row(
+        profile="test",
+        id=f"{probe}-{port}",
+        section="test",
+        doc_port=str(port),
+        doc_protocol=protocol.upper(),
+        doc_source="Netwrix Auditor Server",
+        doc_target=role,
+        purpose="test",
+        direction=Direction.OUTBOUND,
+        source="auditor-server",
+        target=role,
+        checks=(spec,),
+    )
+
+
+def make_context(
+    host: str,
+    address: str,
+    port: int | str | None,
+    protocol: str = "tcp",
+    *,
+    probe: str = "tcp",
+    options: Mapping[str, Any] | None = None,
+    timeout: float = 2.0,
+    retries: int = 1,
+    credentials: Credentials | None = None,
+    role: str = "domain-controllers",
+    settings: Settings | None = None,
+) -> ProbeContext:
+    """A ProbeContext for one check; call inside a running event loop."""
+    ports: PortRange | None = None
+    single: int | None = None
+    if isinstance(port, str):
+        low, high = (int(p) for p in port.split("-"))
+        ports = PortRange(low, high)
+    else:
+        single = port
+    if settings is None:
+        settings = Settings(
+            timeout=timeout,
+            retries=retries,
+            credentials={role: credentials} if credentials else {},
+        )
+    row = make_row(probe, protocol, ports or single, role, options or {})
+    loop = asyncio.get_running_loop()
+    return ProbeContext(
+        row=row,
+        target=Target(role, host),
+        host=host,
+        address=address,
+        protocol=Transport(protocol),
+        port=single,
+        ports=ports,
+        options=dict(options or {}),
+        settings=settings,
+        timing=HostTiming(settings.timeout, settings.min_timeout),
+        deadline=loop.time() + settings.timeout * (settings.retries + 1) + settings.timeout * 4,
+    )
+
+
+async def run_probe(probe: str, ctx: ProbeContext) -> CheckResult:
+    """Run the named probe against ctx exactly as the engine does (same error mapping)."""
+    from scanner.engine import execute_check
+
+    return await execute_check(probe, ctx)
