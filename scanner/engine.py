@@ -245,7 +245,7 @@ async def run_plan(
         async with resolve_limit:
             return await resolve(host, max(settings.timeout, 2.0))
 
-    resolved = dict(zip(hosts, await asyncio.gather(*(_resolve(h) for h in hosts))))
+    resolved = dict(zip(hosts, await asyncio.gather(*(_resolve(h) for h in hosts)), strict=True))
     timings: dict[str, HostTiming] = {}
     host_limits: dict[str, asyncio.Semaphore] = {}
     global_limit = asyncio.Semaphore(max(1, concurrency))

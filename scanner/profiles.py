@@ -165,8 +165,8 @@ def load_profile(path: Path, roles: dict[str, Role]) -> Profile:
     for i, row in enumerate(model.rows):
         row_line = line_of(data, ("rows", i)) or 0
 
-        def fail(msg: str, *loc: Any, _i: int = i) -> ConfigError:
-            return ConfigError(str(path), line_of(data, ("rows", _i, *loc)), f"row {row.id!r}: {msg}")
+        def fail(msg: str, *loc: Any, _i: int = i, _id: str = row.id) -> ConfigError:
+            return ConfigError(str(path), line_of(data, ("rows", _i, *loc)), f"row {_id!r}: {msg}")
 
         if row.id in seen:
             raise fail("duplicate row id", "id")

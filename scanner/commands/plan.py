@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from scanner.cli_common import add_input_options, add_run_options, load_run_inputs
 from scanner.models import Depth
@@ -23,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
     rows = select_rows(inputs.catalogue, inputs.profiles, inputs.inventory)
     plan = build_plan(rows, inputs.inventory.targets, depth=Depth(inputs.depth), settings=inputs.settings,
                       use_endpoints=bool(inputs.profiles))
-    items = [
+    items: list[dict[str, Any]] = [
         {"profile": p.row.profile, "row": p.row.id, "doc_port": p.row.doc_port, "target": p.target.host,
          "role": p.target.role, "checks": [
              {"protocol": c.spec.protocol.value, "port": c.port_label, "probe": c.probe,

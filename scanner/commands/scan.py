@@ -22,18 +22,19 @@ from scanner.report import build_document, now_iso
 
 def add_discovered_targets(inputs: RunInputs, extra: list[str]) -> list[str]:
     """Domain controllers from DNS SRV records (inventory `discover:` and --discover)."""
-    wanted = list(inputs.inventory.discover)
-    for item in extra:
-        domain, sep, server = item.partition("@")
+    wanted: list[dict[str, str]] = list(inputs.inventory.discover)
+    for value in extra:
+        domain, sep, server = value.partition("@")
         if not sep or not domain or not server:
-            raise UsageError(f"--discover {item!r}: expected DOMAIN@DNS_SERVER")
+            raise UsageError(f"--discover {value!r}: expected DOMAIN@DNS_SERVER")
         wanted.append({"domain": domain, "dns_server": server})
     notes: list[str] = []
     if not wanted:
         return notes
     from scanner.discovery import DiscoveryError, discover_domain_controllers
 
-    for item in wanted:
+    for entry in wanted:
+        item = dict(entry)
         try:
             dcs = asyncio.run(discover_domain_controllers(item["domain"], item["dns_server"], inputs.settings.timeout))
         except DiscoveryError as exc:
@@ -46,7 +47,7 @@ def add_discovered_targets(inputs: RunInputs, extra: list[str]) -> list[str]:
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    from scanner.engine import build_plan, run_plan
+    from scanner.engine import build_plan
     from scanner.selection import require_targets, select_rows
 
     inputs = load_run_inputs(args)

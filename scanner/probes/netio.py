@@ -139,10 +139,7 @@ async def connect_tcp(
             reader, writer = task.result()
             if ssl is not None:
                 try:
-                    await asyncio.wait_for(
-                        writer.start_tls(ssl, server_hostname=server_hostname),
-                        ctx.step_timeout(),
-                    )
+                    await asyncio.wait_for(_start_tls(writer, ssl, server_hostname), ctx.step_timeout())
                 except asyncio.TimeoutError:
                     writer.close()
                     raise ProbeError(
@@ -162,6 +159,22 @@ async def connect_tcp(
             continue
         raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
     raise ProbeError(filtered(ctx, loop.time() - started, port))
+
+
+async def _start_tls(
+    writer: asyncio.StreamWriter, context: ssl_module.SSLContext, server_hostname: str | None
+) -> None:
+    """Upgrade an open stream to TLS (StreamWriter.start_tls is Python 3.11+)."""
+    if hasattr(writer, "start_tls"):
+        await writer.start_tls(context, server_hostname=server_hostname)
+        return
+    # Python 3.10: what StreamWriter.start_tls does in 3.11.
+    loop = asyncio.get_running_loop()
+    protocol = writer.transport.get_protocol()
+    await writer.drain()
+    transport = await loop.start_tls(writer.transport, protocol, context, server_hostname=server_hostname)
+    writer._transport = transport  # type: ignore[attr-defined]
+    protocol._transport = transport  # type: ignore[attr-defined]
 
 
 def close_quietly(writer: asyncio.StreamWriter) -> None:
