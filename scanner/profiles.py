@@ -50,7 +50,7 @@ class CheckModel(_Strict):
     setting: Optional[str] = Field(default=None, pattern=_SLUG)
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("port")
+    @field_validator("port", mode="before")
     @classmethod
     def _port(cls, value: int | str | None) -> int | str | None:
         if isinstance(value, bool):
@@ -111,10 +111,13 @@ class Catalogue:
 
 
 def _invalid(path: Path, data: Any, exc: ValidationError) -> ConfigError:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # A misspelt key also makes the right one "missing"; the unknown key points at the line to fix.
+    err = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     loc = tuple(err.get("loc", ()))
     where = ".".join(str(p) for p in loc) or "file"
-    return ConfigError(str(path), line_of(data, loc), f"{where}: {err.get('msg', 'invalid')}")
+    msg = "unknown key" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
+    return ConfigError(str(path), line_of(data, loc), f"{where}: {msg}")
 
 
 def load_roles(path: Path) -> tuple[dict[str, Role], frozenset[str]]:

@@ -64,17 +64,16 @@ def load_yaml(path: Path, what: str = "file") -> Any:
 def parse_yaml(text: str, name: str) -> Any:
     if len(text) > MAX_BYTES:
         raise ConfigError(name, None, f"more than {MAX_BYTES} characters")
-    _refuse_anchors(text, name)
-    loader = yaml.SafeLoader(text)
+    _prescan(text, name)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # ReaderError: control characters, raised by the constructor
+        raise _not_yaml(name, text, exc) from None
     try:
         try:
             node = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else None
-            raise ConfigError(name, line, f"not valid YAML: {exc.problem or exc}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(name, None, f"not valid YAML: {exc}") from None
+            raise _not_yaml(name, text, exc) from None
         if node is None:
             return None
         return _convert(node, loader, name, 0, set())
@@ -82,19 +81,39 @@ def parse_yaml(text: str, name: str) -> Any:
         loader.dispose()
 
 
-def _refuse_anchors(text: str, name: str) -> None:
-    """Anchors and aliases let a small file expand exponentially: refuse them up front."""
-    if "&" not in text and "*" not in text:
-        return
-    try:
-        for token in yaml.scan(text, Loader=yaml.SafeLoader):
-            if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
-                raise ConfigError(name, token.start_mark.line + 1, "YAML anchors and aliases are not allowed here")
-    except yaml.MarkedYAMLError as exc:
+def _not_yaml(name: str, text: str, exc: yaml.YAMLError) -> ConfigError:
+    line: int | None = None
+    if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(name, mark.line + 1 if mark else None, f"not valid YAML: {exc.problem or exc}") from None
+        line = mark.line + 1 if mark else None
+        return ConfigError(name, line, f"not valid YAML: {exc.problem or exc}")
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        return ConfigError(name, line, f"not valid YAML: control character U+{char:04X} is not allowed")
+    return ConfigError(name, line, f"not valid YAML: {exc}")
+
+
+def _prescan(text: str, name: str) -> None:
+    """Refuse anchors, aliases and deep nesting from the parser's events, before composing.
+
+    PyYAML's parser keeps an explicit stack, but its composer recurses once per level: a
+    few thousand "[" overflow Python's stack (RecursionError) before `_convert` could
+    count levels. Anchors and aliases let a small file expand exponentially.
+    """
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise ConfigError(name, event.start_mark.line + 1, "YAML anchors and aliases are not allowed here")
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ConfigError(name, event.start_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
     except yaml.YAMLError as exc:
-        raise ConfigError(name, None, f"not valid YAML: {exc}") from None
+        raise _not_yaml(name, text, exc) from None
 
 
 def _convert(node: yaml.Node, loader: yaml.SafeLoader, name: str, depth: int, seen: set[int]) -> Any:
@@ -131,7 +150,10 @@ def _convert(node: yaml.Node, loader: yaml.SafeLoader, name: str, depth: int, se
             items.append(_convert(item, loader, name, depth + 1, seen))
             items.item_lines.append(item.start_mark.line + 1)
         return items
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError) as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(name, line, f"cannot read this value: {exc}") from None
 
 
 def line_of(data: Any, loc: tuple[Any, ...]) -> int | None:

@@ -198,9 +198,7 @@ def test_catalogue_has_one_profile_per_table_plus_derived_netapp() -> None:
 
 
 def test_every_documented_row_is_in_the_catalogue_and_nothing_else() -> None:
-    reference = Counter(
-        documented_key(r["section"], r["group"], {c: r[c] for c in CELLS}) for r in frozen_rows()
-    )
+    reference = Counter(documented_key(r["section"], r["group"], {c: r[c] for c in CELLS}) for r in frozen_rows())
     catalogue = Counter(
         documented_key(profile.section, row.group, row.doc.model_dump())
         for profile, row in all_rows()
@@ -236,7 +234,9 @@ def test_derived_rows_live_only_in_profiles_that_say_what_they_derive_from() -> 
 def test_row_ids_are_unique_within_each_profile() -> None:
     for profile in raw_profiles().values():
         ids = [row.id for row in profile.rows]
-        assert len(ids) == len(set(ids)), f"{profile.id}: duplicate row ids {sorted(i for i in ids if ids.count(i) > 1)}"
+        assert len(ids) == len(set(ids)), (
+            f"{profile.id}: duplicate row ids {sorted(i for i in ids if ids.count(i) > 1)}"
+        )
 
 
 def test_checks_cover_exactly_the_documented_transports() -> None:

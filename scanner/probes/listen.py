@@ -9,6 +9,7 @@ from scanner.probes.base import Outcome, Probe, ProbeContext, register, skipped
 @register
 class InboundProbe(Probe):
     name = "listen"
+    accepts_range = True
     transports = (Transport.TCP, Transport.UDP)
     summary = "inbound to the Auditor host: proven by `portready listen` and `portready send`"
     exchanges = 0
@@ -17,6 +18,6 @@ class InboundProbe(Probe):
         return skipped(
             Reason.INBOUND,
             f"inbound: {ctx.row.doc_source} connect to this host on "
-            f"{ctx.protocol.value.upper()} {ctx.port}; run `portready listen` here and "
+            f"{ctx.protocol.value.upper()} {ctx.port if ctx.port is not None else ctx.ports}; run `portready listen` here and "
             "`portready send` on a source to prove it",
         )
