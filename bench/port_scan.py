@@ -84,7 +84,7 @@ def main() -> int:
         ruleset = (
             "table inet prbench {\n"
             "  set dropped { type ipv4_addr . inet_service; elements = { " + elements + " } }\n"
-            "  chain input { type filter hook input priority 0; ip daddr . tcp dport @dropped drop }\n"
+            "  chain input {\n    type filter hook input priority 0;\n    ip daddr . tcp dport @dropped drop\n  }\n"
             "}\n"
         )
         host.run(["nft", "-f", "-"], input=ruleset, text=True, check=True)

@@ -11,8 +11,8 @@ from typing import Any, Mapping
 
 from scanner.errors import UsageError
 from scanner.inventory import Inventory, load_inventory, parse_target_option, resolve_credentials
-from scanner.profiles import Catalogue, load_catalogue
 from scanner.probes.base import Settings
+from scanner.profiles import Catalogue, load_catalogue
 
 DEFAULT_TIMEOUT = 3.0
 DEFAULT_RETRIES = 1

@@ -31,7 +31,7 @@ from scanner.models import (
     Target,
     Transport,
 )
-from scanner.probes.base import Outcome, ProbeContext, ProbeError, Settings, failed, get_probe, skipped
+from scanner.probes.base import Outcome, ProbeContext, ProbeError, Settings, failed, get_probe, registry, skipped
 from scanner.timing import HostTiming
 
 # At --depth port each transport's plain reachability probe replaces the protocol probe.
@@ -165,10 +165,15 @@ async def execute_check(probe_name: str, ctx: ProbeContext) -> CheckResult:
     try:
         probe = get_probe(probe_name)()
         # A small grace over the deadline lets the probe report its own, better reason.
-        outcome = await asyncio.wait_for(probe.run(ctx), ctx.remaining() + 0.5)
+        timeout_cm = getattr(asyncio, "timeout", None)
+        if timeout_cm is not None:  # Python 3.11+: no extra task per check
+            async with timeout_cm(ctx.remaining() + 0.5):
+                outcome = await probe.run(ctx)
+        else:
+            outcome = await asyncio.wait_for(probe.run(ctx), ctx.remaining() + 0.5)
     except ProbeError as exc:
         outcome = exc.outcome
-    except asyncio.TimeoutError:
+    except (asyncio.TimeoutError, TimeoutError):
         outcome = failed(
             Reason.PROTOCOL,
             f"no complete answer in {ctx.settings.timeout:g} s on {ctx.where()}: the port "
@@ -248,53 +253,78 @@ async def run_plan(
     resolved = dict(zip(hosts, await asyncio.gather(*(_resolve(h) for h in hosts)), strict=True))
     timings: dict[str, HostTiming] = {}
     host_limits: dict[str, asyncio.Semaphore] = {}
-    global_limit = asyncio.Semaphore(max(1, concurrency))
+    probes = registry()
 
     async def _check(prow: PlannedRow, pc: PlannedCheck) -> CheckResult:
         if pc.preset is not None:
-            result = CheckResult(
+            return CheckResult(
                 pc.spec.protocol.value, pc.port_label, pc.probe,
                 pc.preset.status, pc.preset.reason, pc.preset.detail, dict(pc.preset.evidence),
             )
-        else:
-            res = resolved[prow.target.host]
-            if res.address is None:
-                result = CheckResult(
-                    pc.spec.protocol.value, pc.port_label, pc.probe, Status.FAIL, Reason.UNRESOLVED,
-                    f"unresolved: {res.error} — check the name and this host's DNS servers",
-                )
-            else:
-                address = res.address
-                timing = timings.setdefault(address, HostTiming(settings.timeout, settings.min_timeout))
-                limit = host_limits.setdefault(address, asyncio.Semaphore(max(1, per_host)))
-                from scanner.probes.base import registry
+        res = resolved[prow.target.host]
+        if res.address is None:
+            return CheckResult(
+                pc.spec.protocol.value, pc.port_label, pc.probe, Status.FAIL, Reason.UNRESOLVED,
+                f"unresolved: {res.error} — check the name and this host's DNS servers",
+            )
+        address = res.address
+        timing = timings.get(address)
+        if timing is None:
+            timing = timings[address] = HostTiming(settings.timeout, settings.min_timeout)
+        limit = host_limits.get(address)
+        if limit is None:
+            limit = host_limits[address] = asyncio.Semaphore(max(1, per_host))
+        exchanges = getattr(probes.get(pc.probe), "exchanges", 2)
+        async with limit:
+            ctx = ProbeContext(
+                row=prow.row,
+                target=prow.target,
+                host=prow.target.host,
+                address=address,
+                protocol=pc.spec.protocol,
+                port=pc.port,
+                ports=pc.ports,
+                options=pc.spec.options,
+                settings=settings,
+                timing=timing,
+                deadline=loop.time() + probe_budget(settings, exchanges),
+            )
+            return await execute_check(pc.probe, ctx)
 
-                exchanges = getattr(registry().get(pc.probe), "exchanges", 2)
-                async with global_limit, limit:
-                    ctx = ProbeContext(
-                        row=prow.row,
-                        target=prow.target,
-                        host=prow.target.host,
-                        address=address,
-                        protocol=pc.spec.protocol,
-                        port=pc.port,
-                        ports=pc.ports,
-                        options=pc.spec.options,
-                        settings=settings,
-                        timing=timing,
-                        deadline=loop.time() + probe_budget(settings, exchanges),
-                    )
-                    result = await execute_check(pc.probe, ctx)
-        if on_check is not None:
-            on_check(result)
-        return result
+    # Jobs interleaved across hosts, so workers spread over targets instead of queueing
+    # on one host's limit; a fixed pool of workers instead of a task per check keeps the
+    # event loop light (thousands of tasks waiting on one semaphore cost O(n^2)).
+    by_host: dict[str, list[tuple[int, int]]] = {}
+    for i, prow in enumerate(plan.rows):
+        for j in range(len(prow.checks)):
+            by_host.setdefault(prow.target.host, []).append((i, j))
+    queues = list(by_host.values())
+    jobs: list[tuple[int, int]] = []
+    for k in range(max((len(q) for q in queues), default=0)):
+        jobs.extend(q[k] for q in queues if k < len(q))
+    results: list[list[CheckResult | None]] = [[None] * len(p.checks) for p in plan.rows]
+    missing = [len(p.checks) for p in plan.rows]
+    rows_out: list[RowResult | None] = [None] * len(plan.rows)
+    next_job = iter(jobs)
 
-    async def _row(prow: PlannedRow) -> RowResult:
-        checks = await asyncio.gather(*(_check(prow, pc) for pc in prow.checks))
-        address = resolved[prow.target.host].address
-        result = RowResult(prow.row, prow.target, address, tuple(checks))
-        if on_row is not None:
-            on_row(result)
-        return result
+    async def _worker() -> None:
+        for i, j in next_job:
+            prow = plan.rows[i]
+            result = await _check(prow, prow.checks[j])
+            results[i][j] = result
+            if on_check is not None:
+                on_check(result)
+            missing[i] -= 1
+            if missing[i] == 0:
+                row = RowResult(prow.row, prow.target, resolved[prow.target.host].address,
+                                tuple(c for c in results[i] if c is not None))
+                rows_out[i] = row
+                if on_row is not None:
+                    on_row(row)
 
-    return list(await asyncio.gather(*(_row(prow) for prow in plan.rows)))
+    workers = max(1, min(concurrency, len(jobs), per_host * max(1, len(by_host))))
+    await asyncio.gather(*(_worker() for _ in range(workers)))
+    for i, prow in enumerate(plan.rows):  # rows without checks
+        if rows_out[i] is None:
+            rows_out[i] = RowResult(prow.row, prow.target, resolved[prow.target.host].address, ())
+    return [r for r in rows_out if r is not None]

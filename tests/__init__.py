@@ -1,0 +1,1 @@
+"""portready test suite."""

@@ -44,8 +44,8 @@ def _run(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from scanner.profiles import load_catalogue
     from scanner.probes import registry
+    from scanner.profiles import load_catalogue
 
     catalogue = load_catalogue(list(args.profile_dirs))
     if args.roles:

@@ -148,7 +148,7 @@ def _summary(rec: SourceRecord) -> dict[str, Any]:
     ev: dict[str, Any] = {
         "source_address": rec.source,
         "count": rec.count,
-        "bytes": rec.bytes,
+        "bytes": rec.byte_count,
         "first_arrival": iso(rec.first),
         "last_arrival": iso(rec.last),
     }
@@ -210,6 +210,10 @@ def _unbound_outcome(
     )  # fmt: skip
 
 
+def _check_keys(irow: InboundRow) -> list[tuple[Transport, int]]:
+    return [(c.spec.protocol, c.port) for c in irow.checks if c.port is not None]
+
+
 def is_complete(
     plan: list[InboundRow],
     sources: Mapping[str, list[ExpectedSource]],
@@ -222,18 +226,18 @@ def is_complete(
     for proto, port, source in store.records:
         seen.setdefault((proto, port), set()).add(source)
     for irow in plan:
-        keys = [(c.spec.protocol, c.port) for c in irow.checks if c.port is not None and (c.spec.protocol, c.port) in watched_set]
+        keys = [k for k in _check_keys(irow) if k in watched_set]
         if not keys:
             continue
         row_sources = sources.get(irow.row.source) or []
         if not row_sources:
-            if not any(seen.get(k) for k in keys):  # type: ignore[call-overload]
+            if not any(seen.get(k) for k in keys):
                 return False
             continue
         for src in row_sources:
             if src.error is not None:
                 continue
-            if not any(seen.get(k, set()) & set(src.addresses) for k in keys):  # type: ignore[call-overload]
+            if not any(seen.get(k, set()) & set(src.addresses) for k in keys):
                 return False
     return True
 
@@ -278,7 +282,7 @@ def match(
         for src in row_sources:
             result, seen = _row_for_source(irow, src, by_port, failed, watched_set, open_row, waited, port_notes or {})
             results.append(result)
-            if not seen and any(c.port is not None and (c.spec.protocol, c.port) in watched_set for c in irow.checks):
+            if not seen and src.error is None and any(c.port is not None and (c.spec.protocol, c.port) in watched_set for c in irow.checks):
                 complete = False
     unexpected: list[dict[str, Any]] = []
     for key, recs in sorted(by_port.items(), key=lambda kv: (kv[0][1], kv[0][0].value)):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from scanner.listener.syslog import MAX_FRAME, SyslogMessage, TcpFramer, parse_syslog
-from scanner.listener.tag import Tag, find_tag
+from scanner.listener.tag import SEARCH_WINDOW, Tag, find_tag
 from scanner.models import Transport
 
 UDP_RCVBUF = 16 * 1024 * 1024  # absorbs bursts while the loop is busy elsewhere
@@ -83,19 +83,41 @@ class SourceRecord:
     datagrams: int = 0
     connections: int = 0
     messages: int = 0
-    bytes: int = 0
+    byte_count: int = 0
     first_sample: Sample | None = None
-    last_sample: Sample | None = None
     tags: dict[str, TagSeen] = field(default_factory=dict)
     via: str = "socket"  # "socket" or "capture"
+    # The last arrival, kept as plain fields: building a Sample per datagram costs a flood dearly.
+    last_raw: bytes | None = None
+    last_kind: str = ""
+    last_size: int = 0
+
+    @property
+    def last_sample(self) -> Sample | None:
+        if self.last_raw is None:
+            return None
+        return Sample(self.last, self.last_kind, self.last_size, self.last_raw)
 
     @property
     def samples(self) -> list[Sample]:
         return [s for s in (self.first_sample, self.last_sample) if s is not None]
 
 
+_NORMALIZED: dict[str, str] = {}
+
+
 def normalize_address(address: str) -> str:
-    """'::ffff:198.18.1.2' -> '198.18.1.2', 'fe80::1%eth0' -> 'fe80::1'."""
+    """'::ffff:198.18.1.2' -> '198.18.1.2', 'fe80::1%eth0' -> 'fe80::1' (cached: floods repeat)."""
+    cached = _NORMALIZED.get(address)
+    if cached is not None:
+        return cached
+    if len(_NORMALIZED) >= 4096:
+        _NORMALIZED.clear()
+    _NORMALIZED[address] = result = _normalize(address)
+    return result
+
+
+def _normalize(address: str) -> str:
     address = address.split("%", 1)[0]
     try:
         ip = ipaddress.ip_address(address)
@@ -153,20 +175,21 @@ class ArrivalStore:
             news = True
         rec.last = now
         rec.count += 1
-        rec.bytes += size
+        rec.byte_count += size
         if kind == "datagram":
             rec.datagrams += 1
         elif kind == "connection":
             rec.connections += 1
         else:
             rec.messages += 1
-        if kind != "connection" or rec.first_sample is None:
-            sample = Sample(now, kind, size, bytes(data[: self.sample_bytes]))
-            if rec.first_sample is None or (rec.first_sample.kind == "connection" and kind != "connection"):
-                rec.first_sample = sample
-            else:
-                rec.last_sample = sample
-        if data:
+        first = rec.first_sample
+        if first is None or (first.kind == "connection" and kind != "connection"):
+            rec.first_sample = Sample(now, kind, size, bytes(data[: self.sample_bytes]))
+        elif kind != "connection":
+            rec.last_raw = data if len(data) <= self.sample_bytes else data[: self.sample_bytes]
+            rec.last_kind = kind
+            rec.last_size = size
+        if data and b"portready-test" in data[:SEARCH_WINDOW]:
             tag = find_tag(data)
             if tag is not None:
                 seen = rec.tags.get(tag.nonce)
@@ -286,6 +309,7 @@ class Listener:
         self._transports: list[asyncio.BaseTransport] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._conn_tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._per_source: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -332,10 +356,12 @@ class Listener:
         self._transports.clear()
         for server in self._servers:
             server.close()
-        for task in list(self._conn_tasks):
-            task.cancel()
+        # Abort rather than cancel: a cancelled connection task makes asyncio's stream
+        # callback log an error; an aborted transport ends the read loop cleanly.
+        for writer in list(self._writers):
+            writer.transport.abort()
         if self._conn_tasks:
-            await asyncio.gather(*self._conn_tasks, return_exceptions=True)
+            await asyncio.wait(set(self._conn_tasks), timeout=2.0)
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
@@ -398,6 +424,7 @@ class Listener:
             return
         if task is not None:
             self._conn_tasks.add(task)
+        self._writers.add(writer)
         self._per_source[source] += 1
         framer = TcpFramer(self.max_frame)
         try:
@@ -424,6 +451,7 @@ class Listener:
                 del self._per_source[source]
             if task is not None:
                 self._conn_tasks.discard(task)
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)

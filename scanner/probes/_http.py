@@ -53,9 +53,9 @@ class HttpResponse:
         name = name.lower()
         return [value for key, value in self.headers if key == name]
 
-    def evidence(self) -> dict[str, object]:
+    def evidence(self) -> dict[str, Any]:
         """status, server (and location on redirects), clipped: peer text stays data."""
-        out: dict[str, object] = {"status": self.status}
+        out: dict[str, Any] = {"status": self.status}
         server = self.header("server")
         if server is not None:
             out["server"] = clip(server)
@@ -393,3 +393,18 @@ def http_outcome(
     return Outcome(
         Status.PASS, Reason.OK, f"{scheme} answers on {ctx.where()}: {method} {clip(path, 80)} → {said}{by}", evidence
     )
+
+
+async def close_writer(writer: asyncio.StreamWriter, grace: float = 0.5) -> None:
+    """Close a (TLS) stream and wait briefly for it, aborting if the peer stalls.
+
+    A TLS close sends close_notify and waits for the transport; without waiting, the
+    socket may outlive the probe.
+    """
+    try:
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), grace)
+    except (asyncio.TimeoutError, OSError, ConnectionError):
+        writer.transport.abort()
+    except Exception:  # noqa: BLE001 - closing a dead stream must never fail a probe
+        writer.transport.abort()

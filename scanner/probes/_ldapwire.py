@@ -99,9 +99,7 @@ def message(message_id: int, op: bytes) -> bytes:
     return sequence(integer(message_id), op)
 
 
-def search_request(
-    message_id: int, base: str, attributes: list[str], filter_: bytes, time_limit: int = 0
-) -> bytes:
+def search_request(message_id: int, base: str, attributes: list[str], filter_: bytes, time_limit: int = 0) -> bytes:
     """A base-object search (the RootDSE read and the CLDAP ping)."""
     body = (
         octets(base)
@@ -273,9 +271,7 @@ def _protocol(ctx: ProbeContext, what: str, problem: str) -> ProbeError:
     )
 
 
-async def read_ldap_message(
-    ctx: ProbeContext, reader: asyncio.StreamReader, what: str = "LDAP answer"
-) -> bytes:
+async def read_ldap_message(ctx: ProbeContext, reader: asyncio.StreamReader, what: str = "LDAP answer") -> bytes:
     """One whole LDAPMessage (bytes), bounded by MAX_LDAP_MESSAGE."""
     from scanner.probes.netio import read_exactly
 

@@ -36,19 +36,23 @@ class BrowserInstance:
     tcp_port: int | None
     pipe: str | None
     clustered: bool | None
+    invalid_tcp: str | None = None  # the tcp value when it is not a port number
 
     @property
     def is_default(self) -> bool:
         return self.name.upper() == DEFAULT_INSTANCE
 
     def evidence(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "version": self.version,
             "tcp_port": self.tcp_port,
             "np_pipe": self.pipe,
             "clustered": self.clustered,
         }
+        if self.invalid_tcp is not None:
+            out["invalid_tcp"] = self.invalid_tcp
+        return out
 
 
 def ucast_ex() -> bytes:
@@ -69,11 +73,13 @@ def _instance(tokens: list[str]) -> BrowserInstance:
     if not name:
         raise McsqlrError("an instance entry has no InstanceName")
     port: int | None = None
+    invalid: str | None = None
     if "tcp" in fields:
         text = fields["tcp"].strip()
-        if not text.isdigit() or not 0 < int(text) <= 65535:
-            raise McsqlrError(f"instance {name[:64]!r} announces an invalid TCP port {text[:16]!r}")
-        port = int(text)
+        if text.isdigit() and 0 < int(text) <= 65535:
+            port = int(text)
+        else:  # one odd entry does not make the whole list garbage; it is reported as is
+            invalid = text[:16]
     clustered_text = fields.get("isclustered", "").strip().lower()
     clustered = {"yes": True, "no": False}.get(clustered_text)
     return BrowserInstance(
@@ -83,6 +89,7 @@ def _instance(tokens: list[str]) -> BrowserInstance:
         tcp_port=port,
         pipe=fields.get("np"),
         clustered=clustered,
+        invalid_tcp=invalid,
     )
 
 

@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from scanner.models import Reason, Status
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
-from scanner.probes.netio import close_quietly, connect_tcp
+from scanner.probes.netio import connect_tcp
 from scanner.timing import HostTiming
 
 INTERNET_ROLES = ("partner-portal", "meraki-dashboard")
@@ -255,7 +255,7 @@ def _via(outcome: Outcome, proxy: Proxy, prefix: str) -> Outcome:
 
 async def open_tunnel(ctx: ProbeContext, proxy: Proxy, port: int) -> Stream:
     """CONNECT host:port through the proxy; the returned stream carries the tunnel."""
-    from scanner.probes._http import HttpResponse, clip, read_head
+    from scanner.probes._http import HttpResponse, clip, close_writer, read_head
 
     proxy_ctx, stream = await connect_proxy(ctx, proxy)
     reader, writer = stream.reader, stream.writer
@@ -269,11 +269,11 @@ async def open_tunnel(ctx: ProbeContext, proxy: Proxy, port: int) -> Stream:
         await asyncio.wait_for(writer.drain(), ctx.step_timeout())
         response: HttpResponse = await read_head(proxy_ctx, reader, f"CONNECT {target}")
     except ProbeError as exc:
-        close_quietly(writer)
+        await close_writer(writer)
         prefix = f"the proxy {proxy.label} did not answer CONNECT {target} properly: "
         raise ProbeError(_via(exc.outcome, proxy, prefix)) from None
     except (asyncio.TimeoutError, OSError) as exc:
-        close_quietly(writer)
+        await close_writer(writer)
         raise ProbeError(
             failed(
                 Reason.PROTOCOL,
@@ -282,7 +282,7 @@ async def open_tunnel(ctx: ProbeContext, proxy: Proxy, port: int) -> Stream:
             )
         ) from None
     if not 200 <= response.status < 300:
-        close_quietly(writer)
+        await close_writer(writer)
         raise ProbeError(proxy_answer(proxy, target, response.status, clip(response.reason, 80)))
     return stream
 

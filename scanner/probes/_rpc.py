@@ -271,7 +271,9 @@ class RpcConnection:
                     )
                 )
             if ptype != RESPONSE or got_call != call_id or len(body) < 8:
-                raise _protocol_error(self.ctx, f"PDU type {ptype} (call {got_call}) where a response belongs", self.port)
+                raise _protocol_error(
+                    self.ctx, f"PDU type {ptype} (call {got_call}) where a response belongs", self.port
+                )
             out += body[8:]
             if len(out) > MAX_RESPONSE:
                 raise _protocol_error(self.ctx, "a response larger than 1 MiB", self.port)
@@ -409,7 +411,9 @@ def parse_ept_lookup(stub: bytes) -> tuple[bytes, list[Endpoint], int, int]:
     return handle, endpoints, status, bad
 
 
-async def ept_lookup(conn: RpcConnection, max_entries: int = 1024, page: int = 100) -> list[Endpoint]:
+async def ept_lookup(
+    conn: RpcConnection, max_entries: int = 1024, page: int = 100, max_pages: int = 20
+) -> list[Endpoint]:
     """Every endpoint the mapper lists (bounded), paging with the entry handle.
 
     Samba ends with status EPT_S_NOT_REGISTERED ("no more entries") where Windows
@@ -417,7 +421,9 @@ async def ept_lookup(conn: RpcConnection, max_entries: int = 1024, page: int = 1
     """
     handle = b"\x00" * 20
     out: list[Endpoint] = []
-    while len(out) < max_entries:
+    for _page in range(max_pages):
+        if len(out) >= max_entries:
+            break
         stub = await conn.call(2, ept_lookup_stub(handle, page))
         try:
             handle, endpoints, status, _bad = parse_ept_lookup(stub)

@@ -116,8 +116,8 @@ class NegotiateInfo:
     def evidence(self) -> dict[str, object]:
         out: dict[str, object] = {
             "dialect": self.dialect_name,
-            "signing_enabled": self.signing_enabled,
             "signing_required": self.signing_required,
+            "signing_enabled": self.signing_enabled,
             "server_guid": self.server_guid,
             "capabilities": self.capabilities,
             "max_read": self.max_read,

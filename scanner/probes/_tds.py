@@ -21,13 +21,16 @@ We ask ENCRYPT_OFF so that the server's answer states its own configuration: OFF
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import ssl
 import struct
 from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason
 from scanner.probes.base import ProbeContext, ProbeError, failed
-from scanner.probes.netio import close_quietly, connect_tcp, read_exactly
+from scanner.probes.netio import close_quietly, connect_tcp, outcome_for_oserror, read_exactly
 
 PACKET_PRELOGIN = 0x12
 PACKET_REPLY = 0x04
@@ -118,6 +121,7 @@ class PreloginReply:
     encryption_byte: int | None
     instance_ok: bool | None  # INSTOPT: True = the instance name we sent is this server's
     options: tuple[int, ...]
+    strict_tls: str | None = None  # TLS version when the server wanted TDS 8.0 (TLS first)
 
     @property
     def version_text(self) -> str:
@@ -129,6 +133,8 @@ class PreloginReply:
 
     @property
     def encryption(self) -> str:
+        if self.strict_tls:
+            return f"strict (TDS 8.0, {self.strict_tls} before PRELOGIN)"
         if self.encryption_byte is None:
             return "not stated"
         base = ENCRYPTION_NAMES.get(self.encryption_byte & 0x7F, f"unknown (0x{self.encryption_byte:02x})")
@@ -195,24 +201,53 @@ def _protocol_error(ctx: ProbeContext, port: int, why: str) -> ProbeError:
     return ProbeError(
         failed(
             Reason.PROTOCOL,
-            f"TCP {port} on {ctx.host} answered, but not as SQL Server: {why} "
-            "(expected a TDS PRELOGIN answer)",
+            f"TCP {port} on {ctx.host} answered, but not as SQL Server: {why} (expected a TDS PRELOGIN answer)",
         )
     )
 
 
-async def prelogin(ctx: ProbeContext, port: int | None = None, instance: str = "") -> PreloginReply:
-    """Connect, send PRELOGIN, read and parse the answer (bounded); ProbeError otherwise."""
-    port = ctx.port if port is None else port
-    if port is None:
-        raise ValueError("prelogin needs a port")
-    pctx = ctx.with_port(port)
-    reader, writer = await connect_tcp(pctx)
+class _MaybeStrict(Exception):
+    """The server closed at once or spoke TLS: it may want TDS 8.0 (TLS before PRELOGIN)."""
+
+    def __init__(self, error: ProbeError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def strict_context() -> ssl.SSLContext:
+    """TLS for TDS 8.0 "strict" servers: ALPN tds/8.0, no verification (we only look)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["tds/8.0"])
+    return context
+
+
+async def _exchange(
+    pctx: ProbeContext, port: int, instance: str, tls: ssl.SSLContext | None
+) -> tuple[PreloginReply, str | None]:
+    reader, writer = await connect_tcp(pctx, ssl=tls, server_hostname=pctx.host if tls else None)
     try:
         writer.write(build_prelogin(instance))
         data = bytearray()
-        for _ in range(MAX_PACKETS):
-            head = await read_exactly(pctx, reader, HEADER.size, "TDS PRELOGIN answer")
+        for index in range(MAX_PACKETS):
+            if index == 0 and tls is None:
+                try:
+                    head = await asyncio.wait_for(reader.readexactly(HEADER.size), pctx.step_timeout())
+                except asyncio.IncompleteReadError as exc:
+                    if not exc.partial:
+                        raise _MaybeStrict(
+                            _protocol_error(pctx, port, "the server closed the connection without answering")
+                        ) from None
+                    head = exc.partial  # parse_header explains what is wrong with it
+                except asyncio.TimeoutError:
+                    raise _protocol_error(pctx, port, f"no answer within {pctx.settings.timeout:g} s") from None
+                except OSError as exc:
+                    raise ProbeError(outcome_for_oserror(pctx, exc)) from None
+                if head[:1] in (b"\x15", b"\x16") and head[1:2] == b"\x03":
+                    raise _MaybeStrict(_protocol_error(pctx, port, "the server answered with TLS"))
+            else:
+                head = await read_exactly(pctx, reader, HEADER.size, "TDS PRELOGIN answer")
             try:
                 _ptype, status, length = parse_header(head)
             except TdsError as exc:
@@ -225,8 +260,34 @@ async def prelogin(ctx: ProbeContext, port: int | None = None, instance: str = "
         else:
             raise _protocol_error(pctx, port, f"no end of message after {MAX_PACKETS} packets")
         try:
-            return parse_prelogin_data(bytes(data))
+            reply = parse_prelogin_data(bytes(data))
         except TdsError as exc:
             raise _protocol_error(pctx, port, str(exc)) from None
+        ssl_object = writer.get_extra_info("ssl_object")
+        return reply, (ssl_object.version() if ssl_object is not None else None)
     finally:
         close_quietly(writer)
+
+
+async def prelogin(ctx: ProbeContext, port: int | None = None, instance: str = "") -> PreloginReply:
+    """Connect, send PRELOGIN, read and parse the answer (bounded); ProbeError otherwise.
+
+    SQL Server 2022 with strict encryption (TDS 8.0) wants TLS before any TDS byte and
+    drops a plain PRELOGIN; when the server closes at once or answers with TLS, the
+    PRELOGIN is sent again inside TLS (ALPN tds/8.0) before deciding.
+    """
+    port = ctx.port if port is None else port
+    if port is None:
+        raise ValueError("prelogin needs a port")
+    pctx = ctx.with_port(port)
+    try:
+        reply, _ = await _exchange(pctx, port, instance, None)
+        return reply
+    except _MaybeStrict as plain:
+        try:
+            reply, tls_version = await _exchange(pctx, port, instance, strict_context())
+        except (ProbeError, _MaybeStrict):
+            outcome = plain.error.outcome
+            detail = outcome.detail + "; a TLS-first (TDS 8.0 strict) PRELOGIN got no answer either"
+            raise ProbeError(dataclasses.replace(outcome, detail=detail)) from None
+        return dataclasses.replace(reply, strict_tls=tls_version or "TLS")

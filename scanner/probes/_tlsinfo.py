@@ -26,14 +26,14 @@ import datetime as dt
 import functools
 import ipaddress
 import ssl
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason, Status
-from scanner.probes._http import clip
+from scanner.probes._http import HttpResponse, clip, close_writer, host_header, http_request
 from scanner.probes._proxy import Stream, open_stream
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
-from scanner.probes.netio import close_quietly
 
 _NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: dates are judged by us, in words
 _OLD_VERSIONS = ("SSLv3", "TLSv1", "TLSv1.1")
@@ -44,8 +44,11 @@ _SOON = 14  # days: an expiry this close is mentioned in the words
 def _base_context() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
-    # Accept what old servers offer so we can *report* TLS 1.0/1.1 instead of failing blind.
-    context.minimum_version = ssl.TLSVersion.TLSv1
+    # Accept what old servers offer so we can *report* TLS 1.0/1.1 instead of failing blind
+    # (Python flags the setting as deprecated; here it is deliberate and only for probing).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
     return context
 
@@ -198,8 +201,8 @@ class TlsSession:
     def writer(self) -> asyncio.StreamWriter:
         return self.stream.writer
 
-    def close(self) -> None:
-        close_quietly(self.stream.writer)
+    async def close(self) -> None:
+        await close_writer(self.stream.writer)
 
 
 async def start_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext, server_hostname: str | None) -> None:
@@ -234,17 +237,17 @@ async def _handshake(
     try:
         await asyncio.wait_for(start_tls(stream.writer, context, sni), ctx.step_timeout())
     except ssl.SSLCertVerificationError:
-        close_quietly(stream.writer)
+        await close_writer(stream.writer)
         raise
     except asyncio.TimeoutError:
-        close_quietly(stream.writer)
+        await close_writer(stream.writer)
         raise _handshake_failed(
             ctx, port, stream,
             f"TLS handshake timed out on {ctx.where(port)}: the port accepts connections but "
             f"does not complete a TLS handshake within {ctx.settings.timeout:g} s",
         ) from None  # fmt: skip
     except ssl.SSLError as exc:
-        close_quietly(stream.writer)
+        await close_writer(stream.writer)
         why = exc.reason or exc.strerror or str(exc)
         if isinstance(exc, ssl.SSLEOFError) or "EOF" in str(exc):
             why = "the peer closed the connection during the handshake"
@@ -255,7 +258,7 @@ async def _handshake(
             error=clip(str(exc), 300),
         ) from None  # fmt: skip
     except (OSError, EOFError) as exc:
-        close_quietly(stream.writer)
+        await close_writer(stream.writer)
         raise _handshake_failed(
             ctx, port, stream,
             f"TLS handshake failed on {ctx.where(port)}: the connection broke "
@@ -439,3 +442,93 @@ def judge(ctx: ProbeContext, session: TlsSession, outcome: Outcome, now: dt.date
             evidence,
         )
     return Outcome(outcome.status, outcome.reason, outcome.detail, evidence)
+
+
+class WebClient:
+    """One request per connection over HTTP or HTTPS, for probes that ask several paths.
+
+    The first HTTPS connection is judged (`open_tls`); later ones skip verification since
+    the certificate has been judged already. `finish` adds the TLS evidence and turns a
+    pass into warn on certificate problems::
+
+        web = WebClient(ctx, tls=True)
+        response = await web.request("GET", "/platform/latest")   # ProbeError on non-HTTP
+        return web.finish(passed("PAPI answers"))
+    """
+
+    def __init__(self, ctx: ProbeContext, tls: bool = True, port: int | None = None) -> None:
+        self.ctx = ctx
+        self.tls = tls
+        self.port = port if port is not None else (ctx.port or (443 if tls else 80))
+        self.session: TlsSession | None = None
+        self.via_proxy: str | None = None
+
+    async def _stream(self) -> Stream:
+        if not self.tls:
+            stream = await open_stream(self.ctx, self.port)
+        elif self.session is None:
+            self.session = await open_tls(self.ctx, self.port)
+            stream = self.session.stream
+        else:
+            stream = await _handshake(self.ctx, self.port, unverified_context(), self.ctx.host.strip("[]") or None)
+        self.via_proxy = stream.via_proxy
+        return stream
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        headers: tuple[tuple[str, str], ...] = (),
+        body: bytes = b"",
+        max_body: int = 256 * 1024,
+    ) -> HttpResponse:
+        stream = await self._stream()
+        try:
+            return await http_request(
+                self.ctx, stream.reader, stream.writer, method, path,
+                host=host_header(self.ctx.host, self.port, 443 if self.tls else 80),
+                headers=headers, body=body, max_body=max_body,
+            )  # fmt: skip
+        finally:
+            await close_writer(stream.writer)
+
+    def finish(self, outcome: Outcome) -> Outcome:
+        if self.session is not None:
+            return judge(self.ctx, self.session, outcome)
+        if self.via_proxy:
+            return Outcome(
+                outcome.status, outcome.reason, outcome.detail,
+                {**dict(outcome.evidence), "via_proxy": self.via_proxy},
+            )  # fmt: skip
+        return outcome
+
+
+def safe_xml(body: bytes, limit: int = 256 * 1024, allow_doctype: bool = False) -> Any:
+    """Parse a peer's XML safely: no ENTITY declarations (no entity expansion), bounded size.
+
+    A DOCTYPE is refused too, unless `allow_doctype` (ONTAPI answers carry
+    ``<!DOCTYPE netapp SYSTEM '...'>``): then only one without an internal subset
+    passes — expat never fetches the external DTD, and without an internal subset no
+    entity can be declared. Returns the root Element, or None.
+    """
+    import xml.etree.ElementTree as ET
+
+    if not body or len(body) > limit:
+        return None
+    upper = body.upper()
+    if b"<!ENTITY" in upper:
+        return None
+    at = upper.find(b"<!DOCTYPE")
+    if at >= 0:
+        end = upper.find(b">", at)
+        if not allow_doctype or end < 0 or b"[" in upper[at:end] or upper.count(b"<!DOCTYPE") > 1:
+            return None
+    try:
+        return ET.fromstring(body)
+    except (ET.ParseError, ValueError):
+        return None
+
+
+def local_name(tag: str) -> str:
+    """'{urn:vim25}about' -> 'about'."""
+    return tag.rsplit("}", 1)[-1]

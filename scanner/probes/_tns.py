@@ -43,7 +43,14 @@ REDIRECT = 5
 DATA = 6
 RESEND = 11
 MARKER = 12
-TYPE_NAMES = {ACCEPT: "ACCEPT", REFUSE: "REFUSE", REDIRECT: "REDIRECT", RESEND: "RESEND", DATA: "DATA", MARKER: "MARKER"}
+TYPE_NAMES = {
+    ACCEPT: "ACCEPT",
+    REFUSE: "REFUSE",
+    REDIRECT: "REDIRECT",
+    RESEND: "RESEND",
+    DATA: "DATA",
+    MARKER: "MARKER",
+}
 
 HEADER = struct.Struct(">HHBBH")  # length, packet checksum, type, flags, header checksum
 CONNECT_FIXED = struct.Struct(">HHHHHHHHHHIBB")
@@ -80,10 +87,7 @@ class TnsError(ValueError):
 
 def vsnnum_text(vsn: int) -> str:
     """318767104 → "19.0.0.0.0"."""
-    return (
-        f"{(vsn >> 24) & 0xFF}.{(vsn >> 20) & 0xF}.{(vsn >> 12) & 0xFF}."
-        f"{(vsn >> 8) & 0xF}.{vsn & 0xFF}"
-    )
+    return f"{(vsn >> 24) & 0xFF}.{(vsn >> 20) & 0xF}.{(vsn >> 12) & 0xFF}.{(vsn >> 8) & 0xF}.{vsn & 0xFF}"
 
 
 def _clean(value: str, limit: int = 255) -> str:
@@ -105,21 +109,24 @@ def build_connect(descriptor: str) -> bytes:
     body_fixed = CONNECT_FIXED.size + TRACE_BYTES
     offset = HEADER.size + body_fixed
     inline = len(data) <= MAX_INLINE_CONNECT_DATA
-    body = CONNECT_FIXED.pack(
-        VERSION,
-        VERSION_COMPATIBLE,
-        SERVICE_OPTIONS,
-        SDU,
-        TDU,
-        NT_CHARACTERISTICS,
-        0,  # line turnaround
-        1,  # value of 1 in hardware
-        len(data),
-        offset,
-        0,  # max receivable connect data
-        0x41,  # connect flags 0 (as the thin clients send)
-        0x41,  # connect flags 1
-    ) + b"\x00" * TRACE_BYTES
+    body = (
+        CONNECT_FIXED.pack(
+            VERSION,
+            VERSION_COMPATIBLE,
+            SERVICE_OPTIONS,
+            SDU,
+            TDU,
+            NT_CHARACTERISTICS,
+            0,  # line turnaround
+            1,  # value of 1 in hardware
+            len(data),
+            offset,
+            0,  # max receivable connect data
+            0x41,  # connect flags 0 (as the thin clients send)
+            0x41,  # connect flags 1
+        )
+        + b"\x00" * TRACE_BYTES
+    )
     if inline:
         body += data
         return HEADER.pack(HEADER.size + len(body), 0, CONNECT, 0, 0) + body
@@ -130,10 +137,10 @@ def build_connect(descriptor: str) -> bytes:
 
 def packet_length(head: bytes, large: bool = False) -> int:
     """Total length from an 8-byte header; `large` = 4-byte length (version >= 315)."""
-    if large:
+    (length,) = struct.unpack_from(">H", head, 0)
+    if large or length == 0:
+        # 4-byte length (negotiated version >= 315): a short packet starts with two zero bytes
         (length,) = struct.unpack_from(">I", head, 0)
-    else:
-        (length,) = struct.unpack_from(">H", head, 0)
     if length < HEADER.size or length > MAX_PACKET:
         raise TnsError(f"packet length {length} is outside {HEADER.size}..{MAX_PACKET}")
     return length
@@ -266,7 +273,12 @@ async def exchange(
             continue
         if resent:
             answer = TnsAnswer(
-                answer.packet_type, answer.version, answer.sdu, answer.vsnnum, answer.error, answer.text,
+                answer.packet_type,
+                answer.version,
+                answer.sdu,
+                answer.vsnnum,
+                answer.error,
+                answer.text,
                 {**answer.extra, "resend": True},
             )
         return answer
@@ -328,9 +340,7 @@ def certificate_info(der: bytes | None) -> dict[str, Any]:
     except ValueError as exc:
         return {"certificate_error": str(exc)[:200]}
     not_after = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after.replace(tzinfo=dt.timezone.utc)
-    not_before = getattr(cert, "not_valid_before_utc", None) or cert.not_valid_before.replace(
-        tzinfo=dt.timezone.utc
-    )
+    not_before = getattr(cert, "not_valid_before_utc", None) or cert.not_valid_before.replace(tzinfo=dt.timezone.utc)
     now = dt.datetime.now(dt.timezone.utc)
     return {
         "subject": _name(cert.subject),

@@ -195,6 +195,9 @@ def registry() -> Mapping[str, type[Probe]]:
 
 
 def get_probe(name: str) -> type[Probe]:
+    probe = _REGISTRY.get(name)
+    if probe is not None:
+        return probe
     probes = registry()
     try:
         return probes[name]

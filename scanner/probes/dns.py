@@ -94,9 +94,7 @@ async def _over_tcp(ctx: ProbeContext, request: bytes) -> bytes:
         await asyncio.wait_for(writer.drain(), ctx.step_timeout())
         size = int.from_bytes(await read_exactly(ctx, reader, 2, "DNS answer length"), "big")
         if size < 12:
-            raise ProbeError(
-                failed(Reason.PROTOCOL, f"{ctx.host} sent a {size}-byte DNS frame on {ctx.where()}")
-            )
+            raise ProbeError(failed(Reason.PROTOCOL, f"{ctx.host} sent a {size}-byte DNS frame on {ctx.where()}"))
         return await read_exactly(ctx, reader, size, "DNS answer")
     except (asyncio.TimeoutError, OSError):
         raise ProbeError(failed(Reason.PROTOCOL, f"the peer on {ctx.where()} did not take our query")) from None

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from scanner.models import Transport
 from scanner.probes._http import (
     clip,
+    close_writer,
     host_header,
     http_outcome,
     http_request,
@@ -23,7 +24,7 @@ from scanner.probes._http import (
 )
 from scanner.probes._proxy import connect_proxy, proxy_answer, proxy_for
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
-from scanner.probes.netio import close_quietly, connect_tcp
+from scanner.probes.netio import connect_tcp
 
 
 @register
@@ -49,7 +50,7 @@ class HttpProbe(Probe):
                     ctx, reader, writer, "GET", path, host=host, read_response_body=False
                 )
             finally:
-                close_quietly(writer)
+                await close_writer(writer)
             return http_outcome(ctx, response, "HTTP", "GET", path, ctx.options.get("expect"))
         proxy_ctx, stream = await connect_proxy(ctx, proxy)
         url = f"http://{host}{path}"
@@ -68,7 +69,7 @@ class HttpProbe(Probe):
                 dataclasses.replace(outcome, evidence={**outcome.evidence, "via_proxy": proxy.label})
             ) from None
         finally:
-            close_quietly(stream.writer)
+            await close_writer(stream.writer)
         if response.status in (407, 502, 503, 504):
             raise ProbeError(
                 proxy_answer(proxy, url, response.status, clip(response.reason, 80), verb="GET")

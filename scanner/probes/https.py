@@ -40,7 +40,7 @@ class HttpsProbe(Probe):
         except ProbeError as exc:
             return judge(ctx, session, exc.outcome)
         finally:
-            session.close()
+            await session.close()
         outcome = http_outcome(ctx, response, "HTTPS", "GET", path, ctx.options.get("expect"))
         if outcome.status.value == "pass":
             outcome = Outcome(

@@ -155,9 +155,7 @@ async def _over_tcp(ctx: ProbeContext, request: bytes) -> bytes:
             )
         return await read_exactly(ctx, reader, size, "Kerberos answer")
     except (asyncio.TimeoutError, OSError):
-        raise ProbeError(
-            failed(Reason.PROTOCOL, f"the peer on {ctx.where()} did not take our AS-REQ")
-        ) from None
+        raise ProbeError(failed(Reason.PROTOCOL, f"the peer on {ctx.where()} did not take our AS-REQ")) from None
     finally:
         close_quietly(writer)
 

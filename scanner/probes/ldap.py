@@ -188,8 +188,7 @@ def bind_outcome(ctx: ProbeContext, method: str, result: wire.LdapResult, secret
         )
     return failed(
         Reason.PROTOCOL,
-        f"the {method} bind on {ctx.where()} ended with {result.name}"
-        f"{': ' + said if said else ''}",
+        f"the {method} bind on {ctx.where()} ended with {result.name}{': ' + said if said else ''}",
         **evidence,
     )
 
@@ -243,8 +242,7 @@ async def ntlm_bind(
         raise ProbeError(
             failed(
                 Reason.PROTOCOL,
-                f"{ctx.host} sent an NTLM challenge on {ctx.where()} that cannot be used "
-                f"({type(exc).__name__})",
+                f"{ctx.host} sent an NTLM challenge on {ctx.where()} that cannot be used ({type(exc).__name__})",
             )
         ) from None
     mid = ids.next()

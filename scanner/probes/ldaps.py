@@ -16,6 +16,8 @@ with and without signing, so it is not the default).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import ipaddress
 import ssl
@@ -23,8 +25,8 @@ import warnings
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from scanner.models import Reason, Transport
-from scanner.probes.base import Outcome, Probe, ProbeContext, Status, register, warned
+from scanner.models import Reason, Status, Transport
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, register, warned
 from scanner.probes.ldap import BIND_METHODS, directory_check, validate_directory_options, within_deadline
 from scanner.probes.netio import close_quietly, connect_tcp
 
@@ -39,7 +41,6 @@ def _name_matches(pattern: str, host: str) -> bool:
 def certificate_facts(der: bytes, host: str, ca_bundle: str | None) -> tuple[dict[str, Any], list[str]]:
     """Evidence about the peer certificate and the problems an Auditor would see (in words)."""
     from cryptography import x509
-    from cryptography.x509.oid import ExtensionOID
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the peer's certificate may break RFC 5280 rules
@@ -63,7 +64,7 @@ def certificate_facts(der: bytes, host: str, ca_bundle: str | None) -> tuple[dic
     names: list[str] = []
     addresses: list[str] = []
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = san.get_values_for_type(x509.DNSName)
         addresses = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
     except x509.ExtensionNotFound:
@@ -86,8 +87,9 @@ def certificate_facts(der: bytes, host: str, ca_bundle: str | None) -> tuple[dic
     return facts, problems
 
 
-def _issuer_trusted(cert: Any, ca_bundle: str | None) -> bool:
-    """Whether a CA from the system store or ca_bundle signed the leaf (or is the leaf)."""
+@functools.lru_cache(maxsize=8)
+def _trusted_cas(ca_bundle: str | None) -> tuple[Any, ...]:
+    """The system store plus ca_bundle, parsed once per run (parsing ~150 CAs takes ~0.2 s)."""
     from cryptography import x509
 
     context = ssl.create_default_context()
@@ -95,19 +97,29 @@ def _issuer_trusted(cert: Any, ca_bundle: str | None) -> bool:
         try:
             context.load_verify_locations(cafile=ca_bundle)
         except (OSError, ssl.SSLError):
-            return False
+            pass
+    out = []
     for der in context.get_ca_certs(binary_form=True):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # old store CAs with negative serials
-                ca = x509.load_der_x509_certificate(der)
-            if ca.subject != cert.issuer:
-                continue
-            if ca == cert:
-                return True
+                out.append(x509.load_der_x509_certificate(der))
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+def _issuer_trusted(cert: Any, ca_bundle: str | None) -> bool:
+    """Whether a CA from the system store or ca_bundle signed the leaf (or is the leaf)."""
+    for ca in _trusted_cas(ca_bundle):
+        if ca.subject != cert.issuer:
+            continue
+        if ca == cert:
+            return True
+        try:
             cert.verify_directly_issued_by(ca)
             return True
-        except Exception:  # noqa: BLE001 - an unusable CA entry, or a bad signature
+        except Exception:  # noqa: BLE001 - a bad signature or an unusable key type
             continue
     return False
 
@@ -118,6 +130,40 @@ def channel_binding_value(der: bytes) -> bytes:
     data = b"tls-server-end-point:" + digest
     struct = b"\x00" * 16 + len(data).to_bytes(4, "little") + data
     return hashlib.md5(struct).digest()  # noqa: S324 - the protocol defines MD5 here
+
+
+async def start_tls(
+    ctx: ProbeContext, tls: ssl.SSLContext, sni: str | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect, then handshake: a peer that accepts TCP and then resets or closes in the
+    middle of the handshake is a TLS failure (the port is open), not "refused"."""
+    if not hasattr(asyncio.StreamWriter, "start_tls"):  # Python 3.10: let netio do both
+        return await connect_tcp(ctx, ssl=tls, server_hostname=sni)
+    reader, writer = await connect_tcp(ctx)
+    try:
+        start = getattr(writer, "start_tls")  # noqa: B009 - 3.11+, absent from 3.10 stubs
+        await asyncio.wait_for(start(tls, server_hostname=sni), ctx.step_timeout())
+    except asyncio.TimeoutError:
+        close_quietly(writer)
+        raise ProbeError(
+            failed(
+                Reason.TLS,
+                f"TLS handshake timed out on {ctx.where()}: the port accepts connections but "
+                "does not complete a TLS handshake",
+            )
+        ) from None
+    except (ssl.SSLError, OSError, EOFError) as exc:
+        close_quietly(writer)
+        said = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        raise ProbeError(
+            failed(
+                Reason.TLS,
+                f"TLS handshake failed on {ctx.where()}: {said} — the port accepts connections "
+                "but the service there does not complete a TLS handshake",
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+        ) from None
+    return reader, writer
 
 
 @register
@@ -140,7 +186,7 @@ class LdapsProbe(Probe):
             ipaddress.ip_address(ctx.host.strip("[]"))
         except ValueError:
             sni = ctx.host
-        reader, writer = await connect_tcp(ctx, ssl=tls, server_hostname=sni)
+        reader, writer = await start_tls(ctx, tls, sni)
         label = "Global Catalog over TLS" if ctx.options.get("gc") else "LDAPS"
         try:
             sslobj = writer.get_extra_info("ssl_object")
@@ -160,17 +206,26 @@ class LdapsProbe(Probe):
             outcome = await within_deadline(
                 ctx,
                 directory_check(
-                    ctx, reader, writer, label=label, default_bind="simple", tls=True,
-                    channel_binding=cbt, extra=evidence,
+                    ctx,
+                    reader,
+                    writer,
+                    label=label,
+                    default_bind="simple",
+                    tls=True,
+                    channel_binding=cbt,
+                    extra=evidence,
                 ),  # fmt: skip
                 label,
             )
         finally:
-            close_quietly(writer)
+            # abort, not close: a TLS close waits for the peer's close_notify, and a socket
+            # left to that handshake outlives the probe (and the test's event loop).
+            writer.transport.abort()
         if problems and outcome.status is Status.PASS:
             return warned(
                 Reason.CERTIFICATE,
-                f"{label} works on {ctx.where()}, but " + "; ".join(problems)
+                f"{label} works on {ctx.where()}, but "
+                + "; ".join(problems)
                 + " — the Auditor may refuse this certificate: install one from a CA it trusts, "
                 "or add the CA to its trusted store (portready: settings ca_bundle)",
                 **outcome.evidence,

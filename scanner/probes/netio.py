@@ -19,6 +19,7 @@ import asyncio
 import errno
 import socket
 import ssl as ssl_module
+import sys
 from typing import Any, Callable
 
 from scanner.models import Reason, Transport
@@ -34,7 +35,6 @@ _UNREACHABLE = {
 }
 _TIMEDOUT = {getattr(errno, "ETIMEDOUT", 110), 10060}  # WSAETIMEDOUT
 _REFUSED = {getattr(errno, "ECONNREFUSED", 111), 10061, 10054}  # WSAECONNREFUSED, WSAECONNRESET
-_POLL = 0.05  # how often a pending connect re-reads the host's adaptive timeout
 
 MAX_READ = 1 << 20  # no peer answer we parse needs more than 1 MiB
 
@@ -94,6 +94,120 @@ def outcome_for_oserror(ctx: ProbeContext, exc: BaseException, port: int | None 
     )
 
 
+def kernel_rtt(sock: Any) -> float | None:
+    """The round trip the kernel measured for a connected TCP socket (Linux TCP_INFO), in s.
+
+    Timing a connect in Python includes event-loop latency, which grows with the
+    number of probes in flight; the kernel's own SYN/SYN-ACK measurement does not.
+    Elsewhere (Windows) this returns None and the loop-measured time is used.
+    """
+    opt = getattr(socket, "TCP_INFO", None)
+    if opt is None or sock is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, opt, 104)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < 72:
+        return None
+    rtt_us = int.from_bytes(info[68:72], sys.byteorder)  # struct tcp_info.tcpi_rtt
+    return rtt_us / 1e6 if rtt_us else None
+
+
+async def connect_socket(ctx: ProbeContext, port: int | None = None) -> socket.socket:
+    """Connect a non-blocking TCP socket, with the host's adaptive timeout and the retries.
+
+    A pending attempt sleeps until it completes, its budget runs out, or the host
+    answers something for the first time (then the budget shrinks from the full
+    timeout to a few round trips): no polling, so thousands can wait at once. The
+    budget runs from the moment the SYN is sent, not from when the attempt was
+    scheduled, so a busy event loop never eats into it. Raises ProbeError with
+    reason refused, filtered or unreachable.
+    """
+    port = ctx.port if port is None else port
+    if port is None:
+        raise ValueError("connect_socket needs a port")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _attempt in range(ctx.settings.retries + 1):
+        sock, exc, sent = await _attempt_connect(ctx, port)
+        if sock is None and exc is None:  # no answer within the budget
+            if ctx.remaining() <= 0:
+                break
+            continue
+        elapsed = loop.time() - sent
+        if sock is not None:
+            exact = kernel_rtt(sock)
+            ctx.timing.observe(exact if exact is not None else elapsed, exact=exact is not None)
+            return sock
+        assert exc is not None
+        if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) in _REFUSED:
+            ctx.timing.observe(elapsed)
+        if getattr(exc, "errno", None) in _TIMEDOUT:
+            continue
+        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
+    raise ProbeError(filtered(ctx, loop.time() - started, port))
+
+
+async def _attempt_connect(
+    ctx: ProbeContext, port: int
+) -> tuple[socket.socket | None, BaseException | None, float]:
+    """One SYN: (socket, None, sent) on success, (None, error, sent), or (None, None, sent) on silence."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in ctx.address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sent = loop.time()
+    timeout_at = getattr(asyncio, "timeout_at", None)
+    try:
+        if ctx.timing.answered and timeout_at is not None:
+            # Fast path (Python 3.11+, host already answered): a fixed budget, no extra task.
+            try:
+                async with timeout_at(min(sent + ctx.timing.timeout(), ctx.deadline)):
+                    await loop.sock_connect(sock, (ctx.address, port))
+            except TimeoutError:
+                sock.close()
+                return None, None, sent
+            return sock, None, sent
+        task = asyncio.ensure_future(loop.sock_connect(sock, (ctx.address, port)))
+        try:
+            while not task.done():
+                budget = min(sent + ctx.timing.timeout(), ctx.deadline) - loop.time()
+                if budget <= 0:
+                    break
+                waiters: set[asyncio.Future[Any]] = {task}
+                if not ctx.timing.answered:
+                    waiters.add(ctx.timing.first_answer())
+                await asyncio.wait(waiters, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, OSError):
+                    pass
+        if task.cancelled():
+            sock.close()
+            return None, None, sent
+        exc = task.exception()
+        if exc is not None:
+            sock.close()
+            return None, exc, sent
+        return sock, None, sent
+    except OSError as exc:
+        sock.close()
+        return None, exc, sent
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def tcp_port_open(ctx: ProbeContext, port: int | None = None) -> None:
+    """Prove a TCP port accepts connections, as cheaply as possible (port-level scans)."""
+    sock = await connect_socket(ctx, port)
+    sock.close()
+
+
 async def connect_tcp(
     ctx: ProbeContext,
     port: int | None = None,
@@ -109,56 +223,38 @@ async def connect_tcp(
     port = ctx.port if port is None else port
     if port is None:
         raise ValueError("connect_tcp needs a port")
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    for _attempt in range(ctx.settings.retries + 1):
-        attempt_start = loop.time()
-        task = asyncio.ensure_future(asyncio.open_connection(ctx.address, port, limit=limit))
+    sock = await connect_socket(ctx, port)
+    try:
+        reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
+    except BaseException:
+        sock.close()
+        raise
+    if ssl is not None:
         try:
-            while True:
-                budget = min(attempt_start + ctx.timing.timeout(), ctx.deadline) - loop.time()
-                if budget <= 0:
-                    break
-                done, _ = await asyncio.wait({task}, timeout=min(budget, _POLL))
-                if done:
-                    break
-        finally:
-            if not task.done():
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, OSError):
-                    pass
-        if task.cancelled():
-            if ctx.remaining() <= 0:
-                break
-            continue
-        exc = task.exception()
-        if exc is None:
-            ctx.timing.observe(loop.time() - attempt_start)
-            reader, writer = task.result()
-            if ssl is not None:
-                try:
-                    await asyncio.wait_for(_start_tls(writer, ssl, server_hostname), ctx.step_timeout())
-                except asyncio.TimeoutError:
-                    writer.close()
-                    raise ProbeError(
-                        failed(
-                            Reason.TLS,
-                            f"TLS handshake timed out on {ctx.where(port)}: the port accepts "
-                            "connections but does not complete a TLS handshake",
-                        )
-                    ) from None
-                except (ssl_module.SSLError, OSError) as tls_exc:
-                    writer.close()
-                    raise ProbeError(outcome_for_oserror(ctx, tls_exc, port)) from None
-            return reader, writer
-        if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) in _REFUSED:
-            ctx.timing.observe(loop.time() - attempt_start)
-        if getattr(exc, "errno", None) in _TIMEDOUT:
-            continue
-        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
-    raise ProbeError(filtered(ctx, loop.time() - started, port))
+            await asyncio.wait_for(_start_tls(writer, ssl, server_hostname), ctx.step_timeout())
+        except asyncio.TimeoutError:
+            writer.close()
+            raise ProbeError(
+                failed(
+                    Reason.TLS,
+                    f"TLS handshake timed out on {ctx.where(port)}: the port accepts "
+                    "connections but does not complete a TLS handshake",
+                )
+            ) from None
+        except ssl_module.SSLError as tls_exc:
+            writer.close()
+            raise ProbeError(outcome_for_oserror(ctx, tls_exc, port)) from None
+        except OSError as tls_exc:
+            writer.close()
+            # The port accepted TCP, so a reset now is the TLS service failing, not a refusal.
+            raise ProbeError(
+                failed(
+                    Reason.TLS,
+                    f"TLS handshake failed on {ctx.where(port)}: the peer accepted TCP, then "
+                    f"dropped the handshake ({tls_exc})",
+                )
+            ) from None
+    return reader, writer
 
 
 async def _start_tls(

@@ -76,6 +76,10 @@ NAMED: dict[str, tuple[Interface, ...]] = {
     "tasksched": (Interface("86d35949-83c9-4044-b424-db363231fd0c", 1, 0),),
 }
 DCOM_NAMES = {"wmi": "WMI", "pla": "Performance Logs and Alerts"}
+# Interfaces Windows offers over SMB named pipes only: where the traffic really goes.
+PIPE_ONLY = {
+    "winreg": "Windows serves Remote Registry on the named pipe \\PIPE\\winreg, i.e. over SMB (TCP 445)",
+}
 OBJECT_EXPORTER = Interface("99fcfec4-5260-101b-bbcb-00aa0021347a", 0, 0)
 _UUID_OPTION = re.compile(r"^uuid:([0-9a-fA-F-]{36})(?::(\d+)\.(\d+))?$")
 MAX_ANY_PORTS = 16
@@ -156,6 +160,7 @@ async def bind_at(ctx: ProbeContext, iface: Interface, port: int, label: str) ->
 @register
 class RpcDynamicProbe(Probe):
     name = "rpc-dynamic"
+    accepts_range = True
     transports = (Transport.TCP,)
     summary = "Dynamic RPC ports: ept_map on 135 per interface, then connect and bind to the port it gives"
     exchanges = 5  # mapper bind + ept_map calls, then binds on the dynamic ports (in parallel)
@@ -228,13 +233,13 @@ class RpcDynamicProbe(Probe):
                 assert port is not None
                 return [await bind_at(ctx, iface, port, want.label)]
         uuids = ", ".join(sorted({i.uuid for i in want.candidates}))
-        return [
-            _result(
-                want.label, want.candidates[0].uuid, None, "not-registered",
-                f"the endpoint mapper has no TCP endpoint for {want.label} ({uuids}): the service "
-                "is not running, or listens on a named pipe only",
-            )
-        ]  # fmt: skip
+        words = (
+            f"the endpoint mapper has no TCP endpoint for {want.label} ({uuids}): the service "
+            "is not running, or listens on a named pipe only"
+        )
+        if want.label in PIPE_ONLY:
+            words += f"; {PIPE_ONLY[want.label]}"
+        return [_result(want.label, want.candidates[0].uuid, None, "not-registered", words)]
 
     async def _check_any(self, ctx: ProbeContext, listing: list[Endpoint], mapper_port: int) -> list[dict[str, Any]]:
         seen: dict[int, Endpoint] = {}
@@ -244,8 +249,17 @@ class RpcDynamicProbe(Probe):
                     seen[e.port] = e
         chosen = list(seen.values())[:MAX_ANY_PORTS]
         if not chosen:
-            return [_result("any", None, None, "not-registered", "the endpoint mapper lists no TCP endpoint in the range")]
-        return list(await asyncio.gather(*(bind_at(ctx, e.interface, e.port or 0, "any") for e in chosen)))
+            return [
+                _result("any", None, None, "not-registered", "the endpoint mapper lists no TCP endpoint in the range")
+            ]
+        return list(
+            await asyncio.gather(
+                *(
+                    bind_at(ctx, e.interface, e.port or 0, f"any: {e.annotation or interface_name(e.uuid)}")
+                    for e in chosen
+                )
+            )
+        )
 
     async def _check_dcom(
         self, ctx: ProbeContext, want: Wanted, listing: list[Endpoint], mapper_port: int

@@ -59,13 +59,9 @@ def _configured(ctx: ProbeContext) -> dict[str, int]:
     out: dict[str, int] = {}
     for name, port in raw.items():
         if isinstance(port, bool) or not isinstance(port, (int, str)) or not str(port).isdigit():
-            raise ProbeError(
-                inconclusive(Reason.NOT_CONFIGURED, f"{SETTING}.{name}: {port!r} is not a TCP port")
-            )
+            raise ProbeError(inconclusive(Reason.NOT_CONFIGURED, f"{SETTING}.{name}: {port!r} is not a TCP port"))
         if not 0 < int(port) <= 65535:
-            raise ProbeError(
-                inconclusive(Reason.NOT_CONFIGURED, f"{SETTING}.{name}: {port} is not a TCP port")
-            )
+            raise ProbeError(inconclusive(Reason.NOT_CONFIGURED, f"{SETTING}.{name}: {port} is not a TCP port"))
         out[str(name)] = int(port)
     return out
 
@@ -104,6 +100,7 @@ async def _check(ctx: ProbeContext, target: _Target) -> tuple[_Target, Outcome, 
 @register
 class SqlNamedInstancesProbe(Probe):
     name = "sql-named-instances"
+    accepts_range = True
     transports = (Transport.TCP,)
     summary = "SQL Server named instances: Browser list, then TDS PRELOGIN to each instance's port"
     exchanges = 3  # the Browser question (with retries), then connect + answer per instance
@@ -133,7 +130,11 @@ class SqlNamedInstancesProbe(Probe):
             if inst.is_default:
                 continue  # the default instance is the 1433 row's business
             if inst.tcp_port is None:
-                without_tcp.append(inst.name)
+                without_tcp.append(
+                    f"{inst.name} (invalid TCP port {inst.invalid_tcp!r})"
+                    if inst.invalid_tcp is not None
+                    else inst.name
+                )
             else:
                 targets.append(_Target(inst.name, inst.tcp_port, "browser"))
         for name, port in configured.items():
@@ -150,13 +151,15 @@ class SqlNamedInstancesProbe(Probe):
         if browser_problem is not None and not configured:
             return inconclusive(
                 browser_problem.reason,
-                "cannot know the named instances' ports: the SQL Server Browser did not answer "
+                "cannot know the named instances' ports: the SQL Server Browser gave no usable answer "
                 f"({browser_problem.detail}). Set {SETTING} in the inventory "
                 "(instance name: TCP port) to check instances with known ports",
                 **evidence,
             )
         if not targets:
-            extra = f"; {', '.join(without_tcp)} announce no TCP port (TCP/IP disabled)" if without_tcp else ""
+            extra = (
+                f"; {', '.join(without_tcp)}: no usable TCP port announced (TCP/IP disabled?)" if without_tcp else ""
+            )
             return skipped(
                 Reason.NOT_REGISTERED,
                 f"the SQL Server Browser on {ctx.host} announces no named instance with a TCP port "
@@ -184,11 +187,11 @@ class SqlNamedInstancesProbe(Probe):
         note = ""
         if browser_problem is not None:
             note = (
-                f" (the SQL Server Browser did not answer: {browser_problem.reason.value}; "
+                f" (the SQL Server Browser gave no usable answer: {browser_problem.reason.value}; "
                 f"checked the ports set in {SETTING} only)"
             )
         if without_tcp:
-            note += f" ({', '.join(without_tcp)}: no TCP port announced, not checked)"
+            note += f" ({', '.join(without_tcp)}: no usable TCP port announced, not checked)"
         if failures:
             words = "; ".join(_why_failed(t, o) for t, o in failures)
             return failed(failures[0][1].reason, f"{words}{note}", **evidence)

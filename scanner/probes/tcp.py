@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scanner.models import Reason, Transport
 from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register
-from scanner.probes.netio import close_quietly, connect_tcp
+from scanner.probes.netio import tcp_port_open
 
 
 @register
@@ -15,8 +15,7 @@ class TcpConnectProbe(Probe):
     exchanges = 1
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        _reader, writer = await connect_tcp(ctx)
-        close_quietly(writer)
+        await tcp_port_open(ctx)
         return passed(
             f"TCP {ctx.port} on {ctx.host} accepts connections (port-level check: "
             "reachability only, the service behind it was not asked anything)",

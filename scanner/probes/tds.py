@@ -17,7 +17,7 @@ class TdsPreloginProbe(Probe):
     name = "tds"
     transports = (Transport.TCP,)
     summary = "SQL Server: TDS PRELOGIN answered (version, encryption)"
-    exchanges = 1
+    exchanges = 2  # a TDS 8.0 (strict) server costs a second connection with TLS
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         reply = await prelogin(ctx)

@@ -42,7 +42,7 @@ class TlsHandshakeProbe(Probe):
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         session = await open_tls(ctx)
-        session.close()
+        await session.close()
         return judge(
             ctx,
             session,

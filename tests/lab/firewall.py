@@ -28,9 +28,7 @@ class FirewallError(RuntimeError):
     """nft refused the rule set (the message carries nft's error)."""
 
 
-def _match(
-    proto: str, lo: int | None, hi: int | None, address: str | None, source: str | None
-) -> str:
+def _match(proto: str, lo: int | None, hi: int | None, address: str | None, source: str | None) -> str:
     if proto not in _PROTOS:
         raise ValueError(f"proto must be one of {_PROTOS}, not {proto!r}")
     parts: list[str] = []
@@ -107,9 +105,7 @@ class Firewall:
 
     def ruleset(self) -> str:
         """What nft reports for the table (for debugging failed tests)."""
-        proc = self.host.run(
-            ["nft", "list", "table", "inet", TABLE], capture_output=True, text=True
-        )
+        proc = self.host.run(["nft", "list", "table", "inet", TABLE], capture_output=True, text=True)
         return proc.stdout or proc.stderr
 
     def _apply(self) -> None:
@@ -124,9 +120,7 @@ class Firewall:
                 '    iif "lo" accept\n'
                 f"{body}\n  }}\n}}"
             )
-        proc = self.host.run(
-            ["nft", "-f", "-"], input="\n".join(script) + "\n", capture_output=True, text=True
-        )
+        proc = self.host.run(["nft", "-f", "-"], input="\n".join(script) + "\n", capture_output=True, text=True)
         if proc.returncode != 0:
             raise FirewallError(f"nft in {self.host.netns}: {proc.stderr.strip()}")
 

@@ -121,9 +121,7 @@ class HostileServer:
         server: asyncio.base_events.Server | None = None
         transport: asyncio.DatagramTransport | None = None
         if self.udp:
-            transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: _UdpHostile(self), sock=sock
-            )
+            transport, _ = await self._loop.create_datagram_endpoint(lambda: _UdpHostile(self), sock=sock)
         else:
             server = await asyncio.start_server(self._handle, sock=sock)
         self.port = sock.getsockname()[1]
@@ -310,9 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cap", type=int, default=DEFAULT_CAP)
     parser.add_argument("--flavor", choices=tuple(FLAVORS), default="tls")
     args = parser.parse_args(argv)
-    server = HostileServer(
-        args.mode, args.bind, args.port, None, args.lifetime, args.cap, args.flavor
-    )
+    server = HostileServer(args.mode, args.bind, args.port, None, args.lifetime, args.cap, args.flavor)
 
     def ready(port: int) -> None:
         print(f"READY {port}", flush=True)

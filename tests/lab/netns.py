@@ -56,9 +56,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def _ip_batch(lines: Sequence[str], netns: str | None = None) -> None:
     """Run many `ip` commands in one process (250 aliases in ~10 ms instead of ~1 s)."""
     argv = ["ip"] + (["-n", netns] if netns else []) + ["-batch", "-"]
-    proc = subprocess.run(
-        argv, input="\n".join(lines) + "\n", capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise LabError(f"ip -batch: {proc.stderr.strip()}")
 
@@ -203,10 +201,7 @@ class Lab:
                         f"addr add {self.gateway4}/24 dev {self.bridge}",
                         f"addr add {self.gateway6}/64 dev {self.bridge} nodad",
                         f"link set {self.bridge} up",
-                        (
-                            f"route add {self.alias_network4} dev {self.bridge} scope link "
-                            f"src {self.gateway4}"
-                        ),
+                        (f"route add {self.alias_network4} dev {self.bridge} scope link src {self.gateway4}"),
                     ]
                 )
             except Exception:

@@ -145,7 +145,7 @@ def _isolated_argv(folders: dict[str, Path], command: str) -> list[str]:
 
 def _fresh_folders(root: Path) -> dict[str, Path]:
     """root/{lib,run,log,cache}, to be mounted over the four Samba folders."""
-    named = dict(zip(SAMBA_DIRS, ("lib", "run", "log", "cache")))
+    named = dict(zip(SAMBA_DIRS, ("lib", "run", "log", "cache"), strict=True))
     folders = {target: root / name for target, name in named.items()}
     for path in folders.values():
         path.mkdir(parents=True, exist_ok=True)
@@ -197,7 +197,10 @@ def provision_template(cache_dir: Path | None = None) -> Path:
         started = time.monotonic()
         proc = subprocess.run(
             _isolated_argv(folders, command),
-            capture_output=True, text=True, timeout=300, check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
@@ -254,7 +257,11 @@ class SambaDC:
     @property
     def admin_password(self) -> str:
         """The administrator password of the test domain; never print or log it."""
-        return (self.template / "admin-password").read_text().strip()
+        return self.password_from_template(self.template)
+
+    @staticmethod
+    def password_from_template(template: Path | str) -> str:
+        return (Path(template) / "admin-password").read_text().strip()
 
     @property
     def base_dn(self) -> str:
@@ -277,9 +284,7 @@ class SambaDC:
         folders = _fresh_folders(self.root)
         lib = folders["/var/lib/samba"]
         lib.rmdir()
-        subprocess.run(
-            ["cp", "-a", "--reflink=auto", str(self.template / "lib"), str(lib)], check=True
-        )
+        subprocess.run(["cp", "-a", "--reflink=auto", str(self.template / "lib"), str(lib)], check=True)
         fixer = self.root / "fix_dns.py"
         fixer.write_text(_FIX_DNS)
         self._write_krb5_conf()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.lab.firewall import Firewall
 from tests.lab.hostile import FLAVORS, HostileServer, hostile_server
 from tests.lab.netns import STATE_DIR, Host, Lab, _list_links, _list_netns, _pid_alive
 from tests.lab.samba_dc import SambaDC
@@ -65,8 +66,7 @@ def cldap_netlogon_request(dns_domain: str) -> bytes:
 
     flt = _tlv(
         0xA0,
-        _tlv(0xA3, octet("DnsDomain") + octet(dns_domain))
-        + _tlv(0xA3, octet("NtVer") + octet(b"\x06\x00\x00\x00")),
+        _tlv(0xA3, octet("DnsDomain") + octet(dns_domain)) + _tlv(0xA3, octet("NtVer") + octet(b"\x06\x00\x00\x00")),
     )
     search = _tlv(
         0x63,
@@ -131,10 +131,10 @@ def test_ldaps_ports_speak_tls(dc: SambaDC, port: int) -> None:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # Samba's self-signed certificate
-    with socket.create_connection((dc.address, port), timeout=5) as raw:
-        with context.wrap_socket(raw) as tls:
-            assert tls.getpeercert(binary_form=True)
-            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    raw = socket.create_connection((dc.address, port), timeout=5)
+    with context.wrap_socket(raw) as tls:
+        assert tls.getpeercert(binary_form=True)
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
 
 
 @pytest.mark.lab
@@ -206,7 +206,7 @@ def test_netbios_node_status_is_answered_on_udp_137(dc: SambaDC) -> None:
 
 # -- firewall cases --------------------------------------------------------------------------
 @pytest.mark.lab
-def test_dropped_tcp_port_times_out_others_stay_open(dc: SambaDC, dc_firewall) -> None:  # noqa: ANN001
+def test_dropped_tcp_port_times_out_others_stay_open(dc: SambaDC, dc_firewall: Firewall) -> None:
     dc_firewall.drop(445)
     assert connect_outcome(dc.address, 445) == "timeout"
     assert connect_outcome(dc.address6, 445) == "timeout"
@@ -214,7 +214,7 @@ def test_dropped_tcp_port_times_out_others_stay_open(dc: SambaDC, dc_firewall) -
 
 
 @pytest.mark.lab
-def test_rejected_tcp_port_is_refused(dc: SambaDC, dc_firewall) -> None:  # noqa: ANN001
+def test_rejected_tcp_port_is_refused(dc: SambaDC, dc_firewall: Firewall) -> None:
     dc_firewall.reject(389)
     assert connect_outcome(dc.address, 389) == "refused"
     dc_firewall.clear()
@@ -222,7 +222,7 @@ def test_rejected_tcp_port_is_refused(dc: SambaDC, dc_firewall) -> None:  # noqa
 
 
 @pytest.mark.lab
-def test_rejected_udp_port_gives_icmp_refused_every_time(dc: SambaDC, dc_firewall) -> None:  # noqa: ANN001
+def test_rejected_udp_port_gives_icmp_refused_every_time(dc: SambaDC, dc_firewall: Firewall) -> None:
     probe = cldap_netlogon_request("lab.test")
     assert udp_outcome(dc.address, 389, probe) == "answer"
     dc_firewall.reject(389, "udp")
@@ -232,13 +232,13 @@ def test_rejected_udp_port_gives_icmp_refused_every_time(dc: SambaDC, dc_firewal
 
 
 @pytest.mark.lab
-def test_dropped_udp_port_is_silent(dc: SambaDC, dc_firewall) -> None:  # noqa: ANN001
+def test_dropped_udp_port_is_silent(dc: SambaDC, dc_firewall: Firewall) -> None:
     dc_firewall.drop(389, "udp")
     assert udp_outcome(dc.address, 389, cldap_netlogon_request("lab.test")) == "timeout"
 
 
 @pytest.mark.lab
-def test_dynamic_rpc_range_dropped_while_135_answers(dc: SambaDC, dc_firewall) -> None:  # noqa: ANN001
+def test_dynamic_rpc_range_dropped_while_135_answers(dc: SambaDC, dc_firewall: Firewall) -> None:
     from impacket.dcerpc.v5 import epm, samr
 
     binding = epm.hept_map(dc.address, samr.MSRPC_UUID_SAMR, protocol="ncacn_ip_tcp")
@@ -250,14 +250,14 @@ def test_dynamic_rpc_range_dropped_while_135_answers(dc: SambaDC, dc_firewall) -
 
 
 @pytest.mark.lab
-def test_drop_all_makes_the_host_silent(dc: SambaDC, dc_firewall) -> None:  # noqa: ANN001
+def test_drop_all_makes_the_host_silent(dc: SambaDC, dc_firewall: Firewall) -> None:
     dc_firewall.drop_all()
     assert connect_outcome(dc.address, 389, timeout=0.5) == "timeout"
     assert udp_outcome(dc.address, 53, b"\x00" * 12, timeout=0.5) == "timeout"
 
 
 @pytest.mark.lab
-def test_one_alias_address_can_be_dropped_alone(second_host: Host, lab_hostile) -> None:  # noqa: ANN001
+def test_one_alias_address_can_be_dropped_alone(second_host: Host, lab_hostile: Callable[..., object]) -> None:
     aliases = second_host.add_aliases(3)
     lab_hostile("silent", 7000, bind="0.0.0.0")
     assert all(connect_outcome(a, 7000) == "open" for a in aliases)
@@ -269,15 +269,15 @@ def test_one_alias_address_can_be_dropped_alone(second_host: Host, lab_hostile) 
 @pytest.mark.lab
 def test_second_and_third_host_reach_each_other(second_host: Host, third_host: Host) -> None:
     server = second_host.popen(
-        ["python3", "-c", "import socket,time;s=socket.create_server(('0.0.0.0',7100));"
-         "c,_=s.accept();c.sendall(b'hi');time.sleep(1)"],
+        ["python3", "-c", ("import socket,time;s=socket.create_server(('0.0.0.0',7100));"
+                           "c,_=s.accept();c.sendall(b'hi');time.sleep(1)")],
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 5
         while True:
             probe = third_host.run(
-                ["python3", "-c", "import socket,sys;"
-                 f"print(socket.create_connection(('{second_host.ipv4}',7100),1).recv(2))"],
+                ["python3", "-c", ("import socket;print(socket.create_connection("
+                                   f"('{second_host.ipv4}',7100),1).recv(2))")],
                 capture_output=True, text=True, timeout=10,
             )  # fmt: skip
             if probe.returncode == 0 or time.monotonic() > deadline:
@@ -294,21 +294,22 @@ def _peer_certificate(address: str, port: int) -> bytes:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection((address, port), timeout=5) as raw:
-        with context.wrap_socket(raw) as tls:
-            der = tls.getpeercert(binary_form=True)
+    with context.wrap_socket(socket.create_connection((address, port), timeout=5)) as tls:
+        der = tls.getpeercert(binary_form=True)
     assert der is not None
     return der
 
 
 def _verify_error(certs: TlsCerts, address: str, port: int) -> str | None:
     context = ssl.create_default_context(cafile=str(certs.ca_bundle))
+    raw = socket.create_connection((address, port), timeout=5)
     try:
-        with socket.create_connection((address, port), timeout=5) as raw:
-            with context.wrap_socket(raw, server_hostname=TLS_HOSTNAME):
-                return None
+        with context.wrap_socket(raw, server_hostname=TLS_HOSTNAME):
+            return None
     except ssl.SSLCertVerificationError as exc:
         return str(exc.verify_message)
+    finally:
+        raw.close()
 
 
 @pytest.mark.lab
@@ -338,10 +339,10 @@ def test_tls_peer_presents_the_requested_certificate(
 def test_loopback_tls_peer_serves_http(loopback_tls_peer: Callable[..., TlsPeer]) -> None:
     peer = loopback_tls_peer("valid")
     context = ssl.create_default_context(cafile=str(peer.certs.ca_bundle))
-    with socket.create_connection((peer.address, peer.port), timeout=5) as raw:
-        with context.wrap_socket(raw, server_hostname=TLS_HOSTNAME) as tls:
-            tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            head = tls.recv(64)
+    raw = socket.create_connection((peer.address, peer.port), timeout=5)
+    with context.wrap_socket(raw, server_hostname=TLS_HOSTNAME) as tls:
+        tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        head = tls.recv(64)
     assert head.startswith(b"HTTP/1.0 200")
 
 
@@ -362,36 +363,38 @@ def _read_all(address: str, port: int, timeout: float, limit: int = 1 << 30) -> 
     return bytes(data), "limit"
 
 
-def test_garbage_peer_sends_random_bytes_and_closes(hostile) -> None:  # noqa: ANN001
+def test_garbage_peer_sends_random_bytes_and_closes(hostile: Callable[..., tuple[str, int]]) -> None:
     data, end = _read_all(*hostile("garbage"), timeout=3)
     assert (len(data), end) == (512, "closed")
 
 
-def test_truncated_peer_sends_a_short_plausible_answer(hostile) -> None:  # noqa: ANN001
+def test_truncated_peer_sends_a_short_plausible_answer(hostile: Callable[..., tuple[str, int]]) -> None:
     data, end = _read_all(*hostile("truncated", flavor="ldap"), timeout=3)
     assert (data, end) == (FLAVORS["ldap"], "closed")
 
 
-def test_oversized_peer_stops_at_its_cap(hostile) -> None:  # noqa: ANN001
+def test_oversized_peer_stops_at_its_cap(hostile: Callable[..., tuple[str, int]]) -> None:
     data, end = _read_all(*hostile("oversized", cap=4 << 20), timeout=5)
     assert (len(data), end) == (4 << 20, "closed")
 
 
-def test_drip_peer_sends_about_one_byte_a_second(hostile) -> None:  # noqa: ANN001
+def test_drip_peer_sends_about_one_byte_a_second(hostile: Callable[..., tuple[str, int]]) -> None:
     started = time.monotonic()
     data, end = _read_all(*hostile("drip", lifetime=2.5), timeout=5)
     assert end == "closed" and 2 <= len(data) <= 4
     assert time.monotonic() - started >= 2
 
 
-def test_silent_peer_accepts_but_never_answers(hostile) -> None:  # noqa: ANN001
+def test_silent_peer_accepts_but_never_answers(hostile: Callable[..., tuple[str, int]]) -> None:
     data, end = _read_all(*hostile("silent"), timeout=1)
     assert (data, end) == (b"", "timeout")
 
 
 @pytest.mark.parametrize(("mode", "size"), [("udp-garbage", range(64, 513)),
                                             ("udp-oversized", [65507])])  # fmt: skip
-def test_udp_hostile_peers_answer_every_datagram(hostile, mode: str, size: range) -> None:  # noqa: ANN001
+def test_udp_hostile_peers_answer_every_datagram(
+    hostile: Callable[..., tuple[str, int]], mode: str, size: range
+) -> None:
     address, port = hostile(mode)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(3)
@@ -415,7 +418,7 @@ def test_hostile_server_context_manager_frees_the_port() -> None:
 
 
 @pytest.mark.lab
-def test_hostile_peer_runs_inside_a_lab_host(second_host: Host, lab_hostile) -> None:  # noqa: ANN001
+def test_hostile_peer_runs_inside_a_lab_host(second_host: Host, lab_hostile: Callable[..., object]) -> None:
     lab_hostile("garbage", 7200)
     data, end = _read_all(second_host.ipv4, 7200, timeout=3)
     assert (len(data), end) == (512, "closed")
@@ -427,13 +430,15 @@ def test_hostile_peer_runs_inside_a_lab_host(second_host: Host, lab_hostile) -> 
 @pytest.mark.lab
 def test_teardown_leaves_no_namespace_link_or_process(lab: Lab) -> None:
     other = Lab("teardown-test").up()
-    assert other.subnet != lab.subnet  # concurrent labs never share a subnet
-    host = other.add_host("t1")
-    proc = host.popen(["sleep", "300"])
-    # A process started behind the lab's back (no popen) must die with the namespace too.
-    orphan = subprocess.Popen(host.argv(["sleep", "300"]), start_new_session=True)
-    assert host.netns in _list_netns()
-    other.down()
+    try:
+        assert other.subnet != lab.subnet  # concurrent labs never share a subnet
+        host = other.add_host("t1")
+        proc = host.popen(["sleep", "300"])
+        # A process started behind the lab's back (no popen) must die with the namespace.
+        orphan = subprocess.Popen(host.argv(["sleep", "300"]), start_new_session=True)
+        assert host.netns in _list_netns()
+    finally:
+        other.down()
     orphan.wait(timeout=5)
     assert proc.poll() is not None and not _pid_alive(proc.pid)
     assert not [ns for ns in _list_netns() if ns.startswith(other.tag)]
@@ -445,9 +450,12 @@ def test_teardown_leaves_no_namespace_link_or_process(lab: Lab) -> None:
 @pytest.mark.lab
 def test_stale_lab_of_a_dead_owner_is_reaped() -> None:
     stale = Lab("stale-test").up()
-    stale.add_host("s1")
-    state = stale.state()
-    state["owner_pid"] = 2**22 + 1  # beyond pid_max defaults: no such process
-    (STATE_DIR / f"{stale.tag}.json").write_text(json.dumps(state))
-    assert stale.tag in Lab.reap_stale()
-    assert not [ns for ns in _list_netns() if ns.startswith(stale.tag)]
+    try:
+        stale.add_host("s1")
+        state = stale.state()
+        state["owner_pid"] = 2**22 + 1  # above the default pid_max: no such process
+        (STATE_DIR / f"{stale.tag}.json").write_text(json.dumps(state))
+        assert stale.tag in Lab.reap_stale()
+        assert not [ns for ns in _list_netns() if ns.startswith(stale.tag)]
+    finally:
+        stale.down()

@@ -130,15 +130,19 @@ class CertAuthority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
-            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
             .sign(self.key, hashes.SHA256())
         )
         _write_key(key_path, self.key)
@@ -168,9 +172,7 @@ class CertAuthority:
             .not_valid_after(not_after)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         )
         if not self_signed:
             builder = builder.add_extension(
@@ -275,7 +277,8 @@ class TlsPeer:
         self.stop()
 
     def start(self, timeout: float = 10.0) -> TlsPeer:
-        accept = f"[::]:{self.port}" if self.host is not None else f"127.0.0.1:{self.port}"
+        # A bare port listens dual stack ("[::]:port" would be IPv6 only in openssl 3.0).
+        accept = str(self.port) if self.host is not None else f"127.0.0.1:{self.port}"
         argv = [
             "openssl", "s_server", "-accept", accept,
             "-cert", str(self.certs.cert(self.cert_kind)),
@@ -285,9 +288,7 @@ class TlsPeer:
         self._log = self.certs.directory / f"s_server-{self.cert_kind}-{self.port}-{id(self)}.log"
         with open(self._log, "wb") as log:
             if self.host is not None:
-                self.process = self.host.popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-                )
+                self.process = self.host.popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
             else:
                 self.process = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -299,7 +300,7 @@ class TlsPeer:
             match = _ACCEPT.search(output)
             if match:  # "ACCEPT 127.0.0.1:43751": the port s_server really bound
                 self.port = int(match.group(2))
-            # For [::] openssl 3.0 prints a bare "ACCEPT": the requested port is the one.
+            # For a bare port openssl 3.0 prints a bare "ACCEPT": the requested port it is.
             if (match or b"ACCEPT" in output) and self.port and _connects(self.address, self.port):
                 return self
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -227,3 +227,50 @@ async def test_rejected_port_is_refused(lab_sql: Host) -> None:
     lab_sql.firewall.reject(1433)
     result = await run_probe("tds", make_context("sql1", lab_sql.ipv4, 1433, probe="tds", timeout=1.0))
     assert (result.status, result.reason) == (Status.FAIL, Reason.REFUSED), result.detail
+
+
+async def test_strict_encryption_server_is_reached_with_tls_first(loopback_tls_certs) -> None:  # type: ignore[no-untyped-def]
+    """SQL Server 2022 "strict" (TDS 8.0): TLS before PRELOGIN; a plain PRELOGIN gets nothing."""
+    import asyncio
+
+    from tests.lab.simulators import server_ssl_context
+
+    async def strict(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            ptype, payload = await sim.read_tds_message(reader, 2.0)
+            response = sim.build_prelogin_response(
+                sim.parse_prelogin(payload), (16, 0, 1000, 6), sim.Encryption.REQ, "MSSQLSERVER"
+            )
+            writer.write(sim.encode_packet(sim.PACKET_TABULAR_RESULT, response))
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, sim.TdsProtocolError):
+            pass
+        writer.close()
+
+    tls = server_ssl_context(str(loopback_tls_certs.cert("valid")), str(loopback_tls_certs.key("valid")))
+    server = await asyncio.start_server(strict, "127.0.0.1", 0, ssl=tls, ssl_handshake_timeout=2.0)
+    try:
+        ctx = make_context("sql1", "127.0.0.1", server.sockets[0].getsockname()[1], probe="tds")
+        result = await run_probe("tds", ctx)
+    finally:
+        server.close()
+    assert result.status is Status.PASS, result.detail
+    assert result.evidence["encryption"].startswith("strict (TDS 8.0")
+    assert result.evidence["product"] == "SQL Server 2022"
+
+
+async def test_peer_closing_at_once_fails_protocol_after_trying_tls_first() -> None:
+    import asyncio
+
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    try:
+        ctx = make_context("sql1", "127.0.0.1", server.sockets[0].getsockname()[1], probe="tds", timeout=1.0)
+        result = await run_probe("tds", ctx)
+    finally:
+        server.close()
+    assert (result.status, result.reason) == (Status.FAIL, Reason.PROTOCOL), result.detail
+    assert "closed the connection without answering" in result.detail
+    assert "TDS 8.0" in result.detail

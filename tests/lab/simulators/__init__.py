@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # typing.Self is 3.11+; only annotations use it
     from typing_extensions import Self
@@ -124,7 +124,9 @@ class TcpSimulator(Lifecycle):
         self.connections = 0  # connections accepted since start
         self.errors = 0  # connections that ended on malformed input or timeout
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._stopping = False
 
     @property
     def tls(self) -> bool:
@@ -140,6 +142,7 @@ class TcpSimulator(Lifecycle):
             limit=MAX_HTTP_HEAD,
             reuse_address=True,
         )
+        self._stopping = False
         sockname = self._server.sockets[0].getsockname()
         self.port = int(sockname[1])
 
@@ -147,12 +150,20 @@ class TcpSimulator(Lifecycle):
         server, self._server = self._server, None
         if server is None:
             return
+        self._stopping = True
         server.close()
+        # Closing the transports ends every handler's pending read with EOF, so the
+        # handlers finish by themselves; cancelling them instead races with reads that
+        # complete at the same moment (Python 3.11 then logs lost exceptions).
+        for writer in list(self._writers.values()):
+            writer.close()
         tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(tasks, timeout=2)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), 5)
 
@@ -161,19 +172,36 @@ class TcpSimulator(Lifecycle):
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if len(self._tasks) >= self.max_connections or task is None:
+        if len(self._tasks) >= self.max_connections or task is None or self._stopping:
             writer.close()
             return
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        # The lifetime cancels this very task rather than wrapping handle() in wait_for:
+        # no inner task whose result could be lost when both finish at once.
+        timer = asyncio.get_running_loop().call_later(self.connection_lifetime, expire)
         self._tasks.add(task)
+        self._writers[task] = writer
         self.connections += 1
         try:
-            await asyncio.wait_for(self.handle(reader, writer), self.connection_lifetime)
+            await self.handle(reader, writer)
         except asyncio.CancelledError:
-            raise
+            if not (expired or self._stopping):
+                raise
+            if expired:
+                self.errors += 1
         except Exception:  # noqa: BLE001 - any client-made failure ends this connection only
-            self.errors += 1
+            if not self._stopping:
+                self.errors += 1
         finally:
+            timer.cancel()
             self._tasks.discard(task)
+            self._writers.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1)
@@ -306,6 +334,18 @@ async def _read_chunked(reader: asyncio.StreamReader, timeout: float, max_body: 
         raise HttpError(431) from exc
 
 
+async def _discard_briefly(reader: asyncio.StreamReader, budget: int = 256 * 1024) -> None:
+    """Read what the client is still sending before closing after an error answer:
+    closing with unread bytes makes the kernel send RST, which can destroy the answer
+    before the client reads it (the "lingering close" of Apache and nginx). Bounded."""
+    with contextlib.suppress(Exception):
+        while budget > 0:
+            chunk = await asyncio.wait_for(reader.read(min(budget, 65536)), 0.2)
+            if not chunk:
+                return
+            budget -= len(chunk)
+
+
 class HttpSimulator(TcpSimulator):
     """A bounded HTTP/1.1 server (keep-alive, Content-Length or chunked bodies).
 
@@ -333,6 +373,7 @@ class HttpSimulator(TcpSimulator):
                 self.errors += 1
                 writer.write(self.error_response(exc.status).encode(self.server_header))
                 await asyncio.wait_for(writer.drain(), self.idle_timeout)
+                await _discard_briefly(reader)
                 return
             if request is None:
                 return

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_simulator(args: argparse.Namespace) -> Runnable:
     tls: dict[str, Any] = {}
+    if args.cert and args.name in ("tds", "browser"):
+        # TDS encrypts inside PRELOGIN packets and the Browser is plain UDP
+        raise SystemExit(f"{args.name}: --cert is not supported")
     if args.cert:
         tls["ssl_context"] = server_ssl_context(args.cert, args.key)
     host, port = args.bind, args.port

@@ -24,12 +24,11 @@ Bytes followed:
   connection.
 - [MC-SQLR] 2.2.1-2.2.5 Browser: CLNT_BCAST_EX (0x02) and CLNT_UCAST_EX (0x03) get every
   instance, CLNT_UCAST_INST (0x04 + instance name, up to 32 bytes, optional 0x00)
-  gets that instance only and unknown instances get no answer (3.2.5.3 "if
-  available"); the answer is SVR_RESP 0x05, RESP_SIZE (little-endian USHORT), RESP_DATA
+  gets that instance only and unknown instances get no answer (3.2.5 "Waiting For
+  Request From Client": "the specified instance only (if available)"); the answer is SVR_RESP 0x05, RESP_SIZE (little-endian USHORT), RESP_DATA
   ``ServerName;H;InstanceName;I;IsClustered;No;Version;V;tcp;PORT;;`` per instance
   (at most 1,024 bytes for one instance, 65,535 for all). CLNT_UCAST_DAC (0x0F) gets
-  the 2.2.6 DAC answer when a DAC port is configured. Anything else is ignored, as the
-  real Browser does.
+  the 2.2.6 DAC answer when a DAC port is configured. Anything else gets no answer.
 
     async with tds_server(port=0, instances={"SQLEXPRESS": 0}) as srv:
         srv.port, srv.browser_port, srv.instance_ports["SQLEXPRESS"]
@@ -52,7 +51,7 @@ PACKET_PRELOGIN = 0x12
 PACKET_TABULAR_RESULT = 0x04
 STATUS_EOM = 0x01
 HEADER = struct.Struct(">BBHHBB")  # type, status, length, spid, packet id, window
-MAX_PACKET = 32767  # [MS-TDS] 2.2.6.4: the largest packet size a client may ask
+MAX_PACKET = 32767  # the largest packet size a client may negotiate (LOGIN7 PacketSize)
 MAX_MESSAGE = 64 * 1024
 
 PL_VERSION = 0x00

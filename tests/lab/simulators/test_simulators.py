@@ -465,7 +465,7 @@ async def udp_ask(port: int, payload: bytes, timeout: float = 1.0) -> bytes | No
         transport.sendto(payload)
         try:
             return await asyncio.wait_for(answers.get(), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin on 3.10
             return None
     finally:
         transport.close()
@@ -669,6 +669,34 @@ def test_tns_refuse_reasons(descriptor: str, err: int) -> None:
     assert "(VSNNUM=352321536)" in text  # 21.0.0.0.0
 
 
+def test_tns_refuse_matches_a_captured_21c_packet_length() -> None:
+    # A 21c XE listener's 12514 refuse is 103 bytes with 91 bytes of data.
+    async def scenario() -> tuple[int, bytes]:
+        async with TnsListener(services={"XEPDB1"}, version="21.0.0.0.0") as srv:
+            return await tns_exchange(srv.port, tns_connect(DESCRIPTOR.format(service="NOPE")))
+
+    ptype, body = run(scenario())
+    assert (ptype, 8 + len(body), len(refuse_data(body))) == (4, 103, 91)
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("ping", "(DESCRIPTION=(TMP=)(VSNNUM=0)(ERR=0)(ALIAS=LISTENER))"),
+        ("status", "(DESCRIPTION=(TMP=)(VSNNUM=318767104)(ERR=1189)(ERROR_STACK=(ERROR=(CODE=1189)(EMFI=4))))"),
+    ],
+)
+def test_tns_listener_commands(command: str, expected: str) -> None:
+    async def scenario() -> tuple[int, bytes]:
+        async with TnsListener() as srv:
+            descriptor = f"(CONNECT_DATA=(CID=(PROGRAM=)(HOST=)(USER=))(COMMAND={command})(ARGUMENTS=64))"
+            return await tns_exchange(srv.port, tns_connect(descriptor))
+
+    ptype, body = run(scenario())
+    assert ptype == 4
+    assert refuse_data(body) == expected
+
+
 def test_tns_long_connect_data_in_a_following_data_packet_is_read() -> None:
     descriptor = DESCRIPTOR.format(service="ORCLPDB1").replace("portready", "p" * 300)
 
@@ -708,6 +736,41 @@ def test_tns_over_tls_on_2484_style_listener(server_ctx: ssl.SSLContext, client_
 
     ptype, body = run(scenario())
     assert ptype == 4 and "(ERR=12514)" in refuse_data(body)
+
+
+def test_tls_listener_survives_plaintext_and_garbage_clients(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    async def scenario() -> tuple[list[bytes], int]:
+        async with TnsListener(ssl_context=server_ctx, idle_timeout=0.5) as srv:
+            answers = [
+                await send_and_read_to_eof(srv.host, srv.port, payload)
+                for payload in (
+                    tns_connect(DESCRIPTOR.format(service="X")),
+                    b"\x16\x03\x01\xff\xff" + b"\x00" * 64,
+                    b"",
+                )
+            ]
+            ptype, _ = await tns_exchange(srv.port, tns_connect(DESCRIPTOR.format(service="X")), client_ctx)
+            return answers, ptype
+
+    answers, ptype = run(scenario())
+    assert all(b"DESCRIPTION" not in answer for answer in answers)
+    assert ptype == 4
+
+
+def test_connections_beyond_the_cap_are_closed_at_once() -> None:
+    async def scenario() -> tuple[bytes, int]:
+        async with TnsListener(max_connections=2) as srv:
+            async with connect(srv.host, srv.port), connect(srv.host, srv.port):
+                await asyncio.sleep(0.1)  # both held open, silent
+                async with connect(srv.host, srv.port) as (reader, _writer):
+                    third = await read_to_eof(reader, timeout=2)
+            return third, srv.connections
+
+    third, accepted = run(scenario())
+    assert third == b""
+    assert accepted == 2
 
 
 @pytest.mark.parametrize(
@@ -981,7 +1044,7 @@ async def _vsphere_ok(host: str, port: int, ctx: ssl.SSLContext) -> bool:
 async def _papi_ok(host: str, port: int, ctx: ssl.SSLContext) -> bool:
     async with httpx.AsyncClient(verify=ctx) as client:
         response = await client.get(f"https://{host}:{port}/platform/latest", headers=basic("admin", "lab-only"))
-    return response.json() == {"latest": "16"}
+    return bool(response.json() == {"latest": "16"})
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,9 @@ Wireshark's ``packet-tns.c`` dissector):
   a known SERVICE_NAME (or SID) gets ACCEPT; an unknown one REFUSE with
   ``(DESCRIPTION=(TMP=)(VSNNUM=<n>)(ERR=12514)(ERROR_STACK=(ERROR=(CODE=12514)(EMFI=4))))``
   (12505 for an unknown SID, 12504 for neither, 1153 for unbalanced parentheses), the
-  listener's own text. REFUSE body: user reason 0x22, system reason 0x00, data length
+  listener's own text. ``(CONNECT_DATA=(COMMAND=ping))`` (tnsping, tnscmd) gets
+  ``(DESCRIPTION=(TMP=)(VSNNUM=0)(ERR=0)(ALIAS=LISTENER))``; other listener commands
+  (status, version, services) from a remote host get ERR=1189, as 10g and later answer. REFUSE body: user reason 0x22, system reason 0x00, data length
   (USHORT), data.
 - ACCEPT body: version (min of the client's and the server's, 315 for 19c), service
   options, SDU, TDU, value of 1, data length 0, data offset, connect flags 0/1, 8 bytes,
@@ -59,6 +61,7 @@ ERR_NO_SERVICE_NAME = 12504
 ERR_UNKNOWN_SID = 12505
 ERR_UNKNOWN_SERVICE = 12514
 ERR_SYNTAX = 1153
+ERR_NOT_LOCAL = 1189  # remote listener commands (status, version, ...) need local OS auth
 
 _KEY = r"\(\s*{}\s*=\s*([^()]*?)\s*\)"
 
@@ -141,6 +144,7 @@ class TnsListener(TcpSimulator):
         version: str = "19.0.0.0.0",
         tns_version: int = 315,
         resend: bool = False,
+        listener_name: str = "LISTENER",
         **kwargs: Any,
     ) -> None:
         super().__init__(host, port, ssl_context=ssl_context, **kwargs)
@@ -149,6 +153,7 @@ class TnsListener(TcpSimulator):
         self.vsnnum = vsnnum(version)
         self.tns_version = tns_version
         self.resend = resend
+        self.listener_name = listener_name
         self.accepted = 0
         self.refused: list[int] = []  # ERR codes sent, in order
         self.descriptors: list[str] = []  # connect descriptors received
@@ -170,6 +175,12 @@ class TnsListener(TcpSimulator):
         version, _compat, _opts, sdu, tdu = connect[:5]
         if not parentheses_balanced(descriptor) or not descriptor.strip().startswith("("):
             return self._refuse(ERR_SYNTAX)
+        command = descriptor_value(descriptor, "COMMAND")
+        if command is not None:
+            if command.lower() == "ping":
+                self.refused.append(0)
+                return encode_refuse(f"(DESCRIPTION=(TMP=)(VSNNUM=0)(ERR=0)(ALIAS={self.listener_name}))")
+            return self._refuse(ERR_NOT_LOCAL)
         service = descriptor_value(descriptor, "SERVICE_NAME")
         sid = descriptor_value(descriptor, "SID")
         if service is not None:

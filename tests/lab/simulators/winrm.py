@@ -7,7 +7,7 @@ Bytes followed:
   request is a SOAP 1.2 envelope whose Body holds ``wsmid:Identify``
   (``http://schemas.dmtf.org/wbem/wsman/identity/1/wsmanidentity.xsd``); the answer is
   ``wsmid:IdentifyResponse`` with ``ProtocolVersion``, ``ProductVendor``,
-  ``ProductVersion`` (DSP8001 identity schema), ``Content-Type:
+  ``ProductVersion`` (the wsmanidentity.xsd schema), ``Content-Type:
   application/soap+xml;charset=UTF-8``, as WinRM sends it.
 - Windows answers an Identify without credentials only when the client says so with the
   HTTP header ``WSMANIDENTIFY: unauthenticated`` (what ``Test-WSMan`` and
@@ -27,7 +27,8 @@ Credentials are never checked: a request that carries ``Authorization`` gets 401
 (the simulator cannot complete SPNEGO), which is what a wrong ticket earns on Windows.
 
     async with WinRmServer(port=0) as srv: ...
-    python -m tests.lab.simulators winrm --bind ADDR --port 5985 [--cert C --key K]
+    python -m tests.lab.simulators winrm --bind ADDR --port 5985 [--cert C --key K] \
+        [--identify header|any|off] [--product-version "OS: 10.0.17763 SP: 0.0 Stack: 3.0"]
 """
 
 from __future__ import annotations

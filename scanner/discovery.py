@@ -1,0 +1,115 @@
+"""Domain controllers from DNS: the `_ldap._tcp.dc._msdcs.<domain>` SRV record.
+
+    dcs = await discover_domain_controllers("corp.example", "10.0.0.10")
+    # ['dc1.corp.example', 'dc2.corp.example']  (by priority, then weight)
+
+One UDP query to the given DNS server, again over TCP when the answer is
+truncated; no system resolver, no other server is asked. Every failure raises
+`DiscoveryError` with words an admin acts on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from scanner.probes.dns import DnsAnswerError, build_query, dc_locator_name, parse_response, srv_targets
+
+_MAX_DATAGRAM = 65535
+
+
+class DiscoveryError(Exception):
+    """Domain controllers could not be discovered; the message says why."""
+
+
+class _OneReply(asyncio.DatagramProtocol):
+    def __init__(self, query_id: int) -> None:
+        self.query_id = query_id
+        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) >= 2 and int.from_bytes(data[:2], "big") == self.query_id and not self.done.done():
+            self.done.set_result(data[:_MAX_DATAGRAM])
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+async def _udp(server: str, port: int, request: bytes, query_id: int, timeout: float) -> bytes:
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in server else socket.AF_INET
+    transport, proto = await loop.create_datagram_endpoint(
+        lambda: _OneReply(query_id), remote_addr=(server, port), family=family
+    )
+    try:
+        for wait in (timeout / 2, timeout / 2):  # one resend after half the budget
+            transport.sendto(request)
+            try:
+                return await asyncio.wait_for(asyncio.shield(proto.done), wait)
+            except asyncio.TimeoutError:
+                continue
+        raise asyncio.TimeoutError
+    finally:
+        transport.close()
+
+
+async def _tcp(server: str, port: int, request: bytes, timeout: float) -> bytes:
+    async def exchange() -> bytes:
+        reader, writer = await asyncio.open_connection(server, port)
+        try:
+            writer.write(len(request).to_bytes(2, "big") + request)
+            await writer.drain()
+            size = int.from_bytes(await reader.readexactly(2), "big")
+            return await reader.readexactly(size)
+        finally:
+            writer.close()
+
+    return await asyncio.wait_for(exchange(), timeout)
+
+
+async def discover_domain_controllers(
+    domain: str, dns_server: str, timeout: float = 3.0, *, port: int = 53
+) -> list[str]:
+    """DC host names for `domain` from `dns_server`, sorted by SRV priority then weight."""
+    import dns.rcode
+
+    domain = domain.strip().strip(".")
+    if not domain:
+        raise DiscoveryError("no domain name given")
+    name = dc_locator_name(domain)
+    query = build_query(domain)
+    request = bytes(query.to_wire())
+    where = f"the DNS server {dns_server}"
+    try:
+        reply = await _udp(dns_server, port, request, query.id, timeout)
+        response = parse_response(query, reply)
+        if response.flags & 0x0200:  # truncated: ask again over TCP
+            reply = await _tcp(dns_server, port, request, timeout)
+            response = parse_response(query, reply)
+    except asyncio.TimeoutError:
+        raise DiscoveryError(
+            f"{where} did not answer the SRV query for {name} within {timeout:g} s — check the "
+            "address and that UDP/TCP 53 to it is open"
+        ) from None
+    except (ConnectionError, OSError) as exc:
+        raise DiscoveryError(f"{where} cannot be asked for {name}: {exc}") from None
+    except asyncio.IncompleteReadError:
+        raise DiscoveryError(f"{where} closed TCP 53 in the middle of its answer for {name}") from None
+    except DnsAnswerError as exc:
+        raise DiscoveryError(f"{where} answered with something that is not DNS: {exc}") from None
+    rcode = dns.rcode.to_text(response.rcode())
+    if rcode != "NOERROR":
+        raise DiscoveryError(
+            f"{where} answered {rcode} for {name} — it is not a DNS server of {domain}, or that "
+            "domain has no domain controller records"
+        )
+    targets = [t["target"] for t in srv_targets(response) if t["target"]]
+    if not targets:
+        raise DiscoveryError(f"{where} has no domain controller records ({name} SRV is empty)")
+    seen: list[str] = []
+    for target in targets:
+        if target not in seen:
+            seen.append(target)
+    return seen

@@ -1,0 +1,198 @@
+"""rpc-dynamic probe: ask the mapper for each interface's port, then connect and bind there.
+
+Against the lab's Samba DC, which registers (TCP, dynamic ports 49152+) netlogon, lsarpc,
+samr, drsuapi, even6 (Remote Event Log), dnsserver, backupkey, dssetup, wkssvc, but not
+svcctl, winreg, ITaskSchedulerService, the MS-EVEN eventlog interface or any DCOM: so the
+reachable path is tested with the testing option ``uuid:<uuid>`` (netlogon) and with
+``eventlog`` (even6), and WMI must come out not-registered. Local FakeRpcServer peers
+(tests/probes/test_epm.py) cover the mixes Samba cannot produce.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from scanner.models import CheckResult, Reason, Status
+from scanner.probes.rpc_dynamic import RpcDynamicProbe, parse_interfaces
+from scanner.testing import make_context, run_probe
+from tests.probes.test_epm import NETLOGON, FakeRpcServer, serve
+
+TIMEOUT = 1.0
+BOUND = TIMEOUT * (1 + 5) + 1.5
+SVCCTL = "367abb81-9844-35f1-ad32-98f038001003"
+
+
+async def dynamic(address: str, interfaces: list[str], mapper_port: int | None = None) -> CheckResult:
+    options: dict[str, object] = {"interfaces": interfaces}
+    if mapper_port is not None:
+        options["mapper_port"] = mapper_port
+    ctx = make_context("dc1", address, "1024-65535", probe="rpc-dynamic", options=options, timeout=TIMEOUT, retries=0)
+    return await run_probe("rpc-dynamic", ctx)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def by_interface(result: CheckResult) -> dict[str, dict[str, object]]:
+    return {str(r["interface"]): r for r in result.evidence["interfaces"]}
+
+
+# -- options -------------------------------------------------------------------------------------
+
+
+def test_options_accept_names_uuids_and_any_and_reject_the_rest() -> None:
+    wanted = parse_interfaces(["wmi", "scm", "uuid:12345678-1234-ABCD-EF00-01234567CFFB:1.0", "any"])
+    assert [w.label for w in wanted] == ["wmi", "scm", "uuid:12345678-1234-abcd-ef00-01234567cffb:1.0", "any"]
+    assert wanted[2].candidates[0].major == 1
+    bad_options: list[dict[str, object]] = [
+        {"interfaces": []},
+        {"interfaces": ["wmii"]},
+        {"interfaces": ["uuid:not-a-uuid"]},
+        {"interfaces": ["scm"], "mapper_port": "135"},
+        {"interfaces": ["scm"], "extra": 1},
+    ]
+    for bad in bad_options:
+        with pytest.raises(ValueError):
+            RpcDynamicProbe.validate(bad)
+    RpcDynamicProbe.validate({"interfaces": ["eventlog", "pla"], "mapper_port": 1135})
+
+
+# -- the lab's Samba DC ------------------------------------------------------------------------------
+
+
+@pytest.mark.lab
+async def test_registered_interface_is_bound_on_its_dynamic_port(dc) -> None:  # type: ignore[no-untyped-def]
+    result = await dynamic(dc.address, [f"uuid:{NETLOGON}"])
+    assert result.status is Status.PASS, result.detail
+    (entry,) = result.evidence["interfaces"]
+    assert entry["status"] == "reachable" and entry["name"] == "netlogon"
+    assert 1024 <= entry["port"] <= 65535 and entry["port"] != 135
+
+
+@pytest.mark.lab
+async def test_remote_event_log_is_reachable_and_missing_services_are_named(dc) -> None:  # type: ignore[no-untyped-def]
+    result = await dynamic(dc.address, ["eventlog", "scm", "winreg", "tasksched"])
+    assert result.status is Status.PASS, result.detail
+    found = by_interface(result)
+    assert found["eventlog"]["status"] == "reachable"  # even6 on Samba
+    assert {found[n]["status"] for n in ("scm", "winreg", "tasksched")} == {"not-registered"}
+    assert "not registered there: scm, winreg, tasksched" in result.detail
+
+
+@pytest.mark.lab
+async def test_wmi_on_samba_is_not_registered_and_inconclusive(dc) -> None:  # type: ignore[no-untyped-def]
+    result = await dynamic(dc.address, ["wmi"])
+    assert (result.status, result.reason) == (Status.INCONCLUSIVE, Reason.NOT_REGISTERED), result.detail
+    assert by_interface(result)["wmi"]["status"] == "not-registered"
+
+
+@pytest.mark.lab
+async def test_any_binds_every_dynamic_port_the_mapper_lists(dc) -> None:  # type: ignore[no-untyped-def]
+    result = await dynamic(dc.address, ["any"])
+    assert result.status is Status.PASS, result.detail
+    ports = {r["port"] for r in result.evidence["interfaces"]}
+    assert len(ports) >= 2 and all(p >= 1024 and p != 135 for p in ports)
+
+
+@pytest.mark.lab
+async def test_dropped_dynamic_range_fails_filtered_while_135_answers(dc, dc_firewall) -> None:  # type: ignore[no-untyped-def]
+    dc_firewall.drop_range(49152, 65535)
+    started = time.monotonic()
+    result = await dynamic(dc.address, [f"uuid:{NETLOGON}", "eventlog"])
+    assert (result.status, result.reason) == (Status.FAIL, Reason.FILTERED), result.detail
+    assert "endpoint mapper answers" in result.detail
+    assert {r["status"] for r in result.evidence["interfaces"]} == {"filtered"}
+    assert time.monotonic() - started < BOUND
+
+
+@pytest.mark.lab
+async def test_rejected_dynamic_range_fails_refused(dc, dc_firewall) -> None:  # type: ignore[no-untyped-def]
+    dc_firewall.apply_script(["tcp dport 49152-65535 reject with tcp reset"])
+    result = await dynamic(dc.address, [f"uuid:{NETLOGON}"])
+    assert (result.status, result.reason) == (Status.FAIL, Reason.REFUSED), result.detail
+
+
+@pytest.mark.lab
+async def test_dropped_135_fails_filtered_and_says_the_mapper_is_unreachable(dc, dc_firewall) -> None:  # type: ignore[no-untyped-def]
+    dc_firewall.drop(135)
+    result = await dynamic(dc.address, ["eventlog"])
+    assert (result.status, result.reason) == (Status.FAIL, Reason.FILTERED), result.detail
+    assert "endpoint mapper cannot be asked" in result.detail
+
+
+# -- local peers ------------------------------------------------------------------------------------------
+
+
+async def test_reachable_and_unregistered_interfaces_pass_with_per_interface_evidence() -> None:
+    service = FakeRpcServer()
+    async with serve(service) as service_port:
+        async with serve(FakeRpcServer({SVCCTL: service_port})) as mapper_port:
+            result = await dynamic("127.0.0.1", ["scm", "winreg"], mapper_port)
+    assert result.status is Status.PASS, result.detail
+    found = by_interface(result)
+    assert found["scm"] == {**found["scm"], "status": "reachable", "port": service_port, "uuid": SVCCTL}
+    assert found["winreg"]["status"] == "not-registered"
+    assert service.binds == [SVCCTL]  # the dynamic port itself was bound
+
+
+async def test_dynamic_port_that_accepts_but_never_answers_fails_protocol(hostile) -> None:  # type: ignore[no-untyped-def]
+    _address, silent_port = hostile("silent")
+    async with serve(FakeRpcServer({SVCCTL: silent_port})) as mapper_port:
+        started = time.monotonic()
+        result = await dynamic("127.0.0.1", ["scm"], mapper_port)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.PROTOCOL), result.detail
+    assert time.monotonic() - started < BOUND
+
+
+async def test_dynamic_port_with_nothing_listening_fails_refused() -> None:
+    async with serve(FakeRpcServer({SVCCTL: free_port()})) as mapper_port:
+        result = await dynamic("127.0.0.1", ["scm"], mapper_port)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.REFUSED), result.detail
+
+
+async def test_dynamic_port_that_refuses_the_interface_fails_protocol() -> None:
+    async with serve(FakeRpcServer(accept={NETLOGON})) as other_port:
+        async with serve(FakeRpcServer({SVCCTL: other_port})) as mapper_port:
+            result = await dynamic("127.0.0.1", ["scm"], mapper_port)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.PROTOCOL), result.detail
+    assert "bind refused" in result.detail
+
+
+async def test_wmi_with_a_dcom_resolver_is_proven_at_range_level() -> None:
+    service = FakeRpcServer()
+    async with serve(service) as service_port:
+        async with serve(FakeRpcServer({NETLOGON: service_port})) as mapper_port:
+            result = await dynamic("127.0.0.1", ["wmi"], mapper_port)
+    assert result.status is Status.PASS, result.detail
+    wmi = by_interface(result)["wmi"]
+    assert wmi["status"] == "reachable" and wmi["port"] == service_port
+    assert "range-level" in str(wmi["reason"])
+    assert service.binds == [NETLOGON]
+
+
+async def test_wmi_with_a_dcom_resolver_but_a_refused_range_fails() -> None:
+    async with serve(FakeRpcServer({NETLOGON: free_port()})) as mapper_port:
+        result = await dynamic("127.0.0.1", ["wmi"], mapper_port)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.REFUSED), result.detail
+
+
+async def test_wmi_with_a_dcom_resolver_and_no_listed_endpoint_is_inconclusive() -> None:
+    async with serve(FakeRpcServer()) as mapper_port:
+        result = await dynamic("127.0.0.1", ["wmi"], mapper_port)
+    assert result.status is Status.INCONCLUSIVE, result.detail
+    assert by_interface(result)["wmi"]["status"] == "unverified"
+
+
+@pytest.mark.parametrize("mode", ["garbage", "truncated", "drip", "silent"])
+async def test_hostile_mapper_fails_cleanly_within_the_timeout(hostile, mode: str) -> None:  # type: ignore[no-untyped-def]
+    address, port = hostile(mode)
+    started = time.monotonic()
+    result = await dynamic(address, ["scm"], port)
+    assert result.status is Status.FAIL and result.reason in (Reason.PROTOCOL, Reason.FILTERED), result.detail
+    assert time.monotonic() - started < BOUND
