@@ -262,34 +262,41 @@ async def run_plan(
                 pc.preset.status, pc.preset.reason, pc.preset.detail, dict(pc.preset.evidence),
             )
         res = resolved[prow.target.host]
-        if res.address is None:
-            return CheckResult(
-                pc.spec.protocol.value, pc.port_label, pc.probe, Status.FAIL, Reason.UNRESOLVED,
-                f"unresolved: {res.error} — check the name and this host's DNS servers",
-            )
+        probe_cls = probes.get(pc.probe)
         address = res.address
+        if address is None:
+            name_ctx = _context(prow, pc, prow.target.host, HostTiming(settings.timeout, settings.min_timeout), 0.0)
+            if probe_cls is None or probe_cls.needs_address(name_ctx):
+                return CheckResult(
+                    pc.spec.protocol.value, pc.port_label, pc.probe, Status.FAIL, Reason.UNRESOLVED,
+                    f"unresolved: {res.error} — check the name and this host's DNS servers",
+                )
+            address = prow.target.host  # a proxy connects to it by name
         timing = timings.get(address)
         if timing is None:
             timing = timings[address] = HostTiming(settings.timeout, settings.min_timeout)
         limit = host_limits.get(address)
         if limit is None:
             limit = host_limits[address] = asyncio.Semaphore(max(1, per_host))
-        exchanges = getattr(probes.get(pc.probe), "exchanges", 2)
+        exchanges = getattr(probe_cls, "exchanges", 2)
         async with limit:
-            ctx = ProbeContext(
-                row=prow.row,
-                target=prow.target,
-                host=prow.target.host,
-                address=address,
-                protocol=pc.spec.protocol,
-                port=pc.port,
-                ports=pc.ports,
-                options=pc.spec.options,
-                settings=settings,
-                timing=timing,
-                deadline=loop.time() + probe_budget(settings, exchanges),
-            )
+            ctx = _context(prow, pc, address, timing, loop.time() + probe_budget(settings, exchanges))
             return await execute_check(pc.probe, ctx)
+
+    def _context(prow: PlannedRow, pc: PlannedCheck, address: str, timing: HostTiming, deadline: float) -> ProbeContext:
+        return ProbeContext(
+            row=prow.row,
+            target=prow.target,
+            host=prow.target.host,
+            address=address,
+            protocol=pc.spec.protocol,
+            port=pc.port,
+            ports=pc.ports,
+            options=pc.spec.options,
+            settings=settings,
+            timing=timing,
+            deadline=deadline,
+        )
 
     # Jobs interleaved across hosts, so workers spread over targets instead of queueing
     # on one host's limit; a fixed pool of workers instead of a task per check keeps the

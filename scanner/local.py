@@ -131,7 +131,7 @@ def port_row(protocol: Transport, port: int, rows: list[Row], owners: list[PortO
         if expected_owner(port, owners):
             return _result(row, target, None, check, Status.PASS, Reason.OK,
                            f"held by the expected service: {who} listens on {where}", started, **ev)  # fmt: skip
-        return _result(row, target, None, check, Status.WARN, Reason.PROTOCOL,
+        return _result(row, target, None, check, Status.WARN, Reason.PORT_IN_USE,
                        f"in use: {who} holds {where}, which Netwrix Auditor needs for {', '.join(needed_by)}; "
                        "before install, stop or move that service; after install, check that it is the Auditor's",
                        started, **ev)  # fmt: skip
@@ -142,7 +142,7 @@ def port_row(protocol: Transport, port: int, rows: list[Row], owners: list[PortO
         return _result(row, target, None, check, Status.INCONCLUSIVE, Reason.PERMISSION,
                        f"cannot tell: no process is seen on {where} and binding it needs root or "
                        "Administrator; run `portready local` elevated", started, **ev)  # fmt: skip
-    return _result(row, target, None, check, Status.WARN, Reason.PROTOCOL,
+    return _result(row, target, None, check, Status.WARN, Reason.PORT_IN_USE,
                    f"in use: {where} cannot be bound ({bind_error.strerror or bind_error}) and the holder is not "
                    "visible; run elevated to see which process holds it", started, **ev)  # fmt: skip
 

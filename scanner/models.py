@@ -63,6 +63,7 @@ class Reason(_StrEnum):
     INBOUND = "inbound"  # traffic flows to the Auditor host: checked by `portready listen`
     NOT_SEEN = "not-seen"  # listener: nothing arrived from that source
     TIME_SKEW = "time-skew"
+    PORT_IN_USE = "port-in-use"  # a local port the Auditor needs is held by another process
     INTERNAL = "internal"  # a bug or local failure; detail says what
 
 

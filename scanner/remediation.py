@@ -44,7 +44,7 @@ RULE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Remote Service Management", ("service control manager", "scm", "svcctl")),
     ("Remote Event Log Management", ("event log", "eventlog", "even6")),
     ("Performance Logs and Alerts", ("performance logs", "plasrv", "removable storage", "pla")),
-    ("Remote Scheduled Tasks Management", ("scheduled task", "task scheduler", "atsvc", "schedule")),
+    ("Remote Scheduled Tasks Management", ("scheduled tasks", "scheduled task", "task scheduler", "atsvc", "schedule")),
     ("File and Printer Sharing", ("file and printer sharing", "netbios", "remote registry", "winreg")),
 )
 _RPC_PROBES = {"epm", "rpc-dynamic"}
@@ -414,7 +414,7 @@ def table(fixes: Iterable[Fix]) -> str:
     widths = {c: min(40, max(len(c), *(len(_one_line(r[c])) for r in rows))) for c in TABLE_COLUMNS[:4]}
     head = "  ".join(c.upper().ljust(widths[c]) for c in TABLE_COLUMNS[:4]) + "  PURPOSE"
     lines = [head]
-    for f, r in zip(fixes, rows):
+    for f, r in zip(fixes, rows, strict=True):
         lines.append("  ".join(_one_line(r[c])[:40].ljust(widths[c]) for c in TABLE_COLUMNS[:4]) + "  " + _one_line(r["purpose"])[:120])
         lines.append("    -> " + _one_line(f.advice))
     return "\n".join(lines) + "\n"

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from scanner.errors import ConfigError
 from scanner.models import PortRange, Role, Transport

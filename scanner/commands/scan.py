@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 from typing import Any
 
 from scanner.cli_common import (
@@ -42,6 +43,9 @@ def add_discovered_targets(inputs: RunInputs, extra: list[str]) -> list[str]:
         inputs.inventory.add("domain-controllers", [Target("domain-controllers", h, "discovered") for h in dcs])
         if not inputs.inventory.targets.get("dns-servers"):
             inputs.inventory.add("dns-servers", [Target("dns-servers", item["dns_server"])])
+        if not inputs.settings.values.get("domain"):
+            values = {**inputs.settings.values, "domain": item["domain"]}
+            inputs.settings = dataclasses.replace(inputs.settings, values=values)
         notes.append(f"discovered {len(dcs)} domain controller(s) of {item['domain']} via {item['dns_server']}: {', '.join(dcs)}")
     return notes
 

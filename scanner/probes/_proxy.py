@@ -297,3 +297,18 @@ async def open_stream(ctx: ProbeContext, port: int | None = None) -> Stream:
         reader, writer = await connect_tcp(ctx, port)
         return Stream(reader, writer, None)
     return await open_tunnel(ctx, proxy, port)
+
+
+class ProxyAware:
+    """Mixin for probes that may go through a proxy: the proxy resolves the target's name.
+
+    On networks where only the proxy resolves internet names, a Microsoft 365 row
+    must not fail as 'unresolved' on the Auditor host before the proxy is asked.
+    """
+
+    @classmethod
+    def needs_address(cls, ctx: ProbeContext) -> bool:
+        try:
+            return proxy_for(ctx) is None
+        except ProbeError:
+            return True

@@ -163,6 +163,11 @@ class Probe:
     accepts_range: ClassVar[bool] = False
 
     @classmethod
+    def needs_address(cls, ctx: ProbeContext) -> bool:
+        """Whether the check needs the target resolved here (not when a proxy connects by name)."""
+        return True
+
+    @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
         """Reject bad profile options (raise ValueError) before anything is sent."""
         if options:

@@ -22,13 +22,13 @@ from scanner.probes._http import (
     http_request,
     validate_http_options,
 )
-from scanner.probes._proxy import connect_proxy, proxy_answer, proxy_for
+from scanner.probes._proxy import ProxyAware, connect_proxy, proxy_answer, proxy_for
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
 from scanner.probes.netio import connect_tcp
 
 
 @register
-class HttpProbe(Probe):
+class HttpProbe(ProxyAware, Probe):
     name = "http"
     transports = (Transport.TCP,)
     summary = "HTTP: the status of the documented path (any HTTP answer proves the service)"

@@ -15,6 +15,7 @@ import struct
 
 from scanner.models import Reason, Transport
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, inconclusive, register
+from scanner.probes.netbios_ns import ipv4_only
 from scanner.probes.netio import udp_exchange
 from scanner.probes.udp import udp_payload
 
@@ -46,6 +47,8 @@ class NetbiosDatagramProbe(Probe):
     exchanges = 1
 
     async def run(self, ctx: ProbeContext) -> Outcome:
+        if ":" in ctx.address:
+            return ipv4_only(ctx)
         try:
             reply = await udp_exchange(ctx, probe_datagram(), what="answer (none is expected)")
         except ProbeError as exc:

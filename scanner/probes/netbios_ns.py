@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
+from scanner.probes.base import Outcome, Probe, ProbeContext, failed, inconclusive, passed, register
 from scanner.probes.netio import udp_exchange
 from scanner.probes.udp import udp_payload
 
@@ -103,6 +103,16 @@ def parse_nbstat(data: bytes, transaction_id: int | None = None) -> NodeStatus:
     return NodeStatus(names, mac_text)
 
 
+def ipv4_only(ctx: ProbeContext) -> Outcome:
+    """NetBIOS over TCP/IP (RFC 1001/1002) exists on IPv4 only: an IPv6 address proves nothing."""
+    return inconclusive(
+        Reason.NOT_VERIFIABLE,
+        f"not verifiable over IPv6: NetBIOS runs over IPv4 only, and {ctx.host} was reached at "
+        f"{ctx.address}; target its IPv4 address to check UDP {ctx.port}",
+        address=ctx.address,
+    )
+
+
 @udp_payload(137)
 def _nbstat_payload(ctx: ProbeContext) -> bytes:
     return nbstat_query()
@@ -116,6 +126,8 @@ class NetbiosNameProbe(Probe):
     exchanges = 1
 
     async def run(self, ctx: ProbeContext) -> Outcome:
+        if ":" in ctx.address:
+            return ipv4_only(ctx)
         tid = int.from_bytes(os.urandom(2), "big")
         # A connected UDP socket only hears the target's port 137, and every try sends the
         # same transaction id: any datagram that arrives is the target's answer to judge.

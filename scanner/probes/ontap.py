@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 from scanner.models import Reason, Transport
 from scanner.probes._http import HttpResponse, clip
+from scanner.probes._proxy import ProxyAware
 from scanner.probes._tlsinfo import WebClient, local_name, safe_xml, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register, warned
 from scanner.probes.tls import check_options
@@ -90,7 +91,7 @@ def _said(response: HttpResponse) -> str:
 
 
 @register
-class OntapManagementProbe(Probe):
+class OntapManagementProbe(ProxyAware, Probe):
     name = "ontap"
     transports = (Transport.TCP,)
     summary = "NetApp ONTAP management: REST /api/cluster or ONTAPI over HTTP 80 / HTTPS 443"

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from scanner.models import Reason, Transport
 from scanner.probes._http import HttpResponse, clip
+from scanner.probes._proxy import ProxyAware
 from scanner.probes._tlsinfo import WebClient, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
 from scanner.probes.tls import check_options
@@ -44,7 +45,7 @@ def papi_answer(response: HttpResponse) -> dict[str, Any] | None:
 
 
 @register
-class PapiProbe(Probe):
+class PapiProbe(ProxyAware, Probe):
     name = "papi"
     transports = (Transport.TCP,)
     summary = "PowerScale Platform API: GET /platform/latest over HTTPS (401 AEC_UNAUTHORIZED counts)"

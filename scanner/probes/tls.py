@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from scanner.models import Transport
-from scanner.probes._proxy import validate_via_proxy
+from scanner.probes._proxy import ProxyAware, validate_via_proxy
 from scanner.probes._tlsinfo import judge, open_tls, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register
 
@@ -30,7 +30,7 @@ def check_options(name: str, options: Mapping[str, Any], allowed: set[str]) -> N
 
 
 @register
-class TlsHandshakeProbe(Probe):
+class TlsHandshakeProbe(ProxyAware, Probe):
     name = "tls"
     transports = (Transport.TCP,)
     summary = "TLS handshake: version, cipher, certificate names, issuer, trust and expiry"

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from scanner.models import Reason, Transport
 from scanner.probes._http import HttpResponse, clip
+from scanner.probes._proxy import ProxyAware
 from scanner.probes._tlsinfo import WebClient, local_name, safe_xml, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register
 from scanner.probes.tls import check_options
@@ -93,7 +94,7 @@ def _said(response: HttpResponse | None, error: Outcome | None) -> str:
 
 
 @register
-class VsphereSdkProbe(Probe):
+class VsphereSdkProbe(ProxyAware, Probe):
     name = "vsphere"
     transports = (Transport.TCP,)
     summary = "vSphere SDK: /sdk/vimServiceVersions.xml or RetrieveServiceContent over HTTPS"

@@ -56,7 +56,7 @@ def fixes_markdown(fixes: list[Fix], level: int = 2) -> str:
     lines += _table(
         ["Source", "Destination", "Port", "Protocol", "Purpose", "What to do"],
         ([md(r["source"], 100), md(r["destination"], 100), md(r["port"], 60), md(r["protocol"], 20), md(r["purpose"], 200),
-          md(f.advice, 600)] for r, f in zip(rows, fixes)),
+          md(f.advice, 600)] for r, f in zip(rows, fixes, strict=True)),
     )
     if any(f.opens for f in fixes):
         # Fenced blocks: their text is shown verbatim, and the commands are already reduced

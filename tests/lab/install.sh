@@ -15,7 +15,7 @@ samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbin
 krb5-user smbclient ldap-utils python3-samba
 iproute2 nftables util-linux bsdutils procps
 openssl ca-certificates nginx-light
-nmap chromium tcpdump bind9-dnsutils
+nmap chromium tcpdump bind9-dnsutils iputils-ping
 python3 python3-venv
 "
 

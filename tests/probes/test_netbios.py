@@ -120,3 +120,11 @@ async def test_hostile_udp_peer_on_138_stays_inconclusive(hostile) -> None:  # t
     address, port = hostile("udp-garbage")
     result = await probe("netbios-dgm", address, port)
     assert result.status is Status.INCONCLUSIVE, result.detail
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(("name", "port"), [("netbios-ns", 137), ("netbios-dgm", 138)])
+async def test_netbios_over_ipv6_is_not_verifiable_rather_than_refused(dc, name: str, port: int) -> None:  # type: ignore[no-untyped-def]
+    result = await probe(name, dc.address6, port)
+    assert (result.status, result.reason) == (Status.INCONCLUSIVE, Reason.NOT_VERIFIABLE), result.detail
+    assert "IPv4 only" in result.detail

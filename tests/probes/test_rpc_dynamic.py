@@ -196,3 +196,10 @@ async def test_hostile_mapper_fails_cleanly_within_the_timeout(hostile, mode: st
     result = await dynamic(address, ["scm"], port)
     assert result.status is Status.FAIL and result.reason in (Reason.PROTOCOL, Reason.FILTERED), result.detail
     assert time.monotonic() - started < BOUND
+
+
+@pytest.mark.lab
+async def test_mapper_and_dynamic_ports_work_over_ipv6(dc) -> None:  # type: ignore[no-untyped-def]
+    result = await dynamic(dc.address6, [f"uuid:{NETLOGON}", "eventlog"])
+    assert result.status is Status.PASS, result.detail
+    assert {r["status"] for r in result.evidence["interfaces"]} == {"reachable"}

@@ -330,3 +330,9 @@ async def test_hostile_peer_fails_cleanly_within_the_timeout(hostile, mode: str,
     assert result.status is Status.FAIL, result.detail
     assert result.reason in (Reason.PROTOCOL, Reason.FILTERED), result.detail
     assert time.monotonic() - started < BOUND
+
+
+@pytest.mark.lab
+async def test_smb_negotiates_over_ipv6(dc) -> None:  # type: ignore[no-untyped-def]
+    result = await smb(dc.address6, 445)
+    assert result.status is Status.PASS, result.detail

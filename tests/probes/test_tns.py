@@ -176,10 +176,16 @@ async def test_hostile_peers_fail_protocol_within_the_timeout(hostile, mode: str
 
 
 async def test_endless_resend_is_not_followed_forever() -> None:
+    handlers: list[asyncio.Task[None]] = []
+
     async def resend_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            handlers.append(task)  # type: ignore[arg-type]
         try:
             for _ in range(5):
-                await reader.read(4096)
+                if not await reader.read(4096):
+                    break
                 writer.write(sim.encode_packet(sim.TNS_RESEND, b""))
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -191,6 +197,9 @@ async def test_endless_resend_is_not_followed_forever() -> None:
         result = await run_probe("tns", ctx(server.sockets[0].getsockname()[1]))
     finally:
         server.close()
+        # The handler must finish (and close its socket) before this test's loop closes.
+        await asyncio.wait_for(asyncio.gather(*handlers, return_exceptions=True), 5)
+        await server.wait_closed()
     assert result.status is Status.PASS  # RESEND itself comes only from a listener
     assert result.evidence["packet_type"] == "RESEND"
 

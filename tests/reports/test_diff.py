@@ -123,7 +123,7 @@ def test_diff_command_writes_every_format_and_exits_1_on_regression(tmp_path: Pa
     out = {k: tmp_path / f"d.{k}" for k in ("json", "markdown", "html")}
     assert main(["diff", old, new] + [x for k, p in out.items() for x in (f"--{k}", str(p))]) == 1
     console = capsys.readouterr().out
-    assert "REGRESSIONS (2)" in console and "filtered → fail (refused)" in console
+    assert "REGRESSIONS (2)" in console and "fail (filtered) → fail (refused)" in console
     assert json.loads(out["json"].read_text())["summary"]["regressions"] == 2
     assert "| **yes** | newly failing |" in out["markdown"].read_text()
     assert "regression</strong>" in out["html"].read_text()

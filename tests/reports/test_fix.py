@@ -107,11 +107,13 @@ def test_hostile_document_text_cannot_escape_the_quotes_of_a_command() -> None:
     doc["host"]["addresses"] = ["1.2.3.4; calc"]
     fixes = plan_fixes(doc)
     ps, ns = powershell(fixes), netsh(fixes)
-    for text in (ps, ns):
-        for line in text.splitlines():
-            if line.startswith(("New-", "netsh")):
-                assert "'" not in line.replace("-DisplayName '", "").replace("' -Direction", "").replace("-Description '", "")[:-1]
-                assert "`" not in line and "$(" not in line and "&" not in line and ";" not in line.split("-Description")[0]
+    (ps_line,) = [x for x in ps.splitlines() if x.startswith("New-NetFirewallRule")]
+    (ns_line,) = [x for x in ns.splitlines() if x.startswith("netsh advfirewall firewall add")]
+    assert ps_line.count("'") == 4  # -DisplayName '...' and -Description '...', nothing closes them early
+    assert ns_line.count('"') == 4  # name="..." and description="..."
+    for line in (ps_line, ns_line):
+        assert not set(line) & set("`$%&|<>^\n\r\\")
+    assert "-RemoteAddress 198.18.0.10" not in ps_line and "calc" not in ps_line.split("-Description")[0]
     assert "-RemoteAddress <auditor address>" not in ps  # a placeholder never reaches an argument
     assert "\n;calc" not in ps
 

@@ -1,0 +1,97 @@
+"""Benchmark: a protocol-depth scan of the active-directory profile against many addresses of
+one lab DC, beside the same checks done by `nmap -sT` and its NSE scripts.
+
+One real Samba AD DC in a lab namespace answers on ADDRESSES aliases of its interface.
+portready runs every row of the active-directory profile at protocol depth (LDAP RootDSE,
+GC, LDAPS + RootDSE, CLDAP ping, Kerberos AS-REQ over TCP and UDP, endpoint mapper + the
+dynamic RPC ports, SMB negotiate, DNS SRV); nmap runs `-sT` on the TCP ports with
+`ldap-rootdse`, `smb-protocols` and `msrpc-enum` (TCP only: fewer checks than portready).
+
+    sudo python bench/ad_protocol_scan.py [--addresses 32] [--runs 2]
+
+Target (issue 4): portready <= 0.5x nmap's wall time. Needs root, Samba and Debian's nmap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.lab.netns import Lab  # noqa: E402
+from tests.lab.samba_dc import SambaDC, provision_template  # noqa: E402
+
+TCP_PORTS = "53,88,135,389,445,3268,3269"
+
+
+def run(argv: list[str]) -> tuple[float, int, str]:
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - started, usage.ru_maxrss, out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--addresses", type=int, default=32)
+    ap.add_argument("--runs", type=int, default=2)
+    args = ap.parse_args()
+    if os.geteuid() != 0 or not shutil.which("nmap") or not shutil.which("samba"):
+        print("bench/ad_protocol_scan.py needs root, samba and nmap (bash tests/lab/install.sh)")
+        return 2
+    template = provision_template()
+    with Lab("adbench") as lab, tempfile.TemporaryDirectory() as tmp:
+        host = lab.add_host("dc1")
+        aliases = host.add_aliases(args.addresses)  # before samba starts: it binds every address
+        dc = SambaDC(host, template).start()
+        try:
+            hosts_file = Path(tmp) / "hosts.txt"
+            hosts_file.write_text("\n".join(aliases) + "\n")
+            inventory = Path(tmp) / "inventory.yaml"
+            inventory.write_text(
+                f"targets:\n  domain-controllers: [{{file: {hosts_file}}}]\n"
+                f"  dns-servers: [{{file: {hosts_file}}}]\nsettings:\n  domain: lab.test\n"
+            )
+            out_json = Path(tmp) / "ad.json"
+            ours = [sys.executable, "-m", "scanner", "scan", "-i", str(inventory), "--profile", "active-directory",
+                    "--quiet", "--json", str(out_json), "--per-host", "8"]
+            theirs = ["nmap", "-sT", "-Pn", "-n", "-T4", "-p", TCP_PORTS, "--script",
+                      "ldap-rootdse,smb-protocols,msrpc-enum", "-iL", str(hosts_file), "-oX", "-"]
+            pr_times, nm_times, peaks = [], [], []
+            for _ in range(args.runs):
+                wall, rss, _ = run(ours)
+                pr_times.append(wall)
+                peaks.append(rss)
+                wall, _, xml = run(theirs)
+                nm_times.append(wall)
+            doc = json.loads(out_json.read_text())
+        finally:
+            dc.stop()
+    pr, nm = min(pr_times), min(nm_times)
+    checks = sum(len(r["checks"]) for r in doc["rows"])
+    statuses: dict[str, int] = {}
+    for row in doc["rows"]:
+        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+    print(f"addresses of one DC      : {args.addresses}; {len(doc['rows'])} row x target, {checks} protocol checks")
+    print(f"portready (protocol)     : {pr:.2f} s (best of {args.runs}; all: {', '.join(f'{t:.2f}' for t in pr_times)})")
+    print(f"nmap -sT + NSE scripts   : {nm:.2f} s (best of {args.runs}; all: {', '.join(f'{t:.2f}' for t in nm_times)})")
+    print(f"ratio portready / nmap   : {pr / nm:.2f}  (target <= 0.5)")
+    print(f"checks per second        : {checks / pr:,.0f}")
+    print(f"peak memory (portready)  : {max(peaks) / 1024:.1f} MiB")
+    print(f"row verdicts             : {statuses}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
