@@ -65,7 +65,7 @@ def main() -> int:
             )
             out_json = Path(tmp) / "ad.json"
             ours = [sys.executable, "-m", "scanner", "scan", "-i", str(inventory), "--profile", "active-directory",
-                    "--quiet", "--json", str(out_json), "--per-host", "8"]
+                    "--quiet", "--json", str(out_json), "--per-host", "16"]
             theirs = ["nmap", "-sT", "-Pn", "-n", "-T4", "-p", TCP_PORTS, "--script",
                       "ldap-rootdse,smb-protocols,msrpc-enum", "-iL", str(hosts_file), "-oX", "-"]
             pr_times, nm_times, peaks = [], [], []

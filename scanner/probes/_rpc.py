@@ -412,7 +412,7 @@ def parse_ept_lookup(stub: bytes) -> tuple[bytes, list[Endpoint], int, int]:
 
 
 async def ept_lookup(
-    conn: RpcConnection, max_entries: int = 1024, page: int = 100, max_pages: int = 20
+    conn: RpcConnection, max_entries: int = 1024, page: int = 500, max_pages: int = 20
 ) -> list[Endpoint]:
     """Every endpoint the mapper lists (bounded), paging with the entry handle.
 
