@@ -26,9 +26,28 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def host_info() -> dict[str, Any]:
+def source_addresses(peers: Iterable[str | None], limit: int = 64) -> list[str]:
+    """The local addresses this host uses to reach the peers (what their firewalls see).
+
+    A UDP socket's connect() only picks a route and a source address: nothing is sent.
+    """
+    found: list[str] = []
+    for peer in list(dict.fromkeys(p for p in peers if p))[:limit]:
+        family = socket.AF_INET6 if ":" in peer else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.connect((peer, 9))
+                addr = str(sock.getsockname()[0])
+        except (OSError, ValueError):
+            continue
+        if addr not in found:
+            found.append(addr)
+    return found
+
+
+def host_info(peers: Iterable[str | None] = ()) -> dict[str, Any]:
     name = socket.gethostname()
-    addresses: list[str] = []
+    addresses: list[str] = source_addresses(peers)
     try:
         for info in socket.getaddrinfo(name, None):
             addr = str(info[4][0])
@@ -77,7 +96,7 @@ def build_document(
         "kind": kind,
         "started": started,
         "finished": finished,
-        "host": host_info(),
+        "host": host_info(r["address"] for r in rows),
         "options": dict(options),
         "inventory": dict(inventory or {}),
         "rows": rows,

@@ -21,7 +21,7 @@ _STYLE = {
 
 def printable(text: Any, limit: int = 400) -> str:
     """Peer-supplied text without control characters (no terminal escapes), bounded."""
-    s = "".join(ch if ch.isprintable() else "\ufffd" for ch in str(text))
+    s = "".join(ch if ch.isprintable() or ch == "\n" else "\ufffd" for ch in str(text))
     return s if len(s) <= limit else s[:limit] + "…"
 
 
