@@ -88,6 +88,8 @@ def _not_yaml(name: str, text: str, exc: yaml.YAMLError) -> ConfigError:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
+        if "nesting depth" in str(exc.problem):  # libyaml's own limit, hit before ours
+            return ConfigError(name, line, f"nested deeper than {MAX_DEPTH} levels")
         return ConfigError(name, line, f"not valid YAML: {exc.problem or exc}")
     if isinstance(exc, yaml.reader.ReaderError):
         line = text.count("\n", 0, exc.position) + 1

@@ -271,7 +271,12 @@ def test_tcp_check_without_port_or_setting_is_refused(tmp_path: Path, roles: dic
 
 def test_options_a_probe_does_not_take_are_refused(tmp_path: Path, roles: dict[str, Role]) -> None:
     err = refused(write(tmp_path, with_check("{protocol: tcp, port: 445, probe: tcp, options: {gc: true}}")), roles)
-    assert "takes no options" in err.message and err.line == LINE["check"]
+    assert "does not take option(s) 'gc'" in err.message and err.line == LINE["check"]
+
+
+def test_option_of_the_wrong_type_is_refused(tmp_path: Path, roles: dict[str, Role]) -> None:
+    err = refused(write(tmp_path, with_check("{protocol: udp, port: 53, probe: dns, options: {domain: [a]}}")), roles)
+    assert "option 'domain' has the wrong type" in err.message and err.line == LINE["check"]
 
 
 def test_a_row_without_checks_is_refused(tmp_path: Path, roles: dict[str, Role]) -> None:

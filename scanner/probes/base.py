@@ -167,11 +167,25 @@ class Probe:
         """Whether the check needs the target resolved here (not when a proxy connects by name)."""
         return True
 
+    # Options a profile may give this probe, with their types; `validate` checks them.
+    option_types: ClassVar[Mapping[str, type | tuple[type, ...]]] = {}
+
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
-        """Reject bad profile options (raise ValueError) before anything is sent."""
-        if options:
-            raise ValueError(f"probe {cls.name!r} takes no options, got {sorted(options)}")
+        """Reject bad profile options (raise ValueError) before anything is sent.
+
+        The default checks names and types against `option_types`; probes with richer
+        options extend it.
+        """
+        unknown = sorted(set(options) - set(cls.option_types))
+        if unknown:
+            known = ", ".join(sorted(cls.option_types)) or "none"
+            raise ValueError(f"probe {cls.name!r} does not take option(s) {', '.join(map(repr, unknown))}; it takes: {known}")
+        for key, value in options.items():
+            expected = cls.option_types[key]
+            allowed = expected if isinstance(expected, tuple) else (expected,)
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                raise ValueError(f"probe {cls.name!r}: option {key!r} has the wrong type ({type(value).__name__})")
 
     async def run(self, ctx: ProbeContext) -> Outcome:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -174,10 +174,7 @@ class CldapProbe(Probe):
     summary = "CLDAP: netlogon LDAP ping (forest, domain, DC name, site, DC flags)"
     exchanges = 1
 
-    @classmethod
-    def validate(cls, options: Any) -> None:
-        if set(options) - {"domain"}:
-            raise ValueError("probe 'cldap' takes only the option 'domain'")
+    option_types = {"domain": str}
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         mid = int.from_bytes(os.urandom(2), "big") + 1

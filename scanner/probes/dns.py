@@ -109,10 +109,7 @@ class DnsProbe(Probe):
     summary = "DNS: a query answered; with a domain, the _ldap._tcp.dc._msdcs SRV (DC locator)"
     exchanges = 2
 
-    @classmethod
-    def validate(cls, options: Any) -> None:
-        if set(options) - {"domain"}:
-            raise ValueError("probe 'dns' takes only the option 'domain'")
+    option_types = {"domain": str}
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         import dns.rcode

@@ -167,10 +167,7 @@ class KerberosProbe(Probe):
     summary = "Kerberos: AS-REQ for krbtgt; a KRB-ERROR or AS-REP proves the KDC answers"
     exchanges = 2
 
-    @classmethod
-    def validate(cls, options: Any) -> None:
-        if set(options) - {"realm"}:
-            raise ValueError("probe 'kerberos' takes only the option 'realm'")
+    option_types = {"realm": str}
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         realm, known = realm_for(ctx)

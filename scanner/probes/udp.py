@@ -66,10 +66,7 @@ class UdpUnverifiableProbe(Probe):
     summary = "UDP port with no service by design: observed, reported as not verifiable"
     exchanges = 1
 
-    @classmethod
-    def validate(cls, options: object) -> None:
-        if not isinstance(options, dict) or set(options) - {"why"}:
-            raise ValueError("udp-unverifiable takes only the option 'why'")
+    option_types = {"why": str}
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         why = str(ctx.options.get("why", "no service listens on this UDP port by design"))
