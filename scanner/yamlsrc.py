@@ -108,12 +108,13 @@ def _prescan(text: str, name: str) -> None:
     depth = 0
     try:
         for event in yaml.parse(text, Loader=_Loader):
+            line = event.start_mark.line + 1 if event.start_mark is not None else None
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-                raise ConfigError(name, event.start_mark.line + 1, "YAML anchors and aliases are not allowed here")
+                raise ConfigError(name, line, "YAML anchors and aliases are not allowed here")
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise ConfigError(name, event.start_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels")
+                    raise ConfigError(name, line, f"nested deeper than {MAX_DEPTH} levels")
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
     except yaml.YAMLError as exc:
