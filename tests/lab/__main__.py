@@ -4,6 +4,10 @@
     python -m tests.lab status    # what runs (state files under /run/portready-lab)
     python -m tests.lab down      # tears down every lab on this machine; safe to repeat
     python -m tests.lab secret    # prints the test domain's admin password (only on request)
+    python -m tests.lab demo      # a lab DC, `portready scan` of the AD profile against it, down
+
+`demo` is the safe first run on a machine with no directory of its own: every packet stays
+in the lab's namespaces. Extra arguments go to `portready scan` (e.g. --html report.html).
 
 The lab outlives the command (its processes live in its namespaces); ``down`` finds them
 again through the state file and the namespace tag.
@@ -54,6 +58,28 @@ def cmd_up(args: argparse.Namespace) -> int:
     _print_lab(lab.state())
     print(f"\nup in {time.monotonic() - started:.1f} s; `python -m tests.lab down` removes it.")
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A throwaway lab DC, the real `portready scan` against it, then teardown."""
+    from scanner.cli import main as portready
+
+    reason = lab_available() or samba_available()
+    if reason:
+        print(f"cannot start the lab: {reason}", file=sys.stderr)
+        return 2
+    template = provision_template()
+    with Lab("demo") as lab:
+        dc = SambaDC(lab.add_host("dc1"), template).start()
+        try:
+            argv = [
+                "scan", "--target", f"domain-controllers={dc.address}", "--target", f"dns-servers={dc.address}",
+                "--set", "domain=lab.test", "--profile", "active-directory", *args.scan_args,
+            ]
+            print("portready " + " ".join(argv), flush=True)
+            return portready(argv)
+        finally:
+            dc.stop()
 
 
 def _print_lab(state: dict) -> None:  # type: ignore[type-arg]
@@ -135,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     down.set_defaults(func=cmd_down)
     secret = sub.add_parser("secret", help="print the test domain's admin password")
     secret.set_defaults(func=cmd_secret)
-    args = parser.parse_args(argv)
+    demo = sub.add_parser("demo", help="scan a throwaway lab DC with the active-directory profile")
+    demo.set_defaults(func=cmd_demo)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "demo":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.scan_args = extra  # `demo` passes them on to `portready scan`
     return int(args.func(args))
 
 
