@@ -46,15 +46,10 @@ def source_addresses(peers: Iterable[str | None], limit: int = 64) -> list[str]:
 
 
 def host_info(peers: Iterable[str | None] = ()) -> dict[str, Any]:
+    # Only the addresses routes pick towards the peers: resolving our own host name could
+    # send a DNS query to the network, which a report header is not worth.
     name = socket.gethostname()
     addresses: list[str] = source_addresses(peers)
-    try:
-        for info in socket.getaddrinfo(name, None):
-            addr = str(info[4][0])
-            if addr not in addresses:
-                addresses.append(addr)
-    except OSError:
-        pass
     return {"name": name, "addresses": addresses[:16], "os": platform.platform(), "python": platform.python_version()}
 
 
