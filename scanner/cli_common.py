@@ -7,12 +7,14 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from scanner.errors import UsageError
-from scanner.inventory import Inventory, load_inventory, parse_target_option, resolve_credentials
-from scanner.probes.base import Settings
-from scanner.profiles import Catalogue, load_catalogue
+
+if TYPE_CHECKING:  # imported when a command runs, so `--help` and `init` stay light
+    from scanner.inventory import Inventory
+    from scanner.probes.base import Settings
+    from scanner.profiles import Catalogue
 
 DEFAULT_TIMEOUT = 3.0
 DEFAULT_RETRIES = 1
@@ -105,6 +107,10 @@ class RunInputs:
 
 def load_run_inputs(args: argparse.Namespace, *, need_credentials: bool = True) -> RunInputs:
     """Catalogue, inventory (+ --target), settings: everything validated before any packet."""
+    from scanner.inventory import Inventory, load_inventory, parse_target_option, resolve_credentials
+    from scanner.probes.base import Settings
+    from scanner.profiles import load_catalogue
+
     catalogue = load_catalogue(list(getattr(args, "profile_dirs", []) or []))
     inv = load_inventory(args.inventory, catalogue.roles) if getattr(args, "inventory", None) else Inventory()
     for value in getattr(args, "targets", []) or []:

@@ -18,6 +18,7 @@ TCP frames carry a 4-byte length (RFC 4120 7.2.2); UDP is one datagram.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -51,11 +52,20 @@ def client_for(ctx: ProbeContext) -> str:
     creds = ctx.credentials
     if creds is not None:
         return split_account(creds.username, creds.domain)[0]
-    return "portready-" + os.urandom(4).hex()
+    return _ANONYMOUS_CLIENT
 
 
+# One made-up client name per run: the KDC answers "principal unknown", which is the proof.
+_ANONYMOUS_CLIENT = "portready-" + os.urandom(4).hex()
+
+
+@functools.lru_cache(maxsize=64)
 def as_req(realm: str, client: str) -> bytes:
-    """A DER AS-REQ for krbtgt/REALM without pre-authentication (PAC requested, AES/RC4)."""
+    """A DER AS-REQ for krbtgt/REALM without pre-authentication (PAC requested, AES/RC4).
+
+    Cached per realm and client for the run: pyasn1 encoding costs milliseconds of event
+    loop time, and a probe that never completes a login gains nothing from a fresh nonce.
+    """
     from impacket.krb5 import constants
     from impacket.krb5.asn1 import AS_REQ, KERB_PA_PAC_REQUEST, seq_set, seq_set_iter
     from impacket.krb5.types import KerberosTime, Principal
