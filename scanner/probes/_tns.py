@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import ssl
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -321,45 +320,3 @@ def outcome_for(ctx: ProbeContext, answer: TnsAnswer, configured: bool, **extra:
         )
     # a second RESEND in a row
     return passed(f"{where} answered RESEND twice; the listener is reachable", **ev)
-
-
-def _name(cert: Any) -> str:
-    return ", ".join(f"{a.oid._name}={a.value}" for a in cert)
-
-
-def certificate_info(der: bytes | None) -> dict[str, Any]:
-    """Subject, issuer, not_after and days left of a DER certificate (cryptography)."""
-    if not der:
-        return {}
-    import datetime as dt
-
-    from cryptography import x509
-
-    try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError as exc:
-        return {"certificate_error": str(exc)[:200]}
-    not_after = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after.replace(tzinfo=dt.timezone.utc)
-    not_before = getattr(cert, "not_valid_before_utc", None) or cert.not_valid_before.replace(tzinfo=dt.timezone.utc)
-    now = dt.datetime.now(dt.timezone.utc)
-    return {
-        "subject": _name(cert.subject),
-        "issuer": _name(cert.issuer),
-        "not_before": not_before.isoformat(),
-        "not_after": not_after.isoformat(),
-        "days_left": (not_after - now).days,
-    }
-
-
-def client_context(ctx: ProbeContext, verify: bool) -> ssl.SSLContext:
-    """A TLS client context: verifying (system CAs + ca_bundle, or ca_bundle only) or not."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    if not ctx.settings.trust_private_ca or not ctx.settings.ca_bundle:
-        context.load_default_certs()
-    if ctx.settings.ca_bundle:
-        context.load_verify_locations(ctx.settings.ca_bundle)
-    return context
