@@ -18,8 +18,8 @@ import asyncio
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register, warned
-from scanner.probes.netio import close_quietly, connect_tcp, read_exactly, udp_exchange
+from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register, warned
+from scanner.probes.netio import framed_exchange, udp_exchange
 from scanner.probes.udp import udp_payload
 
 MAX_SRV_EVIDENCE = 32
@@ -88,18 +88,7 @@ def dns_payload(ctx: ProbeContext) -> bytes:
 
 
 async def _over_tcp(ctx: ProbeContext, request: bytes) -> bytes:
-    reader, writer = await connect_tcp(ctx)
-    try:
-        writer.write(len(request).to_bytes(2, "big") + request)
-        await asyncio.wait_for(writer.drain(), ctx.step_timeout())
-        size = int.from_bytes(await read_exactly(ctx, reader, 2, "DNS answer length"), "big")
-        if size < 12:
-            raise ProbeError(failed(Reason.PROTOCOL, f"{ctx.host} sent a {size}-byte DNS frame on {ctx.where()}"))
-        return await read_exactly(ctx, reader, size, "DNS answer")
-    except (asyncio.TimeoutError, OSError):
-        raise ProbeError(failed(Reason.PROTOCOL, f"the peer on {ctx.where()} did not take our query")) from None
-    finally:
-        close_quietly(writer)
+    return await framed_exchange(ctx, request, prefix=2, min_size=12, max_size=65535, what="DNS answer")
 
 
 @register

@@ -24,9 +24,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register
+from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
 from scanner.probes.ldap import generalized_time_to_iso, split_account, utc_now_iso
-from scanner.probes.netio import close_quietly, connect_tcp, read_exactly, udp_exchange
+from scanner.probes.netio import framed_exchange, udp_exchange
 from scanner.probes.udp import udp_payload
 
 PLACEHOLDER_REALM = "PORTREADY.INVALID"
@@ -150,24 +150,9 @@ def kerberos_payload(ctx: ProbeContext) -> bytes:
 
 
 async def _over_tcp(ctx: ProbeContext, request: bytes) -> bytes:
-    reader, writer = await connect_tcp(ctx)
-    try:
-        writer.write(len(request).to_bytes(4, "big") + request)
-        await asyncio.wait_for(writer.drain(), ctx.step_timeout())
-        size = int.from_bytes(await read_exactly(ctx, reader, 4, "Kerberos answer length"), "big")
-        if size == 0 or size > MAX_KERBEROS_MESSAGE:
-            raise ProbeError(
-                failed(
-                    Reason.PROTOCOL,
-                    f"{ctx.host} answered on {ctx.where()} with a frame length of {size} bytes, "
-                    "which no KDC sends — another service listens there",
-                )
-            )
-        return await read_exactly(ctx, reader, size, "Kerberos answer")
-    except (asyncio.TimeoutError, OSError):
-        raise ProbeError(failed(Reason.PROTOCOL, f"the peer on {ctx.where()} did not take our AS-REQ")) from None
-    finally:
-        close_quietly(writer)
+    return await framed_exchange(
+        ctx, request, prefix=4, min_size=1, max_size=MAX_KERBEROS_MESSAGE, what="Kerberos answer"
+    )
 
 
 @register

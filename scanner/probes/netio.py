@@ -324,6 +324,41 @@ async def read_some(
         raise ProbeError(outcome_for_oserror(ctx, exc)) from None
 
 
+async def framed_exchange(
+    ctx: ProbeContext,
+    request: bytes,
+    *,
+    prefix: int,
+    min_size: int,
+    max_size: int,
+    what: str,
+) -> bytes:
+    """One request and its answer over TCP, each framed by a big-endian length prefix.
+
+    DNS (2-byte prefix, RFC 1035 4.2.2) and Kerberos (4-byte, RFC 4120 7.2.2) use
+    this framing; an announced length outside [min_size, max_size] means another
+    service answered, and is refused before anything that large is read.
+    """
+    reader, writer = await connect_tcp(ctx)
+    try:
+        writer.write(len(request).to_bytes(prefix, "big") + request)
+        await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+        size = int.from_bytes(await read_exactly(ctx, reader, prefix, f"{what} length"), "big")
+        if not min_size <= size <= max_size:
+            raise ProbeError(
+                failed(
+                    Reason.PROTOCOL,
+                    f"{ctx.host} answered on {ctx.where()} with a {what} frame of {size} bytes, which "
+                    f"no such server sends — another service listens there",
+                )
+            )
+        return await read_exactly(ctx, reader, size, what)
+    except (asyncio.TimeoutError, OSError):
+        raise ProbeError(failed(Reason.PROTOCOL, f"the peer on {ctx.where()} did not take our request")) from None
+    finally:
+        close_quietly(writer)
+
+
 class _UdpClient(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes | BaseException] = asyncio.Queue(maxsize=64)
