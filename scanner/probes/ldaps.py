@@ -21,7 +21,6 @@ import functools
 import hashlib
 import ipaddress
 import ssl
-import threading
 import warnings
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -88,16 +87,8 @@ def certificate_facts(der: bytes, host: str, ca_bundle: str | None) -> tuple[dic
     return facts, problems
 
 
-_CA_LOCK = threading.Lock()
-
-
-def _trusted_cas(ca_bundle: str | None) -> tuple[Any, ...]:
-    with _CA_LOCK:  # one thread parses, the others wait for its cached result
-        return _parse_trusted_cas(ca_bundle)
-
-
 @functools.lru_cache(maxsize=8)
-def _parse_trusted_cas(ca_bundle: str | None) -> tuple[Any, ...]:
+def _trusted_cas(ca_bundle: str | None) -> tuple[Any, ...]:
     """The system store plus ca_bundle, parsed once per run (parsing ~150 CAs takes ~0.2 s)."""
     from cryptography import x509
 
@@ -207,9 +198,7 @@ class LdapsProbe(Probe):
             problems: list[str] = []
             cbt = b""
             if der:
-                # In a worker thread: the first call parses the whole CA store (~0.2 s),
-                # which would otherwise stall every other probe on the event loop.
-                facts, problems = await asyncio.to_thread(certificate_facts, der, ctx.host, ctx.settings.ca_bundle)
+                facts, problems = certificate_facts(der, ctx.host, ctx.settings.ca_bundle)
                 evidence.update(facts)
                 cbt = channel_binding_value(der)
             else:
