@@ -1,0 +1,50 @@
+"""Adaptive timeouts: the full timeout until a host answers, then a few round trips."""
+
+from __future__ import annotations
+
+import asyncio
+
+from scanner.timing import HostTiming
+
+
+def test_silent_host_gets_the_full_timeout() -> None:
+    timing = HostTiming(ceiling=3.0, floor=0.25)
+    assert not timing.answered
+    assert timing.timeout() == 3.0
+
+
+def test_answering_host_gets_a_bounded_adaptive_timeout() -> None:
+    timing = HostTiming(ceiling=3.0, floor=0.25)
+    timing.observe(0.0002)
+    assert timing.answered
+    assert timing.timeout() == 0.25  # a LAN round trip: the floor bounds it below
+    slow = HostTiming(ceiling=3.0, floor=0.25)
+    for rtt in (0.4, 0.5, 0.45):
+        slow.observe(rtt)
+    assert 0.45 < slow.timeout() < 3.0  # srtt + 4 rttvar
+    slower = HostTiming(ceiling=3.0, floor=0.25)
+    slower.observe(5.0)
+    assert slower.timeout() == 3.0  # the user's timeout bounds it above
+
+
+def test_kernel_samples_replace_loop_timed_ones() -> None:
+    timing = HostTiming(ceiling=3.0, floor=0.1)
+    timing.observe(0.9)  # inflated by a busy event loop
+    assert timing.timeout() > 0.9
+    timing.observe(0.0001, exact=True)
+    assert timing.exact and timing.timeout() == 0.1
+    timing.observe(0.9)  # later loop-timed samples no longer move the estimate
+    assert timing.timeout() == 0.1
+
+
+def test_first_answer_wakes_waiters_once() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        timing = HostTiming(ceiling=3.0)
+        waiter = timing.first_answer()
+        before = waiter.done()
+        asyncio.get_running_loop().call_later(0.01, timing.observe, 0.001)
+        await asyncio.wait_for(waiter, 1.0)
+        return before, timing.first_answer().done()
+
+    before, after = asyncio.run(scenario())
+    assert before is False and after is True
