@@ -73,6 +73,62 @@ async def discover_domain_controllers(
     domain: str, dns_server: str, timeout: float = 3.0, *, port: int = 53
 ) -> list[str]:
     """DC host names for `domain` from `dns_server`, sorted by SRV priority then weight."""
+    names, _response = await _discover(domain, dns_server, timeout, port)
+    return names
+
+
+async def discover_with_addresses(
+    domain: str, dns_server: str, timeout: float = 3.0, *, port: int = 53
+) -> list[tuple[str, tuple[str, ...]]]:
+    """Each DC's name and addresses, all asked of `dns_server` (never the system resolver).
+
+    The SRV answer usually carries the A/AAAA records in its additional section; the
+    others are asked for one by one, at the same server.
+    """
+    import dns.rdatatype
+
+    names, response = await _discover(domain, dns_server, timeout, port)
+    glue: dict[str, list[str]] = {}
+    for rrset in response.additional:
+        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            owner = rrset.name.to_text(omit_final_dot=True).lower()
+            glue.setdefault(owner, []).extend(rr.to_text() for rr in rrset)
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for name in names:
+        addresses = glue.get(name.lower()) or await _addresses(name, dns_server, timeout, port)
+        out.append((name, tuple(addresses)))
+    return out
+
+
+async def _addresses(name: str, dns_server: str, timeout: float, port: int) -> list[str]:
+    import dns.message
+    import dns.rdatatype
+
+    found: list[str] = []
+    for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+        query = dns.message.make_query(name, rdtype)
+        try:
+            response = await _ask(query, dns_server, port, timeout)
+        except (asyncio.TimeoutError, OSError, asyncio.IncompleteReadError, DnsAnswerError):
+            continue
+        for rrset in response.answer:
+            if rrset.rdtype == rdtype:
+                found.extend(rr.to_text() for rr in rrset)
+    return found
+
+
+async def _ask(query: Any, dns_server: str, port: int, timeout: float) -> Any:
+    """One query at one server: UDP, again over TCP when the answer is truncated."""
+    request = bytes(query.to_wire())
+    reply = await _udp(dns_server, port, request, query.id, timeout)
+    response = parse_response(query, reply)
+    if response.flags & 0x0200:  # truncated: ask again over TCP
+        reply = await _tcp(dns_server, port, request, timeout)
+        response = parse_response(query, reply)
+    return response
+
+
+async def _discover(domain: str, dns_server: str, timeout: float, port: int) -> tuple[list[str], Any]:
     import dns.rcode
 
     domain = domain.strip().strip(".")
@@ -80,14 +136,9 @@ async def discover_domain_controllers(
         raise DiscoveryError("no domain name given")
     name = dc_locator_name(domain)
     query = build_query(domain)
-    request = bytes(query.to_wire())
     where = f"the DNS server {dns_server}"
     try:
-        reply = await _udp(dns_server, port, request, query.id, timeout)
-        response = parse_response(query, reply)
-        if response.flags & 0x0200:  # truncated: ask again over TCP
-            reply = await _tcp(dns_server, port, request, timeout)
-            response = parse_response(query, reply)
+        response = await _ask(query, dns_server, port, timeout)
     except asyncio.TimeoutError:
         raise DiscoveryError(
             f"{where} did not answer the SRV query for {name} within {timeout:g} s — check the "
@@ -112,4 +163,4 @@ async def discover_domain_controllers(
     for target in targets:
         if target not in seen:
             seen.append(target)
-    return seen
+    return seen, response

@@ -250,7 +250,12 @@ async def run_plan(
         async with resolve_limit:
             return await resolve(host, max(settings.timeout, 2.0))
 
+    # Targets that arrive resolved (discovery asked the domain's own DNS server) are not
+    # asked of the system resolver again.
+    known = {r.target.host: r.target.address for r in plan.rows if r.target.address}
+    hosts = [h for h in hosts if h not in known]
     resolved = dict(zip(hosts, await asyncio.gather(*(_resolve(h) for h in hosts)), strict=True))
+    resolved.update({host: Resolved(address, (address,)) for host, address in known.items()})
     timings: dict[str, HostTiming] = {}
     host_limits: dict[str, asyncio.Semaphore] = {}
     probes = registry()

@@ -200,6 +200,7 @@ class Target:
     role: str
     host: str
     label: str | None = None  # a friendlier name from the inventory, if any
+    address: str | None = None  # already resolved (e.g. by DC discovery at the domain's DNS server)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ Fixtures::
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "lab" in item.keywords:
             item.add_marker(skip)
+
+
+# -- no real name resolution ----------------------------------------------------------------
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _no_real_name_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests resolve no real names: the system resolver would send a DNS query off this machine.
+
+    Addresses and `localhost` pass through; any other name fails the way an unknown name
+    does, so a test that forgot to point a check at the lab reads `unresolved` instead of
+    leaking a query. (Samba's and the probes' DNS traffic goes to lab addresses directly.)
+    """
+    real = socket.getaddrinfo
+
+    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is None or name == "localhost" or _is_literal(str(name)):
+            return real(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, f"tests may not resolve {name!r} (no real DNS in tests)")
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)
 
 
 # -- the lab ---------------------------------------------------------------------------------

@@ -106,3 +106,31 @@ def test_port_depth_checks_reachability_and_skips_the_dynamic_range(dc: SambaDC,
     assert rows["ldap-389"]["checks"][0]["probe"] == "tcp"
     assert rows["ldap-389"]["checks"][0]["status"] == "pass"
     assert code == 0
+
+
+def test_discovery_turns_the_domain_s_srv_records_into_scanned_dcs(dc: SambaDC, tmp_path: Path) -> None:
+    out = tmp_path / "d.json"
+    code = main([
+        "scan", "--discover", f"lab.test@{dc.address}", "--profile", "active-directory", "--timeout", "2",
+        "--depth", "port", "--json", str(out), "--quiet",
+    ])
+    doc = json.loads(out.read_text())
+    assert code == 0
+    targets = {r["target"] for r in doc["rows"] if r["role"] == "domain-controllers"}
+    # The SRV record names dc1.lab.test; its A record is the lab DC's address, which the
+    # lab's DNS serves. Discovery returns the SRV targets as names or addresses.
+    assert targets and all(("dc1" in t.lower()) or t == dc.address for t in targets), targets
+    assert any("discovered 1 domain controller" in note for note in doc["notes"])
+
+
+def test_local_readiness_reads_the_dc_clock(dc: SambaDC, tmp_path: Path) -> None:
+    out = tmp_path / "local.json"
+    code = main(["local", "--target", f"domain-controllers={dc.address}", "--set", "domain=lab.test",
+                 "--json", str(out), "--quiet"])  # fmt: skip
+    rows = {r["row"]: r for r in json.loads(out.read_text())["rows"]}
+    skew = next(r for rid, r in rows.items() if rid.startswith("time-skew"))
+    # The DC runs on this machine's clock: the skew is small and the row passes.
+    assert skew["status"] == "pass", skew["detail"]
+    evidence = skew["checks"][0]["evidence"]
+    assert abs(float(evidence["skew_seconds"])) < 60
+    assert code in (0, 1)  # local ports may be held on a developer machine; skew is what this test proves

@@ -32,15 +32,20 @@ def add_discovered_targets(inputs: RunInputs, extra: list[str]) -> list[str]:
     notes: list[str] = []
     if not wanted:
         return notes
-    from scanner.discovery import DiscoveryError, discover_domain_controllers
+    from scanner.discovery import DiscoveryError, discover_with_addresses
 
     for entry in wanted:
         item = dict(entry)
         try:
-            dcs = asyncio.run(discover_domain_controllers(item["domain"], item["dns_server"], inputs.settings.timeout))
+            found = asyncio.run(discover_with_addresses(item["domain"], item["dns_server"], inputs.settings.timeout))
         except DiscoveryError as exc:
             raise UsageError(f"discovery of {item['domain']} via {item['dns_server']}: {exc}") from None
-        inputs.inventory.add("domain-controllers", [Target("domain-controllers", h, "discovered") for h in dcs])
+        # The DCs keep their names (TLS and Kerberos want them) with the addresses the
+        # domain's own DNS server gave, so the system resolver is not asked.
+        inputs.inventory.add("domain-controllers", [
+            Target("domain-controllers", name, "discovered", addrs[0] if addrs else None) for name, addrs in found
+        ])  # fmt: skip
+        dcs = [name for name, _ in found]
         if not inputs.inventory.targets.get("dns-servers"):
             inputs.inventory.add("dns-servers", [Target("dns-servers", item["dns_server"])])
         if not inputs.settings.values.get("domain"):
