@@ -162,7 +162,7 @@ def _convert(node: yaml.Node, loader: Any, name: str, depth: int, seen: set[int]
 
 
 def line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
-    """The line of the deepest element of `loc` (a pydantic error location) found in data."""
+    """The line of the deepest element of `loc` (a path of keys and indexes) found in data."""
     line: int | None = getattr(data, "line", None)
     cur = data
     for part in loc:
