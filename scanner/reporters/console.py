@@ -58,7 +58,7 @@ def write_console(doc: Mapping[str, Any], dest: str | None) -> int:
                 Text(printable(target, 120)),
                 Text(printable(_checks_cell(row), 400)),
                 Text(row["status"].upper(), style=_STYLE.get(row["status"], "")),
-                Text(printable(f"{row['reason']}: {detail}" if detail else row["reason"], 600)),
+                Text(printable(_reason_and_detail(str(row["reason"]), detail), 600)),
             )
         console.print(table)
     summary = doc.get("summary", {})
@@ -72,6 +72,13 @@ def write_console(doc: Mapping[str, Any], dest: str | None) -> int:
     if dest not in (None, "-"):
         console.file.close()
     return code
+
+
+def _reason_and_detail(reason: str, detail: str) -> str:
+    """'refused: …' once: many details already start with their reason."""
+    if not detail:
+        return reason
+    return detail if detail.startswith(f"{reason}:") else f"{reason}: {detail}"
 
 
 def _first_evidence(row: Mapping[str, Any]) -> str:
