@@ -18,33 +18,18 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import timed_run  # noqa: E402
 from tests.lab.netns import Lab  # noqa: E402
 from tests.lab.samba_dc import SambaDC, provision_template  # noqa: E402
 
 TCP_PORTS = "53,88,135,389,445,3268,3269"
-
-
-# Like an installed wheel (pip compiles it), let Python cache bytecode: with
-# PYTHONDONTWRITEBYTECODE set, every run would recompile the whole package first.
-CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
-def run(argv: list[str]) -> tuple[float, int, str]:
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=CHILD_ENV)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    return time.perf_counter() - started, usage.ru_maxrss, out
 
 
 def main() -> int:
@@ -74,12 +59,12 @@ def main() -> int:
             theirs = ["nmap", "-sT", "-Pn", "-n", "-T4", "-p", TCP_PORTS, "--script",
                       "ldap-rootdse,smb-protocols,msrpc-enum", "-iL", str(hosts_file), "-oX", "-"]
             pr_times, nm_times, peaks = [], [], []
-            run(ours)  # warm-up, not timed: writes the bytecode cache as `pip install` would
+            timed_run(ours)  # warm-up, not timed: writes the bytecode cache as `pip install` would
             for _ in range(args.runs):
-                wall, rss, _ = run(ours)
+                wall, rss, _ = timed_run(ours)
                 pr_times.append(wall)
                 peaks.append(rss)
-                wall, _, xml = run(theirs)
+                wall, _, xml = timed_run(theirs)
                 nm_times.append(wall)
             doc = json.loads(out_json.read_text())
         finally:

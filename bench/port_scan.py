@@ -21,13 +21,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import timed_run  # noqa: E402
 from tests.lab.netns import Lab  # noqa: E402
 
 PORTS = list(range(20001, 20017))
@@ -49,24 +49,6 @@ while time.time() < end:
             pass
     time.sleep(0.002)
 """
-
-
-# Like an installed wheel (pip compiles it), let Python cache bytecode: with
-# PYTHONDONTWRITEBYTECODE set, every run would recompile the whole package first.
-CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
-def peak_rss_kib(argv: list[str]) -> tuple[float, int, str]:
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=CHILD_ENV)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code not in (0, 1):
-        raise SystemExit(f"{argv[0]} exited {code}")
-    return wall, usage.ru_maxrss, out
 
 
 def main() -> int:
@@ -108,12 +90,12 @@ def main() -> int:
         nmap_argv = ["nmap", "-sT", "-T4", "-Pn", "-n", "-p", f"{PORTS[0]}-{PORTS[-1]}", "-iL", str(hosts_file), "-oX", "-"]
         pr_times, nmap_times, peaks = [], [], []
         nmap_xml = ""
-        peak_rss_kib(pr_argv)  # warm-up, not timed: writes the bytecode cache as `pip install` would
+        timed_run(pr_argv)  # warm-up, not timed: writes the bytecode cache as `pip install` would
         for _ in range(args.runs):
-            wall, rss, _ = peak_rss_kib(pr_argv)
+            wall, rss, _ = timed_run(pr_argv)
             pr_times.append(wall)
             peaks.append(rss)
-            wall, _, nmap_xml = peak_rss_kib(nmap_argv)
+            wall, _, nmap_xml = timed_run(nmap_argv)
             nmap_times.append(wall)
         server.kill()
         server.wait()
