@@ -34,6 +34,7 @@ from scanner.models import Reason, Status
 from scanner.probes._http import HttpResponse, clip, close_writer, host_header, http_request
 from scanner.probes._proxy import Stream, open_stream
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
+from scanner.probes.netio import start_tls
 
 _NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: dates are judged by us, in words
 _OLD_VERSIONS = ("SSLv3", "TLSv1", "TLSv1.1")
@@ -203,24 +204,6 @@ class TlsSession:
 
     async def close(self) -> None:
         await close_writer(self.stream.writer)
-
-
-async def start_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext, server_hostname: str | None) -> None:
-    """Upgrade a stream to TLS in place (also through a CONNECT tunnel).
-
-    Python 3.11+ has StreamWriter.start_tls; on 3.10 the same steps are done by hand.
-    """
-    method = getattr(writer, "start_tls", None)
-    if method is not None:
-        await method(context, server_hostname=server_hostname)
-        return
-    loop = asyncio.get_running_loop()  # pragma: no cover - Python 3.10 only
-    protocol: Any = writer._protocol  # type: ignore[attr-defined]
-    await writer.drain()
-    transport = await loop.start_tls(writer.transport, protocol, context, server_hostname=server_hostname)
-    writer._transport = transport  # type: ignore[attr-defined]
-    protocol._transport = transport
-    protocol._over_ssl = True
 
 
 def _handshake_failed(ctx: ProbeContext, port: int, stream: Stream, detail: str, **ev: Any) -> ProbeError:

@@ -26,9 +26,9 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from scanner.models import Reason, Status, Transport
-from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, register, warned
+from scanner.probes.base import Outcome, Probe, ProbeContext, register, warned
 from scanner.probes.ldap import BIND_METHODS, directory_check, validate_directory_options, within_deadline
-from scanner.probes.netio import close_quietly, connect_tcp
+from scanner.probes.netio import connect_tcp
 
 
 def _name_matches(pattern: str, host: str) -> bool:
@@ -137,33 +137,7 @@ async def start_tls(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect, then handshake: a peer that accepts TCP and then resets or closes in the
     middle of the handshake is a TLS failure (the port is open), not "refused"."""
-    if not hasattr(asyncio.StreamWriter, "start_tls"):  # Python 3.10: let netio do both
-        return await connect_tcp(ctx, ssl=tls, server_hostname=sni)
-    reader, writer = await connect_tcp(ctx)
-    try:
-        start = getattr(writer, "start_tls")  # noqa: B009 - 3.11+, absent from 3.10 stubs
-        await asyncio.wait_for(start(tls, server_hostname=sni), ctx.step_timeout())
-    except asyncio.TimeoutError:
-        close_quietly(writer)
-        raise ProbeError(
-            failed(
-                Reason.TLS,
-                f"TLS handshake timed out on {ctx.where()}: the port accepts connections but "
-                "does not complete a TLS handshake",
-            )
-        ) from None
-    except (ssl.SSLError, OSError, EOFError) as exc:
-        close_quietly(writer)
-        said = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-        raise ProbeError(
-            failed(
-                Reason.TLS,
-                f"TLS handshake failed on {ctx.where()}: {said} — the port accepts connections "
-                "but the service there does not complete a TLS handshake",
-                error=f"{type(exc).__name__}: {exc}"[:300],
-            )
-        ) from None
-    return reader, writer
+    return await connect_tcp(ctx, ssl=tls, server_hostname=sni)
 
 
 @register

@@ -231,7 +231,7 @@ async def connect_tcp(
         raise
     if ssl is not None:
         try:
-            await asyncio.wait_for(_start_tls(writer, ssl, server_hostname), ctx.step_timeout())
+            await asyncio.wait_for(start_tls(writer, ssl, server_hostname), ctx.step_timeout())
         except asyncio.TimeoutError:
             writer.close()
             raise ProbeError(
@@ -244,7 +244,7 @@ async def connect_tcp(
         except ssl_module.SSLError as tls_exc:
             writer.close()
             raise ProbeError(outcome_for_oserror(ctx, tls_exc, port)) from None
-        except OSError as tls_exc:
+        except (OSError, EOFError) as tls_exc:
             writer.close()
             # The port accepted TCP, so a reset now is the TLS service failing, not a refusal.
             raise ProbeError(
@@ -257,20 +257,24 @@ async def connect_tcp(
     return reader, writer
 
 
-async def _start_tls(
+async def start_tls(
     writer: asyncio.StreamWriter, context: ssl_module.SSLContext, server_hostname: str | None
 ) -> None:
-    """Upgrade an open stream to TLS (StreamWriter.start_tls is Python 3.11+)."""
-    if hasattr(writer, "start_tls"):
-        await writer.start_tls(context, server_hostname=server_hostname)
+    """Upgrade an open stream to TLS in place (also through a CONNECT tunnel).
+
+    Python 3.11+ has StreamWriter.start_tls; on 3.10 the same steps are done by hand.
+    """
+    method = getattr(writer, "start_tls", None)
+    if method is not None:
+        await method(context, server_hostname=server_hostname)
         return
-    # Python 3.10: what StreamWriter.start_tls does in 3.11.
-    loop = asyncio.get_running_loop()
-    protocol = writer.transport.get_protocol()
+    loop = asyncio.get_running_loop()  # pragma: no cover - Python 3.10 only
+    protocol: Any = writer.transport.get_protocol()
     await writer.drain()
     transport = await loop.start_tls(writer.transport, protocol, context, server_hostname=server_hostname)
     writer._transport = transport  # type: ignore[attr-defined]
-    protocol._transport = transport  # type: ignore[attr-defined]
+    protocol._transport = transport
+    protocol._over_ssl = True
 
 
 def close_quietly(writer: asyncio.StreamWriter) -> None:
