@@ -137,10 +137,10 @@ def load_roles(path: Path) -> tuple[dict[str, Role], frozenset[str]]:
     return roles, frozenset(local)
 
 
-def _row(value: Any, loc: tuple[Any, ...], profile: Mapping[str, Any], roles: Mapping[str, Role]) -> Row:
+def _row(
+    value: Any, loc: tuple[Any, ...], profile: Mapping[str, Any], roles: Mapping[str, Role], probes: Mapping[str, Any]
+) -> Row:
     """One row: shape, roles and probes (the registry checks each check's options)."""
-    from scanner.probes import registry
-
     row = _fields(value, loc, _ROW)
     rid = _slug(row["id"], (*loc, "id"))
     doc = _fields(row["doc"], (*loc, "doc"), _DOC)
@@ -154,7 +154,6 @@ def _row(value: Any, loc: tuple[Any, ...], profile: Mapping[str, Any], roles: Ma
     endpoints = row.get("endpoints") or []
     if not all(isinstance(e, str) for e in endpoints):
         raise _Invalid((*loc, "endpoints"), "endpoints: a list of host names")
-    probes = registry()
     checks: list[CheckSpec] = []
     for j, item in enumerate(row["checks"]):
         cloc = (*loc, "checks", j)
@@ -197,7 +196,10 @@ def _row(value: Any, loc: tuple[Any, ...], profile: Mapping[str, Any], roles: Ma
 
 def load_profile(path: Path, roles: dict[str, Role]) -> Profile:
     """Load one profile file; every mistake is a ConfigError naming file and line."""
+    from scanner.probes import registry
+
     data = load_yaml(path, "profile")
+    probes = registry()
     rows: list[Row] = []
     try:
         profile = _fields(data, (), _PROFILE)
@@ -208,7 +210,7 @@ def load_profile(path: Path, roles: dict[str, Role]) -> Profile:
             raise _Invalid(("rows",), "a profile needs at least one row")
         seen: set[str] = set()
         for i, item in enumerate(profile["rows"]):
-            row = _row(item, ("rows", i), profile, roles)
+            row = _row(item, ("rows", i), profile, roles, probes)
             if row.id in seen:
                 raise _Invalid(("rows", i, "id"), f"row {row.id!r}: duplicate row id")
             seen.add(row.id)
