@@ -21,7 +21,7 @@ def run_local(args: argparse.Namespace) -> int:
     results = asyncio.run(local_readiness(
         rows, inputs.inventory.targets, inputs.settings,
         local_roles=sorted(inputs.catalogue.local_roles) or ["auditor-server"],
-        time_skew=not args.no_time_skew,
+        time_skew=not args.no_time_skew, time_rows=inputs.catalogue.rows(),
     ))  # fmt: skip
     options = {"profiles": inputs.profiles or "auto", "timeout": inputs.settings.timeout,
                "time_skew": not args.no_time_skew, "strict": args.strict}  # fmt: skip
