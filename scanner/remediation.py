@@ -550,6 +550,8 @@ def _walk(fixes: Iterable[Fix], comment: str) -> Iterable[tuple[str, Fix | None]
             yield f"{comment} an ONTAP cluster takes no Windows rule: see `portready fix --format ontap`", None
         elif not f.inbound and len(f.hosts) > 1 and f.opens:
             yield f"{comment} run on each of these hosts (or in a GPO linked to them)", None
+        if len(f.hosts) > 8:  # the heading named a few: every host, once
+            yield f"{comment} hosts: {_group_label(f)}", None
         yield "", f
 
 
