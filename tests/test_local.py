@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -129,3 +131,16 @@ def test_a_new_probe_declaring_clock_evidence_is_used_without_editing_local(cloc
     assert check.status is Status.FAIL and check.reason is Reason.TIME_SKEW
     assert check.evidence["time_source"] == f"{clock_probe}:{row.checks[0].port}"
     assert 590 < float(check.evidence["skew_seconds"]) < 610
+
+
+def test_local_help_offers_only_what_local_uses_and_old_flags_are_ignored_aloud() -> None:
+    helptext = subprocess.run([sys.executable, "-m", "scanner", "local", "--help"], capture_output=True, text=True, timeout=60)
+    assert helptext.returncode == 0 and "--timeout" in helptext.stdout
+    for flag in ("--depth", "--concurrency", "--per-host", "--proxy", "--ca-bundle", "--trust-private-ca"):
+        assert flag not in helptext.stdout
+    run = subprocess.run([sys.executable, "-m", "scanner", "local", "--depth", "port", "--no-time-skew", "--quiet", "--json", "-"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode in (0, 1), run.stderr  # 1 when a port the Auditor needs is held on this machine
+    assert "--depth does nothing here" in run.stderr and '"kind": "local"' in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "scanner", "local", "--depth", "deep"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
