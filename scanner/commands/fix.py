@@ -51,6 +51,22 @@ def _write(dest: str | None, text: str) -> None:
         raise UsageError(f"--output {dest}: cannot write ({exc.strerror or exc})") from None
 
 
+def _ask_address(tries: int = 3) -> str | None:
+    """At a terminal: ask for the Auditor's address (checked); Enter or end of input keeps the placeholder."""
+    for _ in range(tries):
+        sys.stderr.write("The report names no address of the Auditor server. Its address for the rules "
+                         "(Enter: write a placeholder instead): ")  # fmt: skip
+        sys.stderr.flush()
+        answer = sys.stdin.readline(200).strip()
+        if not answer:
+            return None
+        problem = auditor_address_problem(answer)
+        if problem is None:
+            return answer
+        sys.stderr.write(f"portready: {problem}\n")
+    return None
+
+
 def run_fix(args: argparse.Namespace) -> int:
     if args.auditor is not None:
         problem = auditor_address_problem(args.auditor)
@@ -60,13 +76,19 @@ def run_fix(args: argparse.Namespace) -> int:
         doc = load_document(args.results)
     except RecursionError:
         raise ConfigError(str(args.results), None, "the report is nested too deeply to be one of ours") from None
+    declared = _declared_probes()
     try:
-        fixes = plan_fixes(doc, auditor=args.auditor, declared=_declared_probes())
+        fixes = plan_fixes(doc, auditor=args.auditor, declared=declared)
+        if args.auditor is None and not auditor_addresses(doc) and any(f.opens and not f.inbound for f in fixes):
+            asked = _ask_address() if sys.stdin.isatty() and sys.stderr.isatty() else None
+            if asked is None:
+                print("portready: the report names no address of the Auditor server: give it with --auditor-address "
+                      "ADDRESS; until then every rule carries a placeholder that fails when run unedited",
+                      file=sys.stderr)  # fmt: skip
+            else:
+                fixes = plan_fixes(doc, auditor=asked, declared=declared)
     except ReportShapeError as exc:
         raise ConfigError(str(args.results), None, f"not a report fix can read: {exc}") from None
-    if args.auditor is None and not auditor_addresses(doc) and any(f.opens and not f.inbound for f in fixes):
-        print("portready: the report names no address of the Auditor server: give it with --auditor-address ADDRESS; "
-              "until then every rule carries a placeholder that fails when run unedited", file=sys.stderr)  # fmt: skip
     _write(args.output, render(fixes, args.format))
     return exit_code(doc)
 

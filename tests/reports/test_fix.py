@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -404,3 +405,31 @@ def test_fix_on_a_real_lab_scan_gives_one_rule_per_finding_with_its_own_reason(s
         for proc in listeners:
             proc.kill()
             proc.wait()
+
+
+def test_at_a_terminal_fix_asks_for_the_auditor_address_and_checks_the_answer(tmp_path: Path) -> None:
+    pty = pytest.importorskip("pty")  # POSIX: a pseudo-terminal stands in for the admin's console
+    doc = _one(Reason.FILTERED)
+    doc["host"]["addresses"] = []
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps(doc))
+    out = tmp_path / "rules.ps1"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "scanner", "fix", str(src), "-f", "powershell", "-o", str(out)],
+                            stdin=slave, stderr=slave, stdout=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
+    os.close(slave)
+    seen = b""
+    try:
+        for answer in (b"0.0.0.0/0\n", b"198.18.7.7\n"):
+            while seen.count(b"Its address for the rules") < (1 if answer.startswith(b"0.") else 2):
+                seen += os.read(master, 4096)
+            os.write(master, answer)
+        assert proc.wait(timeout=60) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert b"far beyond the Auditor" in seen  # the too-wide answer was refused, then asked again
+    (rule,) = _rules(out.read_text())
+    assert "-RemoteAddress 198.18.7.7 " in rule and "throw" not in rule
