@@ -433,3 +433,23 @@ def test_at_a_terminal_fix_asks_for_the_auditor_address_and_checks_the_answer(tm
     assert b"far beyond the Auditor" in seen  # the too-wide answer was refused, then asked again
     (rule,) = _rules(out.read_text())
     assert "-RemoteAddress 198.18.7.7 " in rule and "throw" not in rule
+
+
+def test_a_new_probe_declaring_a_firewall_hint_is_used_without_editing_remediation() -> None:
+    from scanner.probes import base
+
+    @base.register
+    class WidgetProbe(base.Probe):
+        name = "throwaway-widget"
+        firewall = base.FirewallHint(rule_groups=(("Widget Remote Management", ("widget",)),), default_group="Widget Sharing")
+
+    try:
+        r = samples.row("windows-server", "widget-7000", "7000", "TCP", "Widget console", target_role="windows-servers")
+        (named,) = plan_fixes(_one(Reason.FILTERED, r=r, port=7000, probe="throwaway-widget"))
+        assert named.groups == ("Widget Remote Management",)
+        r2 = samples.row("windows-server", "other-7001", "7001", "TCP", "Something else", target_role="windows-servers")
+        (fallback,) = plan_fixes(_one(Reason.FILTERED, r=r2, port=7001, probe="throwaway-widget"))
+        assert fallback.groups == ("Widget Sharing",)
+        assert "Enable-NetFirewallRule -DisplayGroup 'Widget Sharing'" in powershell([fallback])
+    finally:
+        base._REGISTRY.pop("throwaway-widget", None)
