@@ -8,9 +8,10 @@ Three kinds of rows, reported like any other (profile "local"):
   need on this host is free (before install) or held by the expected service (after);
   which process holds it either way.
 - `local/resolve-<host>`: every target name resolves from this host.
-- `local/time-skew-<dc>`: this host's clock against each domain controller's, read from
-  the LDAP RootDSE `currentTime` (the `ldap` probe's `current_time` evidence) or the SMB
-  negotiate response (`server_time`). Kerberos refuses tickets beyond 5 minutes of skew.
+- `local/time-skew-<dc>`: this host's clock against each domain controller's, read by the
+  probes that declare `clock_evidence` (the LDAP RootDSE currentTime, the SMB negotiate
+  response), on the ports the rows to the domain controllers give them, in row order.
+  Kerberos refuses tickets beyond 5 minutes of skew.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from scanner.listener.owners import PortOwner, describe_owners, port_owners
@@ -51,8 +53,34 @@ _EXPECTED_OWNERS: dict[int, tuple[str, ...]] = {
     443: ("system", "reportingservicesservice", "netwrix"),
 }
 _DEFAULT_OWNERS = ("netwrix", "nw")
-# Time sources: (probe, port, evidence key), tried in order until one gives a time.
-TIME_SOURCES: tuple[tuple[str, int, str], ...] = (("ldap", 389, "current_time"), ("smb", 445, "server_time"))
+
+
+@dataclass(frozen=True)
+class TimeSource:
+    """A probe that reads a peer's clock, the port to run it on, and the evidence key of the time."""
+
+    probe: str
+    port: int
+    evidence: str
+
+
+def time_sources(rows: Iterable[Row], dc_role: str = "domain-controllers") -> list[TimeSource]:
+    """Where to read a DC's clock: each probe declaring `clock_evidence`, on the first port a row
+    to `dc_role` checks it on (row order), so a new clock-reading probe needs no edit here."""
+    from scanner.probes.base import registry
+
+    probes = registry()
+    out: list[TimeSource] = []
+    for row in rows:
+        if row.target != dc_role or row.direction is not Direction.OUTBOUND:
+            continue
+        for spec in row.checks:
+            probe = probes.get(spec.probe)
+            if probe is None or not probe.clock_evidence or not isinstance(spec.port, int):
+                continue
+            if spec.protocol is Transport.TCP and all(s.probe != spec.probe for s in out):
+                out.append(TimeSource(spec.probe, spec.port, probe.clock_evidence))
+    return out
 
 
 def _row(row_id: str, *, port: str, protocol: str, target_role: str, doc_target: str, purpose: str,
@@ -224,7 +252,7 @@ def skew_outcome(remote: _dt.datetime, local: _dt.datetime, source: str, dc: str
     return Status.PASS, Reason.OK, f"in sync: {words}", skew
 
 
-async def check_time_skew(dcs: list[Target], settings: Settings) -> list[RowResult]:
+async def check_time_skew(dcs: list[Target], settings: Settings, sources: list[TimeSource]) -> list[RowResult]:
     from scanner.engine import execute_check, probe_budget, resolve
     from scanner.probes.base import ProbeContext, get_probe
     from scanner.timing import HostTiming
@@ -233,8 +261,9 @@ async def check_time_skew(dcs: list[Target], settings: Settings) -> list[RowResu
 
     async def one(target: Target) -> RowResult:
         started = time.perf_counter()
-        check = CheckSpec(Transport.TCP, "time-skew", 389)
-        row = _row(f"time-skew-{target.host.lower()}", port="389, 445", protocol="TCP", target_role=target.role,
+        check = CheckSpec(Transport.TCP, "time-skew", sources[0].port if sources else None)
+        row = _row(f"time-skew-{target.host.lower()}", port=", ".join(str(s.port) for s in sources) or "-",
+                   protocol="TCP", target_role=target.role,
                    doc_target=target.host, purpose="Clock skew to the domain controller (Kerberos allows 5 minutes)",
                    check=check)  # fmt: skip
         res = await resolve(target.host, max(settings.timeout, 2.0))
@@ -243,11 +272,9 @@ async def check_time_skew(dcs: list[Target], settings: Settings) -> list[RowResu
                            f"unresolved: {res.error}", started)  # fmt: skip
         tried: list[str] = []
         timing = HostTiming(settings.timeout, settings.min_timeout)
-        for probe, port, key in TIME_SOURCES:
-            try:
-                probe_cls = get_probe(probe)
-            except KeyError:
-                continue
+        for source in sources:
+            probe, port, key = source.probe, source.port, source.evidence
+            probe_cls = get_probe(probe)
             ctx = ProbeContext(
                 row=row, target=target, host=target.host, address=res.address, protocol=Transport.TCP,
                 port=port, ports=None, options={}, settings=settings, timing=timing,
@@ -266,7 +293,8 @@ async def check_time_skew(dcs: list[Target], settings: Settings) -> list[RowResu
                            detail, started, skew_seconds=round(skew, 3), dc_time=when,
                            local_time=observed.isoformat(), time_source=f"{probe}:{port}")  # fmt: skip
         return _result(row, target, res.address, check, Status.INCONCLUSIVE, Reason.NO_ANSWER,
-                       "cannot tell the DC's time: " + ("; ".join(tried) or "no time probe is available"), started)  # fmt: skip
+                       "cannot tell the DC's time: " + ("; ".join(tried) or "no row to the domain controllers "
+                       "checks a port with a probe that reads the clock (LDAP, SMB)"), started)  # fmt: skip
 
     return list(await asyncio.gather(*(one(t) for t in dcs)))
 
@@ -279,12 +307,18 @@ async def local_readiness(
     local_roles: Iterable[str] = ("auditor-server",),
     dc_role: str = "domain-controllers",
     time_skew: bool = True,
+    time_rows: Iterable[Row] | None = None,
 ) -> list[RowResult]:
-    """Every readiness row: local ports, then resolution, then time skew."""
+    """Every readiness row: local ports, then resolution, then time skew.
+
+    `time_rows` are the rows whose clock-reading checks to the DCs give the time sources
+    (default: `rows`; the command passes the whole catalogue, whatever the selection)."""
+    rows = list(rows)
     roles = list(local_roles)
     ports = local_ports(rows, roles, settings.values)
     out = await check_local_ports(ports)
     out += await check_resolution(targets, roles, settings.timeout)
     if time_skew and targets.get(dc_role):
-        out += await check_time_skew(list(targets[dc_role]), settings)
+        sources = time_sources(rows if time_rows is None else time_rows, dc_role)
+        out += await check_time_skew(list(targets[dc_role]), settings, sources)
     return out

@@ -139,6 +139,7 @@ class Row:
     note: str | None = None
     endpoints: tuple[str, ...] = ()  # documented default host names (Microsoft 365 rows)
     line: int = 0  # line in the profile file, for error messages
+    internet: bool = False  # the target role is on the internet (roles.yaml `internet: true`): proxied by default
 
     @property
     def key(self) -> str:
@@ -191,6 +192,7 @@ class Role:
     id: str
     title: str
     description: str = ""
+    internet: bool = False  # reached over the internet (through the proxy, when one is set)
 
 
 @dataclass(frozen=True)

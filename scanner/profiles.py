@@ -39,7 +39,8 @@ _ROW = {"id": (str, True), "doc": (dict, True), "direction": (str, True), "sourc
         "derived": (bool, False), "note": ((str, type(None)), False), "endpoints": (list, False)}  # fmt: skip
 _PROFILE = {"id": (str, True), "title": (str, True), "section": (str, True),
             "derived_from": ((str, type(None)), False), "rows": (list, True)}  # fmt: skip
-_ROLE = {"id": (str, True), "title": (str, True), "description": (str, False), "local": (bool, False)}
+_ROLE = {"id": (str, True), "title": (str, True), "description": (str, False), "local": (bool, False),
+         "internet": (bool, False)}  # fmt: skip
 _ROLES = {"roles": (list, True)}
 
 
@@ -129,7 +130,7 @@ def load_roles(path: Path) -> tuple[dict[str, Role], frozenset[str]]:
             rid = _slug(role["id"], ("roles", i, "id"))
             if rid in roles:
                 raise _Invalid(("roles", i), f"duplicate role {rid!r}")
-            roles[rid] = Role(rid, role["title"], role.get("description", ""))
+            roles[rid] = Role(rid, role["title"], role.get("description", ""), bool(role.get("internet", False)))
             if role.get("local"):
                 local.add(rid)
     except _Invalid as exc:
@@ -191,6 +192,7 @@ def _row(
         derived=bool(row.get("derived", False)),
         note=row.get("note"),
         endpoints=tuple(endpoints),
+        internet=roles[row["target"]].internet,
     )
 
 

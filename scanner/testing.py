@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from functools import lru_cache
 from typing import Any, Mapping
 
 from scanner.models import CheckResult, CheckSpec, Direction, PortRange, Row, Target, Transport
 from scanner.probes.base import Credentials, ProbeContext, Settings
 from scanner.timing import HostTiming
+
+
+@lru_cache(maxsize=1)
+def _internet_roles() -> frozenset[str]:
+    """The built-in roles marked `internet: true`, so a test row to one is proxied as a profile's would be."""
+    from scanner.profiles import builtin_profiles_dir, load_roles
+
+    roles, _ = load_roles(builtin_profiles_dir() / "roles.yaml")
+    return frozenset(rid for rid, role in roles.items() if role.internet)
 
 
 def make_row(probe: str, protocol: str, port: int | PortRange | None, role: str, options: Mapping[str, Any]) -> Row:
@@ -25,6 +35,7 @@ def make_row(probe: str, protocol: str, port: int | PortRange | None, role: str,
         source="auditor-server",
         target=role,
         checks=(spec,),
+        internet=role in _internet_roles(),
     )
 
 

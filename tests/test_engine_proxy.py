@@ -28,7 +28,7 @@ def _row(port: int) -> Row:
         profile="exchange-online", id="https-443", section="Exchange Online Ports", doc_port="443",
         doc_protocol="TCP", doc_source="Netwrix Auditor Server", doc_target="Microsoft 365",
         purpose="test", direction=Direction.OUTBOUND, source="auditor-server", target=ROLE,
-        checks=(CheckSpec(Transport.TCP, "https", port),),
+        checks=(CheckSpec(Transport.TCP, "https", port),), internet=True,
     )
 
 

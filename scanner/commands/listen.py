@@ -51,12 +51,13 @@ def parse_port_options(values: list[str]) -> PortOptions:
 
 def adhoc_row(protocol: Transport, port: int) -> Row:
     from scanner.listener.tag import port_row_id
+    from scanner.probes.listen import InboundProbe
 
     return Row(
         profile="port", id=port_row_id(protocol.value, port), section="Ports given with --port",
         doc_port=str(port), doc_protocol=protocol.value.upper(), doc_source="Any listed source",
         doc_target="Netwrix Auditor Server", purpose="Ad-hoc inbound port", direction=Direction.INBOUND,
-        source=ANY_ROLE, target="auditor-server", checks=(CheckSpec(protocol, "listen", port),),
+        source=ANY_ROLE, target="auditor-server", checks=(CheckSpec(protocol, InboundProbe.name, port),),
     )  # fmt: skip
 
 

@@ -33,10 +33,12 @@ def plan_sends(args: argparse.Namespace) -> list[tuple[str, str, Transport, int]
             raise UsageError(f"{profile_id} has no inbound row {row_id!r}")
     if not rows:
         raise UsageError(f"profile {profile_id} has no inbound rows: nothing flows to the Auditor host there")
+    from scanner.probes.listen import InboundProbe
+
     out: list[tuple[str, str, Transport, int]] = []
     for row in rows:
         for spec in row.checks:
-            if spec.probe != "listen" or spec.protocol is Transport.ICMP or isinstance(spec.port, PortRange):
+            if spec.probe != InboundProbe.name or spec.protocol is Transport.ICMP or isinstance(spec.port, PortRange):
                 continue
             if args.protocol and spec.protocol.value != args.protocol:
                 continue

@@ -7,8 +7,8 @@ network through its proxy, so that is how they must be proven::
     stream.reader, stream.writer, stream.via_proxy   # via_proxy: "proxy.lab.test:3128" or None
 
 Which rows use the proxy: the check option ``via_proxy`` (true/false) decides when a
-profile sets it; otherwise rows whose target role is an internet endpoint
-(``*-endpoints``, ``partner-portal``, ``meraki-dashboard``) do. The proxy is
+profile sets it; otherwise rows whose target role is an internet endpoint do (``internet:
+true`` in ``profiles/roles.yaml``: Microsoft 365, the partner portal, Meraki). The proxy is
 ``settings.proxy`` (the inventory / ``--proxy``), else ``HTTPS_PROXY`` / ``https_proxy``
 from the environment; ``NO_PROXY`` / ``no_proxy`` exempts hosts. Proxy credentials may
 be given in the URL (``http://user:pass@proxy:3128``); they are sent as Basic
@@ -31,9 +31,6 @@ from scanner.models import Reason, Status
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
 from scanner.probes.netio import connect_tcp
 from scanner.timing import HostTiming
-
-INTERNET_ROLES = ("partner-portal", "meraki-dashboard")
-INTERNET_PROFILES = ("exchange-online", "entra-id", "sharepoint-online", "teams")
 
 
 @dataclass(frozen=True)
@@ -92,13 +89,9 @@ def parse_proxy(url: str) -> Proxy:
 
 
 def internet_bound(ctx: ProbeContext) -> bool:
-    """Whether the row goes to the internet by its nature (the default for proxying)."""
-    role = ctx.target.role
-    return (
-        role.endswith("-endpoints")
-        or role in INTERNET_ROLES
-        or ctx.row.profile in INTERNET_PROFILES
-    )
+    """Whether the row goes to the internet by its nature (the default for proxying): its target
+    role says so in the role list (`internet: true`), which the profile loader puts on the row."""
+    return ctx.row.internet
 
 
 def _no_proxy_matches(host: str, port: int, no_proxy: str) -> bool:

@@ -150,6 +150,24 @@ class ProbeContext:
             ) from None
 
 
+@dataclass(frozen=True)
+class FirewallHint:
+    """How to open what a probe checks when one port rule is not the whole answer (`portready fix`).
+
+    `rule_groups`: Windows predefined rule groups, each with the words of a row's purpose (or of
+    an RPC interface the probe names in its `interfaces` evidence) that call for it; when none
+    matches, `default_group` applies. `appliance`: a non-Windows device whose own firewall takes
+    the rule (a `portready fix --format` dialect name), with its service per port in `services`
+    and `default_service` for any other port.
+    """
+
+    rule_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    default_group: str = ""
+    appliance: str = ""
+    services: tuple[tuple[int, str], ...] = ()
+    default_service: str = ""
+
+
 class Probe:
     """Base class of every probe. Subclasses set the class attributes and `run`."""
 
@@ -189,6 +207,11 @@ class Probe:
 
     async def run(self, ctx: ProbeContext) -> Outcome:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # What opens this probe's traffic beyond a port rule (rule groups, an appliance); None: a port rule.
+    firewall: ClassVar[FirewallHint | None] = None
+    # The evidence key holding the peer's clock as ISO 8601 (`portready local` reads DC time skew from it).
+    clock_evidence: ClassVar[str | None] = None
 
 
 _REGISTRY: dict[str, type[Probe]] = {}

@@ -12,6 +12,7 @@ from collections import Counter
 
 from scanner.models import Reason, Transport
 from scanner.probes._rpc import EPM, RpcConnection, ept_lookup
+from scanner.probes._windows_firewall import RPC_FIREWALL
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
 from scanner.probes.netio import connect_tcp
 
@@ -24,6 +25,7 @@ class EndpointMapperProbe(Probe):
     transports = (Transport.TCP,)
     summary = "RPC endpoint mapper: DCE/RPC bind on 135 and ept_lookup of the registered endpoints"
     exchanges = 4  # bind, then a few ept_lookup pages
+    firewall = RPC_FIREWALL
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         reader, writer = await connect_tcp(ctx)

@@ -394,6 +394,7 @@ class LdapProbe(Probe):
     transports = (Transport.TCP,)
     summary = "LDAP/GC: anonymous RootDSE read (naming contexts, GC ready), optional NTLM or simple bind"
     exchanges = 4
+    clock_evidence = "current_time"  # the RootDSE currentTime
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:

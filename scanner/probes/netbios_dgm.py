@@ -14,6 +14,7 @@ import os
 import struct
 
 from scanner.models import Reason, Transport
+from scanner.probes._windows_firewall import NETBIOS_FIREWALL
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, inconclusive, register
 from scanner.probes.netbios_ns import ipv4_only
 from scanner.probes.netio import udp_exchange
@@ -45,6 +46,7 @@ class NetbiosDatagramProbe(Probe):
     transports = (Transport.UDP,)
     summary = "NetBIOS datagram service (UDP 138): refused or not verifiable (one-way protocol)"
     exchanges = 1
+    firewall = NETBIOS_FIREWALL
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         if ":" in ctx.address:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason, Transport
+from scanner.probes._windows_firewall import NETBIOS_FIREWALL
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, inconclusive, passed, register
 from scanner.probes.netio import udp_exchange
 from scanner.probes.udp import udp_payload
@@ -124,6 +125,7 @@ class NetbiosNameProbe(Probe):
     transports = (Transport.UDP,)
     summary = "NetBIOS name service: node status (NBSTAT) query on UDP 137 — name table and MAC"
     exchanges = 1
+    firewall = NETBIOS_FIREWALL
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         if ":" in ctx.address:

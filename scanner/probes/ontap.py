@@ -29,7 +29,7 @@ from scanner.models import Reason, Transport
 from scanner.probes._http import HttpResponse, clip
 from scanner.probes._proxy import ProxyAware
 from scanner.probes._tlsinfo import WebClient, local_name, safe_xml, tls_summary
-from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register, warned
+from scanner.probes.base import FirewallHint, Outcome, Probe, ProbeContext, passed, register, warned
 from scanner.probes.tls import check_options
 
 REST_PATH = "/api/cluster"
@@ -96,6 +96,8 @@ class OntapManagementProbe(ProxyAware, Probe):
     transports = (Transport.TCP,)
     summary = "NetApp ONTAP management: REST /api/cluster or ONTAPI over HTTP 80 / HTTPS 443"
     exchanges = 6
+    # The cluster's own firewall policy takes the rule (`portready fix --format ontap`), per service.
+    firewall = FirewallHint(appliance="ontap", services=((80, "http"),), default_service="https")
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:

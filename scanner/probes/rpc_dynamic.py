@@ -53,6 +53,7 @@ from scanner.probes._rpc import (
     ept_map,
     interface_name,
 )
+from scanner.probes._windows_firewall import RPC_FIREWALL
 from scanner.probes.base import (
     Outcome,
     Probe,
@@ -164,6 +165,7 @@ class RpcDynamicProbe(Probe):
     transports = (Transport.TCP,)
     summary = "Dynamic RPC ports: ept_map on 135 per interface, then connect and bind to the port it gives"
     exchanges = 5  # mapper bind + ept_map calls, then binds on the dynamic ports (in parallel)
+    firewall = RPC_FIREWALL
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:

@@ -152,6 +152,7 @@ class SmbNegotiateProbe(Probe):
     transports = (Transport.TCP,)
     summary = "SMB: SMB2 NEGOTIATE (dialect, signing, server time); 139 via NetBIOS session; optional login"
     exchanges = 4
+    clock_evidence = "server_time"  # the NEGOTIATE response's SystemTime
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:

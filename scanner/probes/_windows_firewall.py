@@ -1,0 +1,24 @@
+"""Windows Firewall knowledge the RPC and NetBIOS probes declare as their `firewall` hint.
+
+The vendor's document names predefined rule groups, not ports, for RPC services (WMI, Service
+Control Manager, event log, PLA, task scheduler) and for NetBIOS/SMB file sharing: the dynamic
+RPC range is never opened as a port rule, the matching group is enabled instead.
+"""
+
+from __future__ import annotations
+
+from scanner.probes.base import FirewallHint
+
+# Each group with the words of a row's purpose, or the RPC interface names, that call for it.
+RULE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Windows Management Instrumentation (WMI)", ("windows management instrumentation", "wmi")),
+    ("Remote Service Management", ("service control manager", "scm", "svcctl")),
+    ("Remote Event Log Management", ("event log", "eventlog", "even6")),
+    ("Performance Logs and Alerts", ("performance logs", "plasrv", "removable storage", "pla")),
+    ("Remote Scheduled Tasks Management", ("scheduled tasks", "scheduled task", "task scheduler", "atsvc", "schedule")),
+    ("File and Printer Sharing", ("file and printer sharing", "netbios", "remote registry", "winreg")),
+)
+
+# RPC with no named service: WMI is what the Auditor's RPC rows need most.
+RPC_FIREWALL = FirewallHint(rule_groups=RULE_GROUPS, default_group="Windows Management Instrumentation (WMI)")
+NETBIOS_FIREWALL = FirewallHint(rule_groups=RULE_GROUPS, default_group="File and Printer Sharing")
