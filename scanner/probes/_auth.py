@@ -67,3 +67,10 @@ def client_context(
         raise AuthSetupError(f"the {protocol} client could not start ({type(exc).__name__})") from None
     except (ValueError, TypeError, OSError) as exc:
         raise AuthSetupError(f"the {protocol} client could not start ({type(exc).__name__})") from None
+
+
+def local_failure(creds: Credentials, exc: BaseException, protocol: str = "negotiate") -> str:
+    """Words for a client that failed before sending anything (no credential to use here)."""
+    if creds.integrated and sys.platform != "win32":
+        return INTEGRATED_NEEDS_WINDOWS
+    return f"the {protocol} client found no usable credential on this host ({type(exc).__name__})"
