@@ -179,6 +179,13 @@ class SmbNegotiateProbe(Probe):
     transports = (Transport.TCP,)
     summary = "SMB: SMB2 NEGOTIATE (dialect, signing, server time); 139 via NetBIOS session; optional login"
     exchanges = 4
+    # NEGOTIATE alone authenticates nobody, so Windows logs nothing for it; a login is a
+    # network logon (MS docs: events 4624/4634 logon type 3, 4625 on failure; the DC that
+    # validates NTLM logs 4776).
+    footprint = (
+        "none without credentials; with credentials: 4624 + 4634 (logon type 3) on the target, "
+        "4776 (NTLM) or 4768 + 4769 (Kerberos, Windows) on the DC, 4625 when the account is rejected"
+    )
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
