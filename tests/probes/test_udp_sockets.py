@@ -10,6 +10,7 @@ What was not run: the path on a real Windows host (this project's CI is Linux on
 from __future__ import annotations
 
 import errno
+import socket
 
 import pytest
 
@@ -71,8 +72,10 @@ async def krb_udp(address: str, **kw: object) -> object:
 
 
 async def test_thread_path_sees_a_closed_loopback_port_as_refused(thread_path: None) -> None:
-    async with canned_udp(lambda data: data) as port:
-        pass  # the port is closed again: the kernel answers ICMP port-unreachable
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # closed again (synchronously): the kernel answers ICMP port-unreachable
     result = await krb_udp("127.0.0.1", port=port)
     assert (result.status, result.reason) == (Status.FAIL, Reason.REFUSED), result.detail  # type: ignore[attr-defined]
 
