@@ -10,7 +10,8 @@ timeouts, retries, bounded reads and the same words for the same failure:
 Portable by design (Linux and Windows): asyncio streams and datagram
 endpoints only; ICMP port-unreachable on a connected UDP socket surfaces as
 ConnectionRefusedError on Linux and ConnectionResetError (WSAECONNRESET) on
-Windows, and both mean "refused" here.
+Windows, and both mean "refused" here. On Windows UDP exchanges take a worker-thread
+path instead of the Proactor loop, which swallows that error (see `udp_strategy`).
 """
 
 from __future__ import annotations
