@@ -63,10 +63,13 @@ def realm_for(ctx: ProbeContext) -> tuple[str, bool]:
 #   search 4768 for "0x6").
 # * An existing account that requires pre-authentication (every account by default) is
 #   answered KDC_ERR_PREAUTH_REQUIRED (0x19). That answer is the first leg of every
-#   ordinary Windows logon (the client learns the salt and etypes from it, RFC 4120
-#   3.1.1 / MS-KILE 3.1.5.1), so it is not an audit failure: event-4768's page lists no
-#   failure for it and event 4771 (pre-authentication failed) is for 0x18/0x10/0x17.
-#   No ticket is issued, no password is tried, lockout counters do not move.
+#   ordinary logon (the client learns the salt and etypes from it, RFC 4120 3.1.1 /
+#   MS-KILE 3.1.5.1), not an unknown-name or bad-password failure: no ticket is issued,
+#   no password is tried, lockout counters do not move. event-4768's page routes the
+#   pre-authentication failures (0x10/0x17/0x18) to event 4771; at worst a DC writes
+#   a 4771 with Failure Code 0x19 and Pre-Authentication Type 0 naming that account
+#   (such an entry is on record for a Windows Server 2008 DC: myeventlog.com event 492),
+#   which names a fixed account an admin can filter, unlike 0x6 for a random name.
 #
 # So the default asks for an account that exists: the role's account when credentials are
 # set, else the target's own computer account (DC1$ for dc1.corp.example: every DC has
@@ -75,8 +78,9 @@ def realm_for(ctx: ProbeContext) -> tuple[str, bool]:
 # `client` (profile) or the setting `kerberos_client` (inventory).
 # Not verified on a Windows DC from this project's lab (Samba's KDC answers the same codes).
 FOOTPRINT = (
-    "none for an existing account (answer 0x19 PREAUTH_REQUIRED, the first step of every logon); "
-    "a target given by IP without credentials: one failed event 4768 (0x6) per target"
+    "an existing account (the DC's own DC1$ by default) is answered 0x19 PREAUTH_REQUIRED, the first "
+    "step of every logon: nothing or at most a 4771 (0x19) naming it; a target given by IP without "
+    "credentials: one failed event 4768 (0x6) per target"
 )
 
 
