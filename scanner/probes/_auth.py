@@ -13,7 +13,9 @@ ticket cache, and without one the error says so.
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import weakref
 from typing import TYPE_CHECKING
 
 from scanner.probes.base import Credentials
@@ -74,3 +76,20 @@ def local_failure(creds: Credentials, exc: BaseException, protocol: str = "negot
     if creds.integrated and sys.platform != "win32":
         return INTEGRATED_NEEDS_WINDOWS
     return f"the {protocol} client found no usable credential on this host ({type(exc).__name__})"
+
+
+# Accounts a server rejected during this run, per event loop (one loop = one run), so a
+# wrong password in the inventory costs one bad-password count per run, not one per
+# target: enough rejected logons in a row lock the account out (domain lockout policy).
+_REJECTED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Credentials, str]] = weakref.WeakKeyDictionary()
+
+
+def note_rejected(creds: Credentials, where: str) -> None:
+    """Remember that `where` rejected this account (integrated logons are never locked out by us)."""
+    if not creds.integrated:
+        _REJECTED.setdefault(asyncio.get_running_loop(), {}).setdefault(creds, where)
+
+
+def rejected_before(creds: Credentials) -> str | None:
+    """Where this run already saw the account rejected, or None."""
+    return _REJECTED.get(asyncio.get_running_loop(), {}).get(creds)

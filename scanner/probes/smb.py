@@ -423,8 +423,18 @@ async def _session_setup(
     request: bytes,
     response: bytes,
 ) -> _Session:
-    from scanner.probes._auth import AuthSetupError, client_context, local_failure
+    from scanner.probes._auth import AuthSetupError, client_context, local_failure, note_rejected, rejected_before
 
+    before = rejected_before(creds)
+    if before is not None:  # one bad-password count per run, not one per target
+        raise ProbeError(
+            inconclusive(
+                Reason.AUTH,
+                f"{before} already rejected this account in this run, and every further attempt "
+                "counts toward the domain's lockout threshold",
+                login="not-tried",
+            )
+        )
     try:
         auth = client_context(creds, hostname=ctx.host, service="cifs")
     except AuthSetupError as exc:  # no means to authenticate here: the login cannot be judged
@@ -464,6 +474,8 @@ async def _session_setup(
         if head.status != 0:
             status = status_name(head.status)
             if head.status in ACCOUNT_REJECTED:
+                if head.status != 0xC0000022:
+                    note_rejected(creds, f"{ctx.host} (SMB, {status})")
                 raise ProbeError(failed(Reason.AUTH, f"the server rejected the account ({status})", login="rejected", status=status))
             raise ProbeError(failed(Reason.PROTOCOL, f"the server answered {status} to the session setup", status=status))
         if flags & (SESSION_IS_GUEST | SESSION_IS_NULL):

@@ -524,3 +524,16 @@ async def test_integrated_logon_off_windows_is_inconclusive_in_words(fs_samba) -
     assert (result.status, result.reason) == (Status.INCONCLUSIVE, Reason.PERMISSION), result.detail
     assert "integrated logon" in result.detail and "SSPI" in result.detail
     assert result.evidence["login"] == "not-tried" and "dialect" in result.evidence
+
+
+async def test_a_rejected_account_is_tried_once_per_run_not_once_per_target(fs_samba) -> None:  # type: ignore[no-untyped-def]
+    """Lockout safety: the second target is not asked to check a password the first rejected."""
+    wrong = Credentials("root", "nope-" + FS_PASSWORD, "FS1")
+    with fs_samba() as port:
+        first = await smb("127.0.0.1", port, host="fs1", credentials=wrong)
+        second = await smb("127.0.0.1", port, host="fs1", credentials=wrong)
+        right = await smb("127.0.0.1", port, host="fs1", credentials=FS_CREDS)
+    assert (first.status, first.reason, first.evidence["login"]) == (Status.FAIL, Reason.AUTH, "rejected")
+    assert (second.status, second.reason, second.evidence["login"]) == (Status.INCONCLUSIVE, Reason.AUTH, "not-tried")
+    assert "already rejected this account" in second.detail and "lockout" in second.detail
+    assert right.status is Status.PASS, right.detail
