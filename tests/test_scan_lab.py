@@ -142,6 +142,11 @@ def test_credentialed_scan_logs_on_over_smb_and_no_output_holds_the_password(
     """The inventory's account logs on over SMB (pyspnego NTLM, signed IPC$) and the Kerberos
     check asks about it; the password reaches none of the reports nor the console."""
     monkeypatch.setenv("PR_LAB_DC_PASSWORD", dc.admin_password)
+    # libkrb5 (test extra) may not look up realms in DNS: a krb5.conf that knows none and asks none.
+    from tests.probes.conftest import NO_NETWORK_KRB5_CONF
+
+    (tmp_path / "krb5.conf").write_text(NO_NETWORK_KRB5_CONF)
+    monkeypatch.setenv("KRB5_CONFIG", str(tmp_path / "krb5.conf"))
     inventory = tmp_path / "inventory.yaml"
     inventory.write_text(
         "targets:\n"
