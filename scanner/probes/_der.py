@@ -60,12 +60,14 @@ def application(number: int, inner: bytes) -> bytes:
     return tlv(0x60 | number, inner)
 
 
-def read_tlv(data: bytes, pos: int = 0) -> tuple[int, int, int]:
+def read_tlv(data: bytes, pos: int = 0, end: int | None = None) -> tuple[int, int, int]:
     """(tag, start, end) of the element at `pos`: data[start:end] is its content.
 
-    Low-tag-number form and definite lengths only (DER); lengths beyond the input raise.
+    The element must fit before `end` (default: the end of data). Low-tag-number form
+    and definite lengths only (DER); anything else raises DerError. No copies are made.
     """
-    if pos + 2 > len(data):
+    limit = len(data) if end is None else end
+    if pos + 2 > limit:
         raise DerError("truncated element")
     tag = data[pos]
     if tag & 0x1F == 0x1F:
@@ -78,12 +80,12 @@ def read_tlv(data: bytes, pos: int = 0) -> tuple[int, int, int]:
         count = first & 0x7F
         if count == 0 or count > 4:
             raise DerError("indefinite or oversized length")
-        if pos + count > len(data):
+        if pos + count > limit:
             raise DerError("truncated length")
         length = int.from_bytes(data[pos : pos + count], "big")
         pos += count
-    if pos + length > len(data):
-        raise DerError(f"an element of {length} bytes where {len(data) - pos} are left")
+    if pos + length > limit:
+        raise DerError(f"an element of {length} bytes where {limit - pos} are left")
     return tag, pos, pos + length
 
 
@@ -91,13 +93,13 @@ def children(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]
     """The elements inside data[start:end], in order."""
     pos = start
     while pos < end:
-        tag, s, e = read_tlv(data[:end], pos)
+        tag, s, e = read_tlv(data, pos, end)
         yield tag, s, e
         pos = e
 
 
 def fields(data: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
-    """A SEQUENCE's [n] EXPLICIT fields: {n: (start, end) of the inner element}."""
+    """A SEQUENCE's [n] EXPLICIT fields: {n: (start, end) of the wrapper's content}."""
     out: dict[int, tuple[int, int]] = {}
     for tag, s, e in children(data, start, end):
         if tag & 0xE0 != 0xA0:
@@ -108,7 +110,7 @@ def fields(data: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
 
 def unwrap(data: bytes, start: int, end: int, tag: int) -> tuple[int, int]:
     """The content of the element at data[start:end], which must carry `tag`."""
-    got, s, e = read_tlv(data[:end], start)
+    got, s, e = read_tlv(data, start, end)
     if got != tag:
         raise DerError(f"tag 0x{got:02x} where 0x{tag:02x} belongs")
     return s, e
@@ -123,7 +125,7 @@ def read_integer(data: bytes, start: int, end: int) -> int:
 
 def read_string(data: bytes, start: int, end: int, limit: int = 1024) -> str:
     """A GeneralString / GeneralizedTime / KerberosString, cut at `limit` characters."""
-    tag, s, e = read_tlv(data[:end], start)
+    tag, s, e = read_tlv(data, start, end)
     if tag not in (UNIVERSAL_GENERAL_STRING, UNIVERSAL_GENERALIZED_TIME, 0x0C, 0x16, 0x13):
         raise DerError(f"tag 0x{tag:02x} where a string belongs")
     return data[s : min(e, s + limit)].decode("utf-8", "replace")

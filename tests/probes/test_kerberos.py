@@ -198,3 +198,25 @@ async def test_rejected_88_is_refused_on_both_transports(dc, dc_firewall) -> Non
     udp = await run_krb(dc.address, 88, "udp", timeout=1.0, retries=0)
     assert (tcp.status, tcp.reason) == (Status.FAIL, Reason.REFUSED)
     assert (udp.status, udp.reason) == (Status.FAIL, Reason.REFUSED)
+
+
+def test_mutated_krb_errors_never_raise_anything_but_a_clear_error() -> None:
+    """Every single-byte change and every truncation of a real KRB-ERROR: parsed or refused."""
+    from impacket.krb5.asn1 import KRB_ERROR
+    from pyasn1.codec.der import encoder
+
+    err = KRB_ERROR()
+    err["pvno"], err["msg-type"], err["stime"], err["susec"] = 5, 30, "20260102030405Z", 0
+    err["error-code"], err["realm"] = 6, "LAB.TEST"
+    err["sname"]["name-type"] = 2
+    err["sname"]["name-string"][0] = "krbtgt"
+    err["sname"]["name-string"][1] = "LAB.TEST"
+    good = bytes(encoder.encode(err))
+    variants = [good[:n] for n in range(len(good))]
+    variants += [good[:i] + bytes([v]) + good[i + 1 :] for i in range(len(good)) for v in (0x00, 0x7F, 0x80, 0x84, 0xFF)]
+    for data in variants:
+        try:
+            out = parse_answer(data)
+        except KerberosAnswerError:
+            continue
+        assert out["message"] == "KRB-ERROR" and isinstance(out["error_code"], int)
