@@ -537,3 +537,18 @@ async def test_a_rejected_account_is_tried_once_per_run_not_once_per_target(fs_s
     assert (second.status, second.reason, second.evidence["login"]) == (Status.INCONCLUSIVE, Reason.AUTH, "not-tried")
     assert "already rejected this account" in second.detail and "lockout" in second.detail
     assert right.status is Status.PASS, right.detail
+
+
+def test_mutated_session_setup_responses_raise_only_value_errors() -> None:
+    from scanner.probes._smb2 import parse_session_setup_response
+
+    token = os.urandom(40)
+    good = _reply(1, 2, 0xC0000016) + struct.pack("<HHHH", 9, 0, 72, len(token)) + token
+    variants = [good[:n] for n in range(len(good))]
+    variants += [good[:i] + bytes([v]) + good[i + 1 :] for i in range(80) for v in (0x00, 0x7F, 0xFF)]
+    for data in variants:
+        try:
+            head, _flags, tok = parse_session_setup_response(data)
+        except ValueError:
+            continue
+        assert len(tok) <= len(data) and head.command == 1
