@@ -1,6 +1,8 @@
 # portready in a container, for CI jobs that check a lab or a network segment.
 #   docker build -t portready .
 #   docker run --rm -v "$PWD:/work" portready scan -i /work/inventory.yaml --json /work/out/report.json
+# `pip install .` is the default install: no impacket, so no attack tooling in the image
+# (.ci/run checks the same install); portready[dcom] is left out on purpose.
 FROM python:3.12-slim
 
 LABEL org.opencontainers.image.title="portready" \

@@ -5,6 +5,7 @@
     settings: {domain: corp.example, ports: {sharepoint-central-admin-port: 2013}}
     credentials:
       domain-controllers: {username: auditor, domain: CORP, password_env: PORTREADY_DC_PASSWORD}
+      file-servers: {integrated: true}     # Windows: log on as the current user (SSPI)
 
 Hosts may be names, addresses, CIDR blocks or ranges (10.0.5.10-40 or
 10.0.5.10-10.0.5.40); every entry is validated and bounded before anything
@@ -36,8 +37,9 @@ _TOP_KEYS = {"targets", "settings", "credentials", "profiles", "discover", "vers
 _SETTING_KEYS = {
     "domain", "ports", "timeout", "retries", "concurrency", "per_host", "ca_bundle",
     "trust_private_ca", "proxy", "oracle_service", "sql_instances", "depth",
+    "kerberos_client",
 }
-_CRED_KEYS = {"username", "domain", "password_env", "password_prompt"}
+_CRED_KEYS = {"username", "domain", "password_env", "password_prompt", "integrated"}
 
 
 @dataclass
@@ -205,8 +207,13 @@ def load_inventory(path: Path, known_roles: Mapping[str, Any]) -> Inventory:
     for role, ref in creds.items():
         if role not in known_roles:
             raise ConfigError(origin, line(creds, role), f"unknown role {role!r}")
-        if not isinstance(ref, dict) or "username" not in ref:
-            raise ConfigError(origin, line(creds, role), f"credentials for {role!r} need at least `username`")
+        if isinstance(ref, dict) and "integrated" in ref:
+            _check_integrated(ref, role, origin, line)
+        elif not isinstance(ref, dict) or "username" not in ref:
+            raise ConfigError(
+                origin, line(creds, role),
+                f"credentials for {role!r} need at least `username` (or `integrated: true` on Windows)",
+            )
         if "password" in ref:
             raise ConfigError(
                 origin, line(ref, "password"),
@@ -248,6 +255,22 @@ def _entry_targets(role: str, entry: Any, path: Path, origin: str, where: int | 
     raise ConfigError(origin, where, f"role {role!r}: an entry is a host, {{file: PATH}} or {{host: H, label: L}}")
 
 
+def _check_integrated(ref: Mapping[str, Any], role: str, origin: str, line: Callable[[Any, Any], int | None]) -> None:
+    """`integrated: true`: logon as the current Windows user (SSPI), so no password source."""
+    if not isinstance(ref["integrated"], bool):
+        raise ConfigError(origin, line(ref, "integrated"), f"credentials for {role!r}: `integrated` is true or false")
+    if not ref["integrated"] and "username" not in ref:
+        raise ConfigError(origin, line(ref, "integrated"), f"credentials for {role!r} need `username` when not integrated")
+    if ref["integrated"]:
+        for key in ("password_env", "password_prompt"):
+            if key in ref:
+                raise ConfigError(
+                    origin, line(ref, key),
+                    f"credentials for {role!r}: integrated logon uses the current Windows user's logon, "
+                    f"no password; remove `{key}` or `integrated`",
+                )
+
+
 def _check_settings(settings: Mapping[str, Any], origin: str, line: Callable[[Any, Any], int | None]) -> None:
     def bad(key: str, msg: str) -> ConfigError:
         return ConfigError(origin, line(settings, key), f"setting {key!r}: {msg}")
@@ -270,6 +293,8 @@ def _check_settings(settings: Mapping[str, Any], origin: str, line: Callable[[An
         raise bad("sql_instances", "maps instance names to TCP ports")
     if "depth" in settings and settings["depth"] not in ("port", "protocol"):
         raise bad("depth", "port or protocol")
+    if "kerberos_client" in settings and (not isinstance(settings["kerberos_client"], str) or not settings["kerberos_client"].strip()):
+        raise bad("kerberos_client", "the account name the Kerberos check asks the KDC about (text)")
 
 
 def resolve_credentials(
@@ -283,6 +308,10 @@ def resolve_credentials(
     out: dict[str, Credentials] = {}
     for role, ref in refs.items():
         password: str | None = None
+        if ref.get("integrated") is True:
+            # SSPI logs on as the current user (scanner/probes/_auth.py): nothing to read.
+            out[role] = Credentials(str(ref.get("username", "")), "", str(ref.get("domain", "")), integrated=True)
+            continue
         if ref.get("password_env"):
             password = env.get(str(ref["password_env"]))
             if password is None:

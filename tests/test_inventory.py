@@ -74,6 +74,15 @@ credentials:
     assert "s3cret" not in str(inv.describe())
 
 
+def test_integrated_logon_needs_no_password_and_reads_none(tmp_path: Path) -> None:
+    path = _inv(tmp_path, "credentials:\n  domain-controllers: {integrated: true, domain: CORP}\n")
+    inv = load_inventory(path, ROLES)
+    creds = resolve_credentials(inv.credential_refs, environ={}, prompt=lambda _q: pytest.fail("prompted"))
+    dc = creds["domain-controllers"]
+    assert dc.integrated and dc.password == "" and dc.username == ""
+    assert str(dc) == "the current Windows user (integrated logon)"
+
+
 @pytest.mark.parametrize(
     ("text", "line", "words"),
     [
@@ -83,6 +92,11 @@ credentials:
         ("settings:\n  timeout: -1\n", 2, "timeout"),
         ("settings:\n  ports: {nutanix-port: 70000}\n", 2, "not a port number"),
         ("credentials:\n  domain-controllers:\n    username: a\n    password: hunter2\n", 4, "password_env"),
+        ("credentials:\n  domain-controllers:\n    integrated: yes please\n", 3, "true or false"),
+        ("credentials:\n  domain-controllers:\n    integrated: true\n    password_env: X\n", 4, "no password"),
+        ("credentials:\n  domain-controllers:\n    integrated: false\n", 3, "need `username`"),
+        ("credentials:\n  domain-controllers:\n    domain: CORP\n", 2, "integrated: true"),
+        ("settings:\n  kerberos_client: 7\n", 2, "kerberos_client"),
         ("targets:\n  domain-controllers: [dc1\n", 3, "not valid YAML"),
         ("targets:\n  domain-controllers:\n    - {file: missing.txt}\n", 3, "does not exist"),
         ("a: 1\nb: &x [1]\nc: *x\n", 2, "aliases"),

@@ -134,3 +134,39 @@ def test_local_readiness_reads_the_dc_clock(dc: SambaDC, tmp_path: Path) -> None
     evidence = skew["checks"][0]["evidence"]
     assert abs(float(evidence["skew_seconds"])) < 60
     assert code in (0, 1)  # local ports may be held on a developer machine; skew is what this test proves
+
+
+def test_credentialed_scan_logs_on_over_smb_and_no_output_holds_the_password(
+    dc: SambaDC, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The inventory's account logs on over SMB (pyspnego NTLM, signed IPC$) and the Kerberos
+    check asks about it; the password reaches none of the reports nor the console."""
+    monkeypatch.setenv("PR_LAB_DC_PASSWORD", dc.admin_password)
+    # libkrb5 (test extra) may not look up realms in DNS: a krb5.conf that knows none and asks none.
+    from tests.probes.conftest import NO_NETWORK_KRB5_CONF
+
+    (tmp_path / "krb5.conf").write_text(NO_NETWORK_KRB5_CONF)
+    monkeypatch.setenv("KRB5_CONFIG", str(tmp_path / "krb5.conf"))
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "targets:\n"
+        f"  domain-controllers: [{dc.address}]\n"
+        f"  dns-servers: [{dc.address}]\n"
+        "settings: {domain: lab.test}\n"
+        "credentials:\n"
+        f"  domain-controllers: {{username: {dc.admin_user}, domain: {dc.domain}, password_env: PR_LAB_DC_PASSWORD}}\n"
+    )
+    outputs = {kind: tmp_path / f"report.{kind}" for kind in ("json", "junit", "html", "markdown", "csv")}
+    main([
+        "scan", "-i", str(inventory), "--profile", "active-directory", "--timeout", "2",
+        *[arg for kind, path in outputs.items() for arg in (f"--{kind}", str(path))],
+    ])
+    console = capsys.readouterr()
+    for kind, path in outputs.items():
+        assert dc.admin_password not in path.read_text(), kind
+    assert dc.admin_password not in console.out + console.err
+    rows = {r["row"]: r for r in json.loads(outputs["json"].read_text())["rows"]}
+    smb = _evidence(rows["smb-445"], "smb")
+    assert (smb["login"], smb["auth_protocol"], smb["signed_reply"]) == ("ok", "ntlm", True)
+    krb = _evidence(rows["kerberos-88"], "kerberos")
+    assert (krb["client_choice"], krb["error_name"]) == ("account", "KDC_ERR_PREAUTH_REQUIRED")

@@ -206,3 +206,149 @@ def smb1_dialect_index(msg: bytes) -> int | None:
         return None
     index = int(struct.unpack("<H", msg[33:35])[0])
     return None if index == 0xFFFF else index
+
+
+# -- session setup, tree connect and signing (MS-SMB2 2.2.5-2.2.10, 3.1.4.1-3.1.4.2) ----------
+
+NEGOTIATE, SESSION_SETUP, TREE_CONNECT = 0x0000, 0x0001, 0x0003
+FLAG_SERVER_TO_REDIR, FLAG_ASYNC, FLAG_SIGNED = 0x01, 0x02, 0x08
+STATUS_PENDING = 0x00000103
+STATUS_MORE_PROCESSING = 0xC0000016
+SESSION_IS_GUEST, SESSION_IS_NULL, SESSION_ENCRYPT_DATA = 0x01, 0x02, 0x04
+NT_STATUS.update({
+    0xC0000064: "STATUS_NO_SUCH_USER", 0xC000006A: "STATUS_WRONG_PASSWORD",
+    0xC000006E: "STATUS_ACCOUNT_RESTRICTION", 0xC000006F: "STATUS_INVALID_LOGON_HOURS",
+    0xC0000070: "STATUS_INVALID_WORKSTATION", 0xC0000071: "STATUS_PASSWORD_EXPIRED",
+    0xC0000072: "STATUS_ACCOUNT_DISABLED", 0xC0000193: "STATUS_ACCOUNT_EXPIRED",
+    0xC0000224: "STATUS_PASSWORD_MUST_CHANGE", 0xC0000234: "STATUS_ACCOUNT_LOCKED_OUT",
+    0xC000015B: "STATUS_LOGON_TYPE_NOT_GRANTED", 0xC000018D: "STATUS_TRUSTED_RELATIONSHIP_FAILURE",
+    0xC00000CC: "STATUS_BAD_NETWORK_NAME", 0xC0000203: "STATUS_USER_SESSION_DELETED",
+    0xC000035C: "STATUS_NETWORK_SESSION_EXPIRED", 0xC000A100: "STATUS_INVALID_SIGNATURE",
+    0x00000103: "STATUS_PENDING", 0xC0000225: "STATUS_NOT_FOUND",
+})  # fmt: skip
+# NT statuses that mean "this account may not log on" (reason auth), not a broken server.
+ACCOUNT_REJECTED = frozenset({
+    0xC000006D, 0xC0000064, 0xC000006A, 0xC000006E, 0xC000006F, 0xC0000070, 0xC0000071,
+    0xC0000072, 0xC0000193, 0xC0000224, 0xC0000234, 0xC000015B, 0xC0000022,
+    0xC0000225,  # Samba 4.17, NTLM logon by UPN with a wrong password
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Header:
+    status: int
+    command: int
+    flags: int
+    message_id: int
+    tree_id: int
+    session_id: int
+    signature: bytes
+
+
+def parse_header(msg: bytes) -> Header:
+    """The SMB2 header of any message (sync or async form). ValueError when malformed."""
+    if len(msg) < 64 or msg[:4] != SMB2_MAGIC:
+        raise ValueError("not an SMB2 message")
+    (_magic, size, _charge, status, command, _credits, flags, _next, mid, _reserved, tree_id, session_id,
+     signature) = struct.unpack("<4sHHIHHIIQIIQ16s", msg[:64])  # fmt: skip
+    if size != 64:
+        raise ValueError(f"SMB2 header size {size}")
+    if flags & FLAG_ASYNC:  # async form: AsyncId (8 bytes) where Reserved + TreeId sit
+        tree_id = 0
+    return Header(status, command, flags, mid, tree_id, session_id, signature)
+
+
+def request_header(command: int, message_id: int, session_id: int = 0, tree_id: int = 0, charge: int = 1) -> bytes:
+    return struct.pack(
+        "<4sHHIHHIIQIIQ16s", SMB2_MAGIC, 64, charge, 0, command, 64, 0, 0, message_id, 0xFEFF, tree_id,
+        session_id, b"\x00" * 16,
+    )  # fmt: skip
+
+
+def session_setup_request(token: bytes, message_id: int, session_id: int, charge: int = 1) -> bytes:
+    """SESSION_SETUP (2.2.5): signing enabled, DFS capability, one SPNEGO token."""
+    body = struct.pack("<HBBIIHHQ", 25, 0, 0x01, 0x01, 0, 64 + 24, len(token), 0)
+    return request_header(SESSION_SETUP, message_id, session_id, charge=charge) + body + token
+
+
+def parse_session_setup_response(msg: bytes) -> tuple[Header, int, bytes]:
+    """(header, session flags, security token) of a SESSION_SETUP response (2.2.6)."""
+    head = parse_header(msg)
+    if head.command != SESSION_SETUP:
+        raise ValueError(f"SMB2 command {head.command} where SESSION_SETUP belongs")
+    if head.status not in (0, STATUS_MORE_PROCESSING):
+        return head, 0, b""
+    if len(msg) < 64 + 8:
+        raise ValueError("a SESSION_SETUP response shorter than its fixed part")
+    size, flags, offset, length = struct.unpack("<HHHH", msg[64:72])
+    if size != 9:
+        raise ValueError(f"SESSION_SETUP response structure size {size} (9 expected)")
+    if length and (offset < 72 or offset + length > len(msg)):
+        raise ValueError("a security token outside the message")
+    return head, flags, msg[offset : offset + length] if length else b""
+
+
+def tree_connect_request(path: str, message_id: int, session_id: int, charge: int = 1) -> bytes:
+    """TREE_CONNECT (2.2.9) to a UNC path such as \\\\dc1\\IPC$."""
+    raw = path.encode("utf-16-le")
+    body = struct.pack("<HHHH", 9, 0, 64 + 8, len(raw))
+    return request_header(TREE_CONNECT, message_id, session_id, charge=charge) + body + raw
+
+
+def preauth_hash(previous: bytes, message: bytes) -> bytes:
+    """One step of the 3.1.1 preauth integrity hash (SHA-512, 3.2.5.2 / 3.2.5.3.1)."""
+    import hashlib
+
+    return hashlib.sha512(previous + message).digest()
+
+
+PREAUTH_START = b"\x00" * 64
+
+
+def signing_key(session_key: bytes, dialect: int, preauth: bytes | None) -> bytes:
+    """The key that signs this session's messages (3.2.5.3.1): the session key itself for
+    2.x; SP800-108 KDF (counter mode, HMAC-SHA256) for 3.x."""
+    key = session_key[:16].ljust(16, b"\x00")
+    if dialect < 0x0300:
+        return key
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
+
+    if dialect == 0x0311:
+        label, context = b"SMBSigningKey\x00", preauth or PREAUTH_START
+    else:
+        label, context = b"SMB2AESCMAC\x00", b"SmbSign\x00"
+    kdf = KBKDFHMAC(
+        algorithm=hashes.SHA256(), mode=Mode.CounterMode, length=16, rlen=4, llen=4,
+        location=CounterLocation.BeforeFixed, label=label, context=context, fixed=None,
+    )  # fmt: skip
+    return kdf.derive(key)
+
+
+def signature(msg: bytes, key: bytes, dialect: int) -> bytes:
+    """The 16-byte signature of a message (its signature field zeroed), 3.1.4.1."""
+    data = msg[:48] + b"\x00" * 16 + msg[64:]
+    if dialect < 0x0300:
+        import hashlib
+        import hmac
+
+        return hmac.new(key, data, hashlib.sha256).digest()[:16]
+    from cryptography.hazmat.primitives import cmac
+    from cryptography.hazmat.primitives.ciphers import algorithms
+
+    mac = cmac.CMAC(algorithms.AES(key))
+    mac.update(data)
+    return mac.finalize()
+
+
+def sign(msg: bytes, key: bytes, dialect: int) -> bytes:
+    """The message with SMB2_FLAGS_SIGNED set and its signature filled in."""
+    flags = struct.unpack("<I", msg[16:20])[0] | FLAG_SIGNED
+    msg = msg[:16] + struct.pack("<I", flags) + msg[20:]
+    return msg[:48] + signature(msg, key, dialect) + msg[64:]
+
+
+def signature_valid(msg: bytes, key: bytes, dialect: int) -> bool:
+    import hmac
+
+    return hmac.compare_digest(msg[48:64], signature(msg, key, dialect))

@@ -76,8 +76,13 @@ class Credentials:
     username: str
     password: str = field(repr=False)
     domain: str = ""
+    # Authenticate as the current Windows user through SSPI (inventory `integrated: true`):
+    # no password is held; `username` may name the expected account or stay empty.
+    integrated: bool = False
 
     def __str__(self) -> str:
+        if self.integrated and not self.username:
+            return "the current Windows user (integrated logon)"
         return f"{self.domain}\\{self.username}" if self.domain else self.username
 
 
@@ -212,6 +217,9 @@ class Probe:
     firewall: ClassVar[FirewallHint | None] = None
     # The evidence key holding the peer's clock as ISO 8601 (`portready local` reads DC time skew from it).
     clock_evidence: ClassVar[str | None] = None
+    # What one check leaves in the target's security log, e.g. "event 4768 (0x6) per target";
+    # "" = nothing known. README's footprint table lists the declared ones.
+    footprint: ClassVar[str] = ""
 
 
 _REGISTRY: dict[str, type[Probe]] = {}

@@ -287,6 +287,39 @@ def ping_command(address: str, timeout: float) -> list[str] | None:
 
 
 _RTT = re.compile(rb"time[=<]\s*([0-9]+(?:[.,][0-9]+)?)\s*ms")
+# Any language's reply line ends "...=12ms" / "<1ms" (time / Zeit / temps / tempo ...).
+_ANY_RTT = re.compile(rb"[=<]\s*([0-9]+(?:[.,][0-9]+)?)\s*ms\b", re.IGNORECASE)
+
+
+def judge_ping(platform: str, code: int | None, out: bytes, v6: bool) -> tuple[str, float | None]:
+    """What one `ping` run says: ("reply", rtt ms or None), ("unreachable", None),
+    ("silence", None) or ("error", None); never judged by the system language's words.
+
+    Windows' ping.exe exits 0 not only on a reply but also when a router answers
+    "Destination host unreachable" / "TTL expired in transit" for it; only a real IPv4
+    reply carries TTL=, and an IPv6 reply (no TTL shown) carries its round trip "<1ms" /
+    "=12ms", which no error line does. Elsewhere exit 0 means a reply, 1 silence (or, on
+    Linux, an ICMP error: also no reply).
+    """
+    if code == 0:
+        if platform != "win32":
+            m = _RTT.search(out)
+            return "reply", float(m.group(1).replace(b",", b".")) if m else None
+        if b"TTL=" in out.upper() or (v6 and _ANY_RTT.search(out)):
+            m = _RTT.search(out) or _ANY_RTT.search(out)
+            return "reply", float(m.group(1).replace(b",", b".")) if m else None
+        return "unreachable", None
+    if code in (1, None):
+        return "silence", None
+    return "error", None
+
+
+def _first_line(out: bytes) -> str:
+    """The ping output's first meaningful reply line, printable and short (evidence only)."""
+    text = out.decode("utf-8", "replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", line)[:160]
 
 
 async def _run_ping(ctx: ProbeContext, argv: list[str]) -> tuple[int | None, bytes]:
@@ -320,15 +353,22 @@ async def ping_with_command(ctx: ProbeContext) -> Outcome | None:
             code, out = await _run_ping(ctx, argv)
         except OSError as exc:
             return inconclusive(Reason.PERMISSION, f"could not run {argv[0]}: {exc}", method=method)
-        # Windows' ping exits 0 on a router's "destination unreachable"; a real reply has TTL=.
-        if code == 0 and (sys.platform != "win32" or ":" in ctx.address or b"TTL=" in out.upper()):
+        verdict, rtt_ms = judge_ping(sys.platform, code, out, ":" in ctx.address)
+        if verdict == "reply":
             evidence: dict[str, Any] = {"method": method, "elapsed_ms": round((loop.time() - sent) * 1000, 1)}
-            m = _RTT.search(out)
-            if m:
-                evidence["rtt_ms"] = float(m.group(1).replace(b",", b"."))
-            rtt = f" in {evidence['rtt_ms']:g} ms" if "rtt_ms" in evidence else ""
+            if rtt_ms is not None:
+                evidence["rtt_ms"] = rtt_ms
+            rtt = f" in {rtt_ms:g} ms" if rtt_ms is not None else ""
             return passed(f"{ctx.host} answered ICMP echo{rtt} (system ping command)", **evidence)
-        if code not in (0, 1, None):
+        if verdict == "unreachable":
+            return failed(
+                Reason.UNREACHABLE,
+                f"unreachable: a router or firewall answered the system ping for {ctx.host} with an ICMP "
+                "error (destination unreachable or TTL expired) — check routing and firewall rules",
+                method=method,
+                output=_first_line(out),
+            )
+        if verdict == "error":
             text = out.decode("utf-8", "replace")
             first = re.sub(r"[\x00-\x1f]+", " ", text).strip()[:200]
             if re.search(r"permi|denied|privilege", text, re.IGNORECASE):

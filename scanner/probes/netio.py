@@ -10,16 +10,20 @@ timeouts, retries, bounded reads and the same words for the same failure:
 Portable by design (Linux and Windows): asyncio streams and datagram
 endpoints only; ICMP port-unreachable on a connected UDP socket surfaces as
 ConnectionRefusedError on Linux and ConnectionResetError (WSAECONNRESET) on
-Windows, and both mean "refused" here.
+Windows, and both mean "refused" here. On Windows UDP exchanges take a worker-thread
+path instead of the Proactor loop, which swallows that error (see `udp_strategy`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
+import os
 import socket
 import ssl as ssl_module
 import sys
+import time
 from typing import Any, Callable
 
 from scanner.models import Reason, Transport
@@ -382,6 +386,111 @@ class _UdpClient(asyncio.DatagramProtocol):
             self._put(exc)
 
 
+# ICMP port-unreachable on a connected UDP socket, as each OS reports it: ECONNREFUSED
+# (Linux, BSD), WSAECONNRESET 10054 (Windows recv/recvfrom), ERROR_PORT_UNREACHABLE 1234
+# (Windows overlapped I/O completions).
+_UDP_PORT_UNREACHABLE = {getattr(errno, "ECONNREFUSED", 111), 10054, 10061, 1234}
+
+
+def is_port_unreachable(exc: BaseException) -> bool:
+    """Whether a UDP socket error is the peer's ICMP port-unreachable (reason refused)."""
+    if isinstance(exc, (ConnectionRefusedError, ConnectionResetError)):
+        return True
+    codes = {getattr(exc, "errno", None), getattr(exc, "winerror", None)}
+    return bool(codes & _UDP_PORT_UNREACHABLE)
+
+
+def udp_strategy() -> str:
+    """How UDP exchanges wait: "datagram-endpoint" (the event loop) or "thread".
+
+    On Windows the default Proactor loop swallows ICMP port-unreachable on UDP
+    (CPython gh-91227, gh-127057: the overlapped receive completes with
+    ERROR_PORT_UNREACHABLE and the datagram transport drops it), so "refused" would
+    never be seen and the check would sit out its whole timeout. SIO_UDP_CONNRESET
+    cannot help: it only switches that report off (it is on by default). A
+    SelectorEventLoop for the whole run would lose subprocesses (ping.exe) and is
+    capped at 512 sockets by select(). So on Windows each UDP exchange runs on a
+    plain connected socket in a worker thread, where recv() raises WSAECONNRESET
+    (10054) exactly when the port-unreachable arrives. PORTREADY_UDP_STRATEGY
+    overrides the choice (tests run the thread path on Linux against real peers).
+    """
+    forced = os.environ.get("PORTREADY_UDP_STRATEGY", "")
+    if forced in ("thread", "datagram-endpoint"):
+        return forced
+    return "thread" if sys.platform == "win32" else "datagram-endpoint"
+
+
+# Blocking UDP waits on Windows; each lasts at most one step timeout.
+_UDP_THREADS: concurrent.futures.ThreadPoolExecutor | None = None
+UDP_THREADS = 64
+
+
+def _udp_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _UDP_THREADS
+    if _UDP_THREADS is None:
+        _UDP_THREADS = concurrent.futures.ThreadPoolExecutor(UDP_THREADS, thread_name_prefix="portready-udp")
+    return _UDP_THREADS
+
+
+def _udp_try_blocking(
+    sock: socket.socket, payload: bytes, wait: float, accept: Callable[[bytes], bool] | None
+) -> tuple[bytes | None, float]:
+    """One try on a connected blocking socket: (reply or None on silence, seconds to the
+    answer). OSError (port-unreachable included) propagates."""
+    started = time.monotonic()
+    end = started + wait
+    sock.send(payload)
+    while (left := end - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65535)
+        except TimeoutError:
+            break
+        if accept is None or accept(data):
+            return data, time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+async def _udp_exchange_threaded(
+    ctx: ProbeContext, payload: bytes, port: int, accept: Callable[[bytes], bool] | None
+) -> bytes | None:
+    """udp_exchange's tries on a connected socket in a worker thread (see udp_strategy)."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in ctx.address else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
+    inflight: asyncio.Future[tuple[bytes | None, float]] | None = None
+    try:
+        try:
+            sock.connect((ctx.address, port))
+        except OSError as exc:
+            raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
+        for _attempt in range(ctx.settings.retries + 1):
+            wait = min(ctx.step_timeout(), max(1.0, ctx.timing.timeout()))
+            inflight = loop.run_in_executor(_udp_pool(), _udp_try_blocking, sock, payload, wait, accept)
+            try:
+                reply, took = await inflight
+            except OSError as exc:
+                if is_port_unreachable(exc):
+                    raise ProbeError(refused(ctx, port, Transport.UDP)) from None
+                raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
+            if reply is not None:
+                ctx.timing.observe(took)
+                return reply
+            if ctx.remaining() <= 0:
+                break
+        return None
+    finally:
+        # Cancelled while the thread still waits in recv(): close once it returns (its
+        # timeout bounds that), never under it, so the handle cannot be reused meanwhile.
+        if inflight is not None and not inflight.done():
+            inflight.add_done_callback(lambda _f: sock.close())
+        else:
+            sock.close()
+
+
 async def udp_exchange(
     ctx: ProbeContext,
     payload: bytes,
@@ -400,6 +509,12 @@ async def udp_exchange(
     if port is None:
         raise ValueError("udp_exchange needs a port")
     loop = asyncio.get_running_loop()
+    started = loop.time()
+    if udp_strategy() == "thread":
+        reply = await _udp_exchange_threaded(ctx, payload, port, accept)
+        if reply is not None:
+            return reply
+        raise _udp_silence(ctx, port, what, loop.time() - started)
     family = socket.AF_INET6 if ":" in ctx.address else socket.AF_INET
     try:
         transport, proto = await loop.create_datagram_endpoint(
@@ -420,7 +535,7 @@ async def udp_exchange(
                 except asyncio.TimeoutError:
                     break
                 if isinstance(item, BaseException):
-                    if isinstance(item, (ConnectionRefusedError, ConnectionResetError)):
+                    if is_port_unreachable(item):
                         ctx.timing.observe(loop.time() - sent)
                         raise ProbeError(refused(ctx, port, Transport.UDP))
                     raise ProbeError(outcome_for_oserror(ctx, item, port))
@@ -431,10 +546,14 @@ async def udp_exchange(
                 break
     finally:
         transport.close()
-    raise ProbeError(
+    raise _udp_silence(ctx, port, what, loop.time() - started)
+
+
+def _udp_silence(ctx: ProbeContext, port: int, what: str, waited: float) -> ProbeError:
+    return ProbeError(
         inconclusive(
             Reason.NO_ANSWER,
-            f"no {what} on UDP {port} from {ctx.host} in {loop.time() - started:.3g} s "
+            f"no {what} on UDP {port} from {ctx.host} in {waited:.3g} s "
             f"({_tries(ctx)}): the port is open and ignoring us, or a firewall drops UDP {port} "
             f"between this host and {ctx.host} — UDP silence cannot tell which",
         )

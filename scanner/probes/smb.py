@@ -8,8 +8,15 @@ first sends a NetBIOS SESSION REQUEST (called name *SMBSERVER, then the target's
 NetBIOS name); a negative answer fails with the NetBIOS error in words.
 
 With credentials for the target's role, a session setup and an IPC$ tree connect
-follow (impacket's SMBConnection in a worker thread with its own socket timeout);
-a rejected account fails with reason `auth`. The secret never reaches a result.
+follow on the same connection: our own SMB2 wire code (`_smb2`), the SPNEGO
+tokens from pyspnego (`_auth.client_context`: NTLM, or Kerberos/SSPI where the
+platform has it; integrated logon on Windows), the tree connect signed with the
+key MS-SMB2 3.2.5.3.1 derives (HMAC-SHA256 for 2.x, AES-CMAC for 3.x, 3.1.1's
+preauth hash) and the server's own signatures checked. A rejected account fails
+with reason `auth`. The secret never reaches a result.
+
+Signing evidence (`signing_required`, `signing_enabled`) is the server's own
+NEGOTIATE SecurityMode, never a client library's default.
 
 Options: ``netbios`` (bool; default: true on port 139) forces the session request,
 ``called_name`` sets the NetBIOS name to call.
@@ -21,21 +28,40 @@ import asyncio
 import ipaddress
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from scanner.models import Reason, Transport
+from scanner.models import Reason, Status, Transport
 from scanner.probes._smb2 import (
+    ACCOUNT_REJECTED,
+    FLAG_ASYNC,
+    FLAG_SIGNED,
     NBSS_ERRORS,
+    PREAUTH_START,
+    SESSION_ENCRYPT_DATA,
+    SESSION_IS_GUEST,
+    SESSION_IS_NULL,
     SMB1_MAGIC,
     SMB2_MAGIC,
+    STATUS_MORE_PROCESSING,
+    STATUS_PENDING,
+    TREE_CONNECT,
     NegotiateInfo,
     nbss_frame,
     negotiate_request,
+    parse_header,
     parse_negotiate_response,
+    parse_session_setup_response,
+    preauth_hash,
     session_request,
+    session_setup_request,
+    sign,
+    signature_valid,
+    signing_key,
     smb1_dialect_index,
     smb1_negotiate_request,
     status_name,
+    tree_connect_request,
 )
 from scanner.probes.base import (
     Credentials,
@@ -44,6 +70,7 @@ from scanner.probes.base import (
     ProbeContext,
     ProbeError,
     failed,
+    inconclusive,
     passed,
     register,
 )
@@ -153,6 +180,13 @@ class SmbNegotiateProbe(Probe):
     summary = "SMB: SMB2 NEGOTIATE (dialect, signing, server time); 139 via NetBIOS session; optional login"
     exchanges = 4
     clock_evidence = "server_time"  # the NEGOTIATE response's SystemTime
+    # NEGOTIATE alone authenticates nobody, so Windows logs nothing for it; a login is a
+    # network logon (MS docs: events 4624/4634 logon type 3, 4625 on failure; the DC that
+    # validates NTLM logs 4776).
+    footprint = (
+        "none without credentials; with credentials: 4624 + 4634 (logon type 3) on the target, "
+        "4776 (NTLM) or 4768 + 4769 (Kerberos, Windows) on the DC, 4625 when the account is rejected"
+    )
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
@@ -165,8 +199,10 @@ class SmbNegotiateProbe(Probe):
     async def run(self, ctx: ProbeContext) -> Outcome:
         use_netbios = bool(ctx.options.get("netbios", ctx.port == 139))
         evidence: dict[str, Any] = {"transport": "netbios-session" if use_netbios else "direct-tcp"}
+        creds = ctx.credentials
+        conn: list[Any] | None = [] if creds is not None else None
         try:
-            info = await self._negotiate(ctx, use_netbios, evidence)
+            info = await self._negotiate(ctx, use_netbios, evidence, conn)
         except _Closed:
             # Silence-then-hangup on an SMB2 NEGOTIATE: an SMB1-only server does exactly that.
             if await self._speaks_smb1(ctx, use_netbios, evidence):
@@ -186,9 +222,12 @@ class SmbNegotiateProbe(Probe):
             f"SMB {info.dialect_name} negotiated with {ctx.host} on TCP {ctx.port} "
             f"(signing {'required' if info.signing_required else 'enabled' if info.signing_enabled else 'off'})"
         )
-        creds = ctx.credentials
-        if creds is not None:
-            return await self._login(ctx, creds, detail, evidence)
+        if creds is not None and conn:
+            reader, writer, request, response = conn
+            try:
+                return await self._login(ctx, creds, detail, evidence, info, reader, writer, request, response)
+            finally:
+                close_quietly(writer)
         return passed(detail, **evidence)
 
     async def _open(
@@ -229,13 +268,32 @@ class SmbNegotiateProbe(Probe):
             )
         )
 
-    async def _negotiate(self, ctx: ProbeContext, use_netbios: bool, evidence: dict[str, Any]) -> NegotiateInfo:
+    async def _negotiate(
+        self, ctx: ProbeContext, use_netbios: bool, evidence: dict[str, Any], keep: list[Any] | None = None
+    ) -> NegotiateInfo:
+        """NEGOTIATE on a fresh connection; with `keep`, the open connection and both
+        messages are appended to it (reader, writer, request, response) for a login."""
         reader, writer = await self._open(ctx, use_netbios, evidence)
+        request = negotiate_request()
         try:
-            await _send(ctx, writer, nbss_frame(negotiate_request()))
+            await _send(ctx, writer, nbss_frame(request))
             msg = await _read_message(ctx, reader, "SMB2 NEGOTIATE response")
-        finally:
+        except BaseException:
             close_quietly(writer)
+            raise
+        if keep is None:
+            close_quietly(writer)
+        else:
+            keep.extend((reader, writer, request, msg))
+        try:
+            return await self._checked(ctx, use_netbios, evidence, msg)
+        except BaseException:
+            close_quietly(writer)
+            raise
+
+    async def _checked(
+        self, ctx: ProbeContext, use_netbios: bool, evidence: dict[str, Any], msg: bytes
+    ) -> NegotiateInfo:
         if msg[:4] == SMB1_MAGIC:
             raise ProbeError(
                 failed(Reason.PROTOCOL, f"{ctx.host} on TCP {ctx.port} {SMB1_ONLY}", smb1=True, **evidence)
@@ -280,54 +338,216 @@ class SmbNegotiateProbe(Probe):
             close_quietly(writer)
         return smb1_dialect_index(msg) is not None
 
-    async def _login(self, ctx: ProbeContext, creds: Credentials, detail: str, evidence: dict[str, Any]) -> Outcome:
-        timeout = max(0.5, ctx.step_timeout())
+    async def _login(
+        self,
+        ctx: ProbeContext,
+        creds: Credentials,
+        detail: str,
+        evidence: dict[str, Any],
+        info: NegotiateInfo,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: bytes,
+        response: bytes,
+    ) -> Outcome:
+        """SESSION_SETUP (SPNEGO through pyspnego) + a signed TREE_CONNECT to IPC$, on the
+        negotiated connection; the signing key is derived and the server's signature checked."""
         try:
-            result = await ctx.in_thread(_session_setup, ctx.host, ctx.address, ctx.port or 445, creds, timeout)
+            session = await _session_setup(ctx, creds, info, reader, writer, request, response)
         except ProbeError as exc:
-            return failed(
-                exc.outcome.reason, f"{detail}, but the login did not finish: {exc.outcome.detail}", **evidence
+            out = exc.outcome
+            evidence.update(out.evidence)
+            evidence.setdefault("login", "error")
+            if out.status is Status.INCONCLUSIVE:
+                return inconclusive(out.reason, f"{detail}; the login as {creds} was not tried: {out.detail}", **evidence)
+            if out.reason is Reason.AUTH:
+                return failed(Reason.AUTH, f"{detail}, but the login as {creds} failed: {out.detail}", **evidence)
+            return failed(out.reason, f"{detail}, but the login did not finish: {out.detail}", **evidence)
+        evidence.update(session.evidence)
+        if session.encrypt:
+            evidence["login"] = "ok"
+            return passed(
+                f"{detail}; {creds} logged on ({session.protocol}); IPC$ not tried: the server encrypts "
+                "every message of this session, which portready does not implement",
+                **evidence,
             )
-        ok, kind, text = result
-        evidence["login"] = kind
-        if ok:
-            return passed(f"{detail}; {creds} logged on and connected to IPC$", **evidence)
-        reason = Reason.AUTH if kind == "rejected" else Reason.PROTOCOL
-        return failed(reason, f"{detail}, but the login as {creds} failed: {text}", **evidence)
+        try:
+            await _tree_connect(ctx, session, reader, writer)
+        except ProbeError as exc:
+            out = exc.outcome
+            evidence.update(out.evidence)
+            evidence["login"] = "rejected" if out.reason is Reason.AUTH else "error"
+            return failed(out.reason, f"{detail}; {creds} logged on ({session.protocol}), but {out.detail}", **evidence)
+        evidence.update(session.evidence)
+        evidence["login"] = "ok"
+        return passed(f"{detail}; {creds} logged on ({session.protocol}) and connected to IPC$", **evidence)
 
 
-def _session_setup(host: str, address: str, port: int, creds: Credentials, timeout: float) -> tuple[bool, str, str]:
-    """Blocking: NTLM session setup + IPC$ tree connect with impacket (runs in a thread).
+@dataclass
+class _Session:
+    dialect: int
+    session_id: int
+    key: bytes  # signing key
+    protocol: str  # "ntlm" / "kerberos"
+    encrypt: bool
+    next_id: int
+    host: str
+    evidence: dict[str, Any]
 
-    Returns (ok, kind, words); words never contain the password (impacket's errors
-    name the NT status only, and we rebuild the text from the status code).
-    """
-    from impacket.smb import SessionError as Smb1SessionError
-    from impacket.smbconnection import SessionError, SMBConnection
 
-    name = netbios_name(host) or "*SMBSERVER"
-    conn = None
+MAX_AUTH_ROUNDS = 4  # NTLM takes 2, Kerberos 1-2; a peer asking for more is not a real server
+
+
+async def _exchange(ctx: ProbeContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, msg: bytes, what: str) -> bytes:
+    """Send one request and return its final response (interim STATUS_PENDING skipped)."""
+    await _send(ctx, writer, nbss_frame(msg))
+    for _ in range(4):
+        try:
+            answer = await _read_message(ctx, reader, what)
+        except _Closed:
+            raise ProbeError(failed(Reason.PROTOCOL, f"the server closed the connection on our {what.split(' response')[0]}")) from None
+        try:
+            head = parse_header(answer)
+        except ValueError as exc:
+            raise ProbeError(failed(Reason.PROTOCOL, f"a malformed {what} ({exc})")) from None
+        if not (head.status == STATUS_PENDING and head.flags & FLAG_ASYNC):
+            return answer
+    raise ProbeError(failed(Reason.PROTOCOL, f"the server kept answering STATUS_PENDING to our {what.split(' response')[0]}"))
+
+
+async def _session_setup(
+    ctx: ProbeContext,
+    creds: Credentials,
+    info: NegotiateInfo,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    request: bytes,
+    response: bytes,
+) -> _Session:
+    from scanner.probes._auth import AuthSetupError, client_context, local_failure, note_rejected, rejected_before
+
+    before = rejected_before(creds)
+    if before is not None:  # one bad-password count per run, not one per target
+        raise ProbeError(
+            inconclusive(
+                Reason.AUTH,
+                f"{before} already rejected this account in this run, and every further attempt "
+                "counts toward the domain's lockout threshold",
+                login="not-tried",
+            )
+        )
     try:
-        conn = SMBConnection(name if port == 139 else address, address, sess_port=port, timeout=timeout)
-        conn.login(creds.username, creds.password, creds.domain)
-        tid = conn.connectTree("IPC$")
-        conn.disconnectTree(tid)
-        return True, "ok", "session setup and IPC$ tree connect succeeded"
-    except (SessionError, Smb1SessionError) as exc:
-        code = int(exc.getErrorCode()) & 0xFFFFFFFF
-        status = status_name(code)
-        if code in (0xC000006D, 0xC000006A, 0xC0000064, 0xC0000072, 0xC0000234, 0xC000006E, 0xC0000071, 0xC0000193):
-            return False, "rejected", f"the server rejected the account ({status})"
-        if code == 0xC0000022:
-            return False, "rejected", f"the account may not use IPC$ ({status})"
-        return False, "error", f"the server answered {status}"
-    except OSError as exc:
-        return False, "error", f"the connection failed ({type(exc).__name__}: {exc.strerror or 'timed out'})"
-    except Exception as exc:  # noqa: BLE001 - impacket raises many types; never leak arguments
-        return False, "error", f"the login exchange failed ({type(exc).__name__})"
-    finally:
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+        auth = client_context(creds, hostname=ctx.host, service="cifs")
+    except AuthSetupError as exc:  # no means to authenticate here: the login cannot be judged
+        raise ProbeError(inconclusive(Reason.PERMISSION, str(exc), login="not-tried")) from None
+    import spnego.exceptions
+
+    dialect = info.dialect
+    charge = 0 if dialect == 0x0202 else 1
+    preauth = preauth_hash(preauth_hash(PREAUTH_START, request), response) if dialect == 0x0311 else None
+    session_id, mid, server_token = 0, 1, None
+    for _round in range(MAX_AUTH_ROUNDS):
+        try:
+            # SSPI may talk to a KDC (Kerberos): off the event loop.
+            token = await ctx.in_thread(auth.step, server_token)
+        except spnego.exceptions.SpnegoError as exc:
+            if server_token is None:  # nothing sent yet: no credential here, not a verdict on the account
+                raise ProbeError(inconclusive(Reason.PERMISSION, local_failure(creds, exc), login="not-tried")) from None
+            raise ProbeError(
+                failed(Reason.AUTH, f"the authentication exchange failed ({type(exc).__name__})", login="rejected")
+            ) from None
+        if token is None:
+            break
+        msg = session_setup_request(token, mid, session_id, charge)
+        mid += 1
+        if preauth is not None:
+            preauth = preauth_hash(preauth, msg)
+        answer = await _exchange(ctx, reader, writer, msg, "SESSION_SETUP response")
+        try:
+            head, flags, server_token = parse_session_setup_response(answer)
+        except ValueError as exc:
+            raise ProbeError(failed(Reason.PROTOCOL, f"the server sent a malformed SESSION_SETUP response ({exc})")) from None
+        session_id = head.session_id
+        if head.status == STATUS_MORE_PROCESSING:
+            if preauth is not None:
+                preauth = preauth_hash(preauth, answer)
+            continue
+        if head.status != 0:
+            status = status_name(head.status)
+            if head.status in ACCOUNT_REJECTED:
+                if head.status != 0xC0000022:
+                    note_rejected(creds, f"{ctx.host} (SMB, {status})")
+                raise ProbeError(failed(Reason.AUTH, f"the server rejected the account ({status})", login="rejected", status=status))
+            raise ProbeError(failed(Reason.PROTOCOL, f"the server answered {status} to the session setup", status=status))
+        if flags & (SESSION_IS_GUEST | SESSION_IS_NULL):
+            raise ProbeError(
+                failed(
+                    Reason.AUTH,
+                    "the server logged the session on as guest/anonymous: it did not accept the account",
+                    login="rejected",
+                    session_flags=f"0x{flags:04x}",
+                )
+            )
+        if server_token and not auth.complete:
+            try:  # the last SPNEGO leg (mechListMIC): proves the server holds the same key
+                await ctx.in_thread(auth.step, server_token)
+            except spnego.exceptions.SpnegoError as exc:
+                raise ProbeError(
+                    failed(Reason.PROTOCOL, f"the server's final authentication token did not verify ({type(exc).__name__})")
+                ) from None
+        if not auth.complete:
+            raise ProbeError(
+                failed(
+                    Reason.PROTOCOL,
+                    "the server declared the session set up before the authentication exchange finished: "
+                    "not a Windows/Samba server, or a middlebox answering for it",
+                )
+            )
+        key = signing_key(auth.session_key, dialect, preauth)
+        verified: bool | None = None
+        if head.flags & FLAG_SIGNED:
+            verified = signature_valid(answer, key, dialect)
+            if not verified:
+                raise ProbeError(
+                    failed(
+                        Reason.PROTOCOL,
+                        "the server's signature on the session setup does not verify: something between "
+                        "this host and the server alters SMB traffic",
+                        login_signed=False,
+                    )
+                )
+        protocol = str(getattr(auth, "negotiated_protocol", "") or "negotiate")
+        evidence: dict[str, Any] = {"auth_protocol": protocol}
+        if verified is not None:
+            evidence["login_signed"] = verified
+        return _Session(dialect, session_id, key, protocol, bool(flags & SESSION_ENCRYPT_DATA), mid, ctx.host, evidence)
+    raise ProbeError(failed(Reason.PROTOCOL, f"the session setup did not finish in {MAX_AUTH_ROUNDS} rounds"))
+
+
+async def _tree_connect(
+    ctx: ProbeContext, session: _Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """A signed TREE_CONNECT to \\host\\IPC$ (what RPC over named pipes needs); the
+    response's signature must verify (signing really works end to end)."""
+    charge = 0 if session.dialect == 0x0202 else 1
+    msg = tree_connect_request(f"\\\\{session.host}\\IPC$", session.next_id, session.session_id, charge)
+    answer = await _exchange(ctx, reader, writer, sign(msg, session.key, session.dialect), "TREE_CONNECT response")
+    head = parse_header(answer)
+    if head.status != 0:
+        status = status_name(head.status)
+        if head.status in ACCOUNT_REJECTED:
+            raise ProbeError(failed(Reason.AUTH, f"the account may not use IPC$ ({status})", status=status))
+        raise ProbeError(failed(Reason.PROTOCOL, f"the server answered {status} to a tree connect to IPC$", status=status))
+    if head.command != TREE_CONNECT:
+        raise ProbeError(failed(Reason.PROTOCOL, f"SMB2 command {head.command} where TREE_CONNECT belongs"))
+    if head.flags & FLAG_SIGNED:
+        if not signature_valid(answer, session.key, session.dialect):
+            raise ProbeError(
+                failed(
+                    Reason.PROTOCOL,
+                    "the server's signature on the tree connect does not verify: something between this "
+                    "host and the server alters SMB traffic",
+                    signed_reply=False,
+                )
+            )
+        session.evidence["signed_reply"] = True

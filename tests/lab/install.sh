@@ -10,6 +10,7 @@ fi
 
 # samba-ad-provision is a Recommends of samba-ad-dc: name it, or provisioning fails under
 # --no-install-recommends. bind9-dnsutils gives dig for checking the DC by hand.
+# libkrb5-dev and gcc build python-gssapi and krb5 (the test extra's pyspnego[kerberos]).
 PACKAGES="
 samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind
 krb5-user smbclient ldap-utils python3-samba
@@ -17,6 +18,7 @@ iproute2 nftables util-linux bsdutils procps
 openssl ca-certificates nginx-light
 nmap chromium tcpdump bind9-dnsutils iputils-ping
 python3 python3-venv
+libkrb5-dev gcc
 "
 
 missing=""

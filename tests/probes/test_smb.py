@@ -18,6 +18,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -266,6 +267,35 @@ SMB1_ONLY_CONF = """\
 @pytest.fixture
 def smb1_only_samba(tmp_path: Path) -> Iterator[int]:
     """A real smbd on loopback that speaks only SMB1 (NT1), all its state under tmp_path."""
+    with _smbd(tmp_path, SMB1_ONLY_CONF) as port:
+        yield port
+
+
+SMB2_CONF = """\
+[global]
+  server role = standalone server
+  netbios name = FS1
+  workgroup = LABFS
+  server min protocol = {min}
+  server max protocol = {max}
+  server signing = {signing}
+  map to guest = {guest}
+  smb ports = {port}
+  interfaces = lo
+  bind interfaces only = yes
+  disable netbios = yes
+  load printers = no
+  printcap name = /dev/null
+  passdb backend = tdbsam
+{dirs}
+[share]
+  path = {root}/share
+"""
+FS_PASSWORD = "Fs-" + os.urandom(6).hex() + "-9a"
+
+
+@contextlib.contextmanager
+def _smbd(tmp_path: Path, template: str, **values: str) -> Iterator[int]:
     if shutil.which("smbd") is None or os.geteuid() != 0:
         pytest.skip("needs root and smbd (tests/lab/install.sh)")
     with socket.socket() as s:
@@ -281,7 +311,12 @@ def smb1_only_samba(tmp_path: Path) -> Iterator[int]:
     dirs = "\n".join(f"  {key} = {tmp_path / folder}" for key, folder in settings.items())
     dirs += f"\n  log file = {tmp_path / 'log' / 'log.%m'}"
     conf = tmp_path / "smb.conf"
-    conf.write_text(SMB1_ONLY_CONF.format(port=port, dirs=dirs, root=tmp_path))
+    conf.write_text(template.format(port=port, dirs=dirs, root=tmp_path, **values))
+    if "passdb backend" in template:  # an SMB account for root, in this smbd's own passdb
+        subprocess.run(
+            ["smbpasswd", "-c", str(conf), "-s", "-a", "root"], input=f"{FS_PASSWORD}\n{FS_PASSWORD}\n",
+            text=True, check=True, capture_output=True,
+        )  # fmt: skip
     proc = subprocess.Popen(
         ["smbd", "--foreground", "--no-process-group", "--debug-stdout", "-s", str(conf)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -292,7 +327,7 @@ def smb1_only_samba(tmp_path: Path) -> Iterator[int]:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"smbd (SMB1 only) did not start on {port}")
+                pytest.fail(f"smbd ({conf.name}) did not start on {port}")
             time.sleep(0.1)
         yield port
     finally:
@@ -336,3 +371,184 @@ async def test_hostile_peer_fails_cleanly_within_the_timeout(hostile, mode: str,
 async def test_smb_negotiates_over_ipv6(dc) -> None:  # type: ignore[no-untyped-def]
     result = await smb(dc.address6, 445)
     assert result.status is Status.PASS, result.detail
+
+
+@pytest.fixture
+def fs_samba(tmp_path: Path) -> Callable[..., contextlib.AbstractContextManager[int]]:
+    """factory: fs_samba(min="SMB2_02", max="SMB3_11", signing="default") -> a real standalone
+    smbd on loopback (its own passdb, account root / FS_PASSWORD)."""
+
+    def start(
+        min: str = "SMB2_02", max: str = "SMB3_11", signing: str = "default", guest: str = "never"
+    ) -> contextlib.AbstractContextManager[int]:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))  # short: smbd's socket paths have a limit
+        folder.mkdir()
+        return _smbd(folder, SMB2_CONF, min=min, max=max, signing=signing, guest=guest)
+
+    return start
+
+
+FS_CREDS = Credentials("root", FS_PASSWORD, "FS1")
+
+
+@pytest.mark.parametrize(("signing", "required"), [("default", False), ("mandatory", True), ("disabled", False)])
+async def test_signing_evidence_is_the_servers_own_security_mode(fs_samba, signing: str, required: bool) -> None:  # type: ignore[no-untyped-def]
+    """A standalone Samba does not require signing by default (a DC does); the evidence must
+    say what the server announced, not what a client library would insist on."""
+    with fs_samba(signing=signing) as port:
+        result = await smb("127.0.0.1", port, host="fs1")
+    assert result.status is Status.PASS, result.detail
+    assert result.evidence["dialect"] == "3.1.1"
+    assert result.evidence["signing_required"] is required
+    assert result.evidence["signing_enabled"] is True  # SMB2+ servers always support signing
+    assert ("signing required" in result.detail) is required
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "dialect"),
+    [("SMB2_02", "SMB2_02", "2.0.2"), ("SMB2_10", "SMB2_10", "2.1"), ("SMB3_00", "SMB3_00", "3.0"),
+     ("SMB3_02", "SMB3_02", "3.0.2"), ("SMB3_11", "SMB3_11", "3.1.1")],
+)  # fmt: skip
+async def test_login_signs_the_tree_connect_with_each_dialects_key(fs_samba, low: str, high: str, dialect: str) -> None:  # type: ignore[no-untyped-def]
+    """HMAC-SHA256 (2.x), AES-CMAC with the 3.0 KDF, and 3.1.1's preauth-hash KDF: mandatory
+    signing means a wrong key is refused, and the server's signed reply must verify."""
+    with fs_samba(min=low, max=high, signing="mandatory") as port:
+        result = await smb("127.0.0.1", port, host="fs1", credentials=FS_CREDS)
+    assert result.status is Status.PASS, result.detail
+    ev = result.evidence
+    assert (ev["dialect"], ev["login"], ev["auth_protocol"]) == (dialect, "ok", "ntlm")
+    assert ev["signed_reply"] is True
+    assert FS_PASSWORD not in json.dumps(result.to_dict())
+
+
+async def test_wrong_password_on_a_standalone_server_is_auth_not_guest(fs_samba) -> None:  # type: ignore[no-untyped-def]
+    with fs_samba() as port:
+        result = await smb("127.0.0.1", port, host="fs1", credentials=Credentials("root", "nope-" + FS_PASSWORD, "FS1"))
+    assert (result.status, result.reason) == (Status.FAIL, Reason.AUTH), result.detail
+    assert result.evidence["login"] == "rejected" and result.evidence["status"] == "STATUS_LOGON_FAILURE"
+    assert FS_PASSWORD not in json.dumps(result.to_dict())
+
+
+async def test_unknown_account_mapped_to_guest_is_not_a_login(fs_samba) -> None:  # type: ignore[no-untyped-def]
+    """`map to guest = bad user` turns an unknown name into a guest session: that is no proof
+    the Auditor's account works, so the login fails `auth`."""
+    with fs_samba(guest="bad user") as port:
+        result = await smb("127.0.0.1", port, host="fs1", credentials=Credentials("nobody-" + os.urandom(3).hex(), "x", "FS1"))
+    assert (result.status, result.reason) == (Status.FAIL, Reason.AUTH), result.detail
+    assert "guest" in result.detail
+
+
+@pytest.mark.lab
+async def test_dc_login_is_ntlm_signed_and_verified(dc) -> None:  # type: ignore[no-untyped-def]
+    creds = Credentials(dc.admin_user, dc.admin_password, dc.domain)
+    result = await smb(dc.address, 445, credentials=creds, host=dc.fqdn)
+    assert result.status is Status.PASS, result.detail
+    ev = result.evidence
+    assert (ev["login"], ev["auth_protocol"], ev["signing_required"]) == ("ok", "ntlm", True)
+    assert ev["login_signed"] is True and ev["signed_reply"] is True  # 3.1.1 signs the session setup
+
+
+@pytest.mark.lab
+async def test_dc_login_over_139_goes_through_the_netbios_session(dc) -> None:  # type: ignore[no-untyped-def]
+    creds = Credentials(dc.admin_user, dc.admin_password, dc.domain)
+    result = await smb(dc.address, 139, credentials=creds, host=dc.fqdn)
+    assert result.status is Status.PASS, result.detail
+    assert (result.evidence["transport"], result.evidence["login"]) == ("netbios-session", "ok")
+
+
+@pytest.mark.lab
+async def test_login_with_445_dropped_is_filtered_and_never_says_auth(dc, dc_firewall) -> None:  # type: ignore[no-untyped-def]
+    dc_firewall.drop(445)
+    creds = Credentials(dc.admin_user, dc.admin_password, dc.domain)
+    result = await smb(dc.address, 445, credentials=creds, host=dc.fqdn)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.FILTERED), result.detail
+
+
+@pytest.mark.parametrize("mode", ["garbage-after-negotiate", "bad-token", "pending-forever", "early-success"])
+async def test_hostile_session_setup_answers_fail_protocol(mode: str) -> None:
+    """A peer that negotiates properly, then answers the session setup with nonsense."""
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        writer.write(nbss_frame(_negotiate_response(0x0302)))
+        await writer.drain()
+        request = await read_frame(reader)
+        mid = struct.unpack("<Q", request[24:32])[0]
+        if mode == "garbage-after-negotiate":
+            writer.write(nbss_frame(b"\xfeSMB" + os.urandom(80)))
+        elif mode == "bad-token":  # a success whose security buffer points outside the message
+            writer.write(nbss_frame(_reply(1, mid, 0xC0000016) + struct.pack("<HHHH", 9, 0, 72, 4000)))
+        elif mode == "pending-forever":
+            for _ in range(6):
+                writer.write(nbss_frame(_reply(1, mid, 0x103, flags=0x03) + struct.pack("<HBBI", 9, 0, 0, 0)))
+        else:  # "success" before the NTLM exchange could finish, with a signature no key produces
+            msg = _reply(1, mid, 0, flags=0x09) + struct.pack("<HHHH", 9, 0, 0, 0)
+            writer.write(nbss_frame(msg[:48] + os.urandom(16) + msg[64:]))
+        await writer.drain()
+        await asyncio.sleep(1.5)
+
+    async with peer(server) as port:
+        result = await smb("127.0.0.1", port, credentials=Credentials("u", "pw-not-shown", "D"))
+    assert (result.status, result.reason) == (Status.FAIL, Reason.PROTOCOL), result.detail
+    assert "pw-not-shown" not in json.dumps(result.to_dict())
+
+
+def _reply(command: int, mid: int, status: int, flags: int = 0x01) -> bytes:
+    return SMB2_MAGIC + struct.pack(
+        "<HHIHHIIQIIQ16s", 64, 1, status, command, 1, flags, 0, mid, 0, 0, 0x1234, b"\0" * 16
+    )
+
+
+def _negotiate_response(dialect: int) -> bytes:
+    body = struct.pack("<HHHH16sIIIIQQHHI", 65, 0x01, dialect, 0, bytes(16), 0, 1 << 16, 1 << 16, 1 << 16, 0, 0, 128, 0, 0)
+    return _reply(0, 0, 0) + body
+
+
+@pytest.mark.parametrize("dialect", [0x0210, 0x0300, 0x0311])
+def test_signature_check_refuses_a_tampered_message(dialect: int) -> None:
+    from scanner.probes._smb2 import sign, signature_valid, signing_key, tree_connect_request
+
+    key = signing_key(os.urandom(16), dialect, os.urandom(64))
+    msg = sign(tree_connect_request("\\\\fs1\\IPC$", 3, 77), key, dialect)
+    assert signature_valid(msg, key, dialect)
+    tampered = msg[:-2] + b"X\x00"
+    assert not signature_valid(tampered, key, dialect)
+    assert not signature_valid(msg, signing_key(os.urandom(16), dialect, None), dialect)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="on Windows SSPI logs on as the current user")
+async def test_integrated_logon_off_windows_is_inconclusive_in_words(fs_samba) -> None:  # type: ignore[no-untyped-def]
+    """Integrated logon takes the same path (_auth.client_context without a password); off
+    Windows, with no Kerberos ticket cache, it cannot log on: that is not an `auth` verdict."""
+    with fs_samba() as port:
+        result = await smb("127.0.0.1", port, host="fs1", credentials=Credentials("", "", "FS1", integrated=True))
+    assert (result.status, result.reason) == (Status.INCONCLUSIVE, Reason.PERMISSION), result.detail
+    assert "integrated logon" in result.detail and "SSPI" in result.detail
+    assert result.evidence["login"] == "not-tried" and "dialect" in result.evidence
+
+
+async def test_a_rejected_account_is_tried_once_per_run_not_once_per_target(fs_samba) -> None:  # type: ignore[no-untyped-def]
+    """Lockout safety: the second target is not asked to check a password the first rejected."""
+    wrong = Credentials("root", "nope-" + FS_PASSWORD, "FS1")
+    with fs_samba() as port:
+        first = await smb("127.0.0.1", port, host="fs1", credentials=wrong)
+        second = await smb("127.0.0.1", port, host="fs1", credentials=wrong)
+        right = await smb("127.0.0.1", port, host="fs1", credentials=FS_CREDS)
+    assert (first.status, first.reason, first.evidence["login"]) == (Status.FAIL, Reason.AUTH, "rejected")
+    assert (second.status, second.reason, second.evidence["login"]) == (Status.INCONCLUSIVE, Reason.AUTH, "not-tried")
+    assert "already rejected this account" in second.detail and "lockout" in second.detail
+    assert right.status is Status.PASS, right.detail
+
+
+def test_mutated_session_setup_responses_raise_only_value_errors() -> None:
+    from scanner.probes._smb2 import parse_session_setup_response
+
+    token = os.urandom(40)
+    good = _reply(1, 2, 0xC0000016) + struct.pack("<HHHH", 9, 0, 72, len(token)) + token
+    variants = [good[:n] for n in range(len(good))]
+    variants += [good[:i] + bytes([v]) + good[i + 1 :] for i in range(80) for v in (0x00, 0x7F, 0xFF)]
+    for data in variants:
+        try:
+            head, _flags, tok = parse_session_setup_response(data)
+        except ValueError:
+            continue
+        assert len(tok) <= len(data) and head.command == 1
