@@ -21,13 +21,13 @@ interfaces added or lost, SQL instances and their ports).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
 from scanner.errors import ConfigError
 from scanner.models import STATUS_SEVERITY, Status, is_failure
-from scanner.report import SCHEMA_VERSION, load_document
+from scanner.report import READABLE_VERSIONS, SCHEMA_VERSION, SchemaVersionError, load_document
+from scanner.reporters._view import clip, md, render_template
 
 EXIT_SAME, EXIT_REGRESSED = 0, 1
 EXPIRY_WARN_DAYS = 30
@@ -35,29 +35,24 @@ EXPIRY_WARN_DAYS = 30
 Key = tuple[str, str, str]
 
 
-def _raw(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(path), None, f"cannot read the report: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(str(path), getattr(exc, "lineno", None), f"not a JSON report: {exc}") from None
-    if not isinstance(data, dict) or data.get("tool") != "portready":
-        raise ConfigError(str(path), None, "not a portready JSON report")
-    return data
-
-
 def load_pair(old_path: Path, new_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Both reports, validated; a clear error when their schema versions cannot be compared."""
-    old_raw, new_raw = _raw(old_path), _raw(new_path)
-    ov, nv = old_raw.get("schema_version"), new_raw.get("schema_version")
-    if ov != nv or ov != SCHEMA_VERSION:
+    """Both reports, validated by `report.load_document` (versions 1 and 2 compare: 2 only adds fields)."""
+    docs: list[dict[str, Any]] = []
+    versions: list[Any] = []
+    for path in (old_path, new_path):
+        try:
+            docs.append(load_document(path))
+            versions.append(docs[-1]["schema_version"])
+        except SchemaVersionError as exc:
+            versions.append(exc.version)
+    if len(docs) < 2:
         raise ConfigError(
             f"{old_path} / {new_path}", None,
-            f"cannot compare: incompatible report schema versions (old {ov!r}, new {nv!r}; this portready reads "
-            f"{SCHEMA_VERSION}). Re-render or re-run both with the same portready version.",
+            f"cannot compare: incompatible report schema versions (old {versions[0]!r}, new {versions[1]!r}; this "
+            f"portready reads {', '.join(map(str, READABLE_VERSIONS))}). Re-render or re-run both with the same "
+            "portready version.",
         )
-    return load_document(old_path), load_document(new_path)
+    return docs[0], docs[1]
 
 
 def _key(row: Mapping[str, Any]) -> Key:
@@ -306,15 +301,15 @@ def change_line(c: Mapping[str, Any]) -> str:
 
 
 def _printable(text: Any, limit: int = 300) -> str:
-    s = "".join(ch if ch.isprintable() else "\ufffd" for ch in str(text))
-    return s if len(s) <= limit else s[:limit] + "…"
+    return clip(text, limit, one_line=True)
 
 
 def render_text(d: Mapping[str, Any]) -> str:
     """Console text (peer text made printable: no terminal escapes)."""
     s = d["summary"]
     lines = [
-        f"portready diff: {d['old'].get('started')} ({d['old'].get('host')}) → {d['new'].get('started')} ({d['new'].get('host')})",
+        f"portready diff: {_printable(d['old'].get('started'), 40)} ({_printable(d['old'].get('host'), 120)}) → "
+        f"{_printable(d['new'].get('started'), 40)} ({_printable(d['new'].get('host'), 120)})",
     ]
     regs = [c for c in d["changes"] if c["regression"]]
     others = [c for c in d["changes"] if not c["regression"]]
@@ -340,8 +335,6 @@ def render_text(d: Mapping[str, Any]) -> str:
 
 
 def render_markdown(d: Mapping[str, Any]) -> str:
-    from scanner.reporters.markdown import md
-
     s = d["summary"]
     lines = [
         "# portready diff",
@@ -384,8 +377,6 @@ def render_markdown(d: Mapping[str, Any]) -> str:
 
 
 def render_html(d: Mapping[str, Any]) -> str:
-    from scanner.reporters.html import clip, render_template
-
     def c(v: Any, limit: int = 400) -> str:
         return clip(v if v is not None else "—", limit)
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from scanner.diff import diff_documents, load_pair, render_html, render_markdown, render_text
-from scanner.reporters.html import write_text
+from scanner.reporters._out import write_text
 
 
 def run_diff(args: argparse.Namespace) -> int:

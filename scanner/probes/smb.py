@@ -43,6 +43,7 @@ from scanner.probes.base import (
     Probe,
     ProbeContext,
     ProbeError,
+    evidence_text,
     failed,
     passed,
     register,
@@ -293,6 +294,14 @@ class SmbNegotiateProbe(Probe):
             return passed(f"{detail}; {creds} logged on and connected to IPC$", **evidence)
         reason = Reason.AUTH if kind == "rejected" else Reason.PROTOCOL
         return failed(reason, f"{detail}, but the login as {creds} failed: {text}", **evidence)
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        dialect = evidence_text(evidence, "dialect", 20)
+        if not dialect:
+            return ""
+        if evidence.get("signing_required") is True:
+            return f"SMB {dialect} signing required"
+        return f"SMB {dialect}" + (" signing enabled" if evidence.get("signing_enabled") is True else "")
 
 
 def _session_setup(host: str, address: str, port: int, creds: Credentials, timeout: float) -> tuple[bool, str, str]:

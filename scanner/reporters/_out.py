@@ -1,0 +1,41 @@
+"""The one place that opens report destinations.
+
+    with open_dest("out/report.html") as out:   # parent folders are created
+        out.write(text)
+    with open_dest("-") as out:                 # "-" or None: standard output (left open)
+        out.write(text)
+
+Formats never open files themselves: they receive the writer, so every format gets
+the same folder creation, encoding and error handling (an OSError names the path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Iterator, TextIO
+
+
+def is_stdout(dest: str | Path | None) -> bool:
+    return dest is None or str(dest) == "-"
+
+
+@contextlib.contextmanager
+def open_dest(dest: str | Path | None, *, encoding: str = "utf-8", newline: str | None = None) -> Iterator[TextIO]:
+    """A text writer for `dest`; standard output for None or "-" (never closed here)."""
+    if is_stdout(dest):
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    path = Path(str(dest))
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding=encoding, newline=newline) as fh:
+        yield fh
+
+
+def write_text(dest: str | Path | None, text: str, *, encoding: str = "utf-8") -> None:
+    """Write a whole text to `dest` (standard output for None or "-")."""
+    with open_dest(dest, encoding=encoding) as out:
+        out.write(text)
