@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import socket
 from datetime import datetime, timezone
@@ -191,10 +192,12 @@ def load_document(path: Path) -> dict[str, Any]:
     where = str(path)
     try:
         with open(path, "rb") as fh:
-            raw = fh.read(MAX_REPORT_BYTES + 1)
+            # Refuse by size before reading; read at most one byte more for what fstat cannot size (pipes).
+            size = os.fstat(fh.fileno()).st_size
+            raw = fh.read(MAX_REPORT_BYTES + 1) if size <= MAX_REPORT_BYTES else b""
     except OSError as exc:
         raise ConfigError(where, None, f"cannot read the report: {exc.strerror or exc}") from None
-    if len(raw) > MAX_REPORT_BYTES:
+    if size > MAX_REPORT_BYTES or len(raw) > MAX_REPORT_BYTES:
         raise ConfigError(where, None, f"larger than {MAX_REPORT_BYTES // (1024 * 1024)} MiB: not a report this "
                                        "portready reads (write one per site or profile instead)")
     try:

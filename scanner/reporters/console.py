@@ -111,11 +111,12 @@ def _findings(w: _Lines, doc: Mapping[str, Any], listed: bool) -> None:
         w.line(f"{clip(f['profile'], 100, one_line=True)}/{clip(f['row'], 80, one_line=True)} — "
                f"{clip(what, 120, one_line=True)} ({clip(f['purpose'], 160, one_line=True)})",
                indent=1, lead=w.status(f["status"]) + " ")
-        w.line(f"{f['reason']}: {reason_words(f['reason'])}", indent=7)
+        words = reason_words(f["reason"])
+        w.line(words if words.startswith(f"{f['reason']}:") else f"{clip(f['reason'], 40, one_line=True)}: {words}", indent=7)
         hosts = [clip(h, 80, one_line=True) for h in f["targets"][:HOSTS_NAMED]]
         more = f["count"] - len(hosts)
-        w.line(f"{f['count']} target{'s' if f['count'] != 1 else ''}: " + ", ".join(hosts)
-               + (f" and {more} more" if more > 0 else ""), indent=7)
+        w.line(f"{f['count']:,} target{'s' if f['count'] != 1 else ''}: " + ", ".join(hosts)
+               + (f" and {more:,} more" if more > 0 else ""), indent=7)
         if f.get("detail"):
             w.line(f"e.g. {clip(f['targets'][0], 80, one_line=True)}: {clip(f['detail'], 300, one_line=True)}", indent=7)
     if len(attention) > MAX_FINDINGS:
@@ -123,13 +124,13 @@ def _findings(w: _Lines, doc: Mapping[str, Any], listed: bool) -> None:
     passing = [f for f in findings if f["status"] == "pass"]
     if passing:
         n = sum(f["count"] for f in passing)
-        w.line(f"Passing: {n} row × target result{'s' if n != 1 else ''} over {len(passing)} documented "
+        w.line(f"Passing: {n:,} row × target result{'s' if n != 1 else ''} over {len(passing)} documented "
                f"row{'s' if len(passing) != 1 else ''}" + ("" if listed else " (--verbose lists every one)"))
     skipped = [f for f in findings if f["status"] == "skip"]
     if skipped:
         n = sum(f["count"] for f in skipped)
         reasons = sorted({f["reason"] for f in skipped})
-        w.line(f"Skipped: {n} row × target result{'s' if n != 1 else ''} ({', '.join(reasons)})")
+        w.line(f"Skipped: {n:,} row × target result{'s' if n != 1 else ''} ({', '.join(reasons)})")
 
 
 def _summary(w: _Lines, doc: Mapping[str, Any]) -> None:
