@@ -125,9 +125,10 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     for sec in view["sections"] if len(doc.get("rows") or []) <= MAX_ALL_ROWS else []:
         lines += [f"### {md(sec['profile'], 100)} — {md(sec['section'], 200)}", ""]
         lines += _table(
-            ["Target", "Port", "Protocol", "Source", "Destination", "Purpose", "Verdict", "Reason", "Time (ms)"],
+            ["Target", "Port", "Protocol", "Source", "Destination", "Purpose", "Verdict", "Reason", "Time (ms)", "Evidence"],
             ([md(b["target"], 120), md(r["doc_port"], 60), md(r["doc_protocol"], 20), md(r["doc_source"], 80),
-              md(r["doc_target"], 80), md(r["purpose"], 200), r["status"].upper(), md(r["reason"], 40), f"{r['ms']:.0f}"]
+              md(r["doc_target"], 80), md(r["purpose"], 200), r["status"].upper(), md(r["reason"], 40), f"{r['ms']:.0f}",
+              md("; ".join(c["summary"] for c in r["checks"] if c["summary"]), 300)]
              for b in sec["blocks"] for r in b["rows"]),
         )
         lines.append("")
