@@ -256,7 +256,8 @@ def _matrix(sections: list[dict[str, Any]], targets: list[str], block_ids: Mappi
             for r in b["rows"]:
                 counts[r["status"]] = counts.get(r["status"], 0) + 1
             cells[(si, b["ti"])] = {"status": b["worst"], "href": "#" + b["id"], "counts": counts,
-                                    "title": _counts_title(counts)}
+                                    "title": _counts_title(counts),
+                                    "outcomes": tuple((r["row"], r["status"], r["reason"]) for r in b["rows"])}
     if len(targets) > MATRIX_TARGETS:
         return _grouped_matrix(sections, targets, cells, block_ids)
     transposed = len(targets) > 12
@@ -282,12 +283,16 @@ def _grouped_matrix(sections: list[dict[str, Any]], targets: list[str],
     2,500 domain controllers that all drop one port are one line, not 2,500 red cells;
     each group lists every target of it, linked to its rows below.
     """
-    groups: dict[tuple[str, ...], list[int]] = {}
+    groups: dict[tuple[Any, ...], list[int]] = {}
     for ti in range(len(targets)):
-        key = tuple((cells.get((si, ti)) or {}).get("status", "") for si in range(len(sections)))
+        # Same verdict, reason and row in every profile: the same finding, so the same line.
+        key = tuple((cells.get((si, ti)) or {}).get("outcomes", ()) for si in range(len(sections)))
         groups.setdefault(key, []).append(ti)
-    ordered = sorted(groups.items(), key=lambda kv: (-max((STATUS_SEVERITY.get(Status(s), 0) for s in kv[0] if s), default=0),
-                                                      -len(kv[1])))
+    ordered = []
+    for members in groups.values():
+        statuses = tuple((cells.get((si, members[0])) or {}).get("status", "") for si in range(len(sections)))
+        ordered.append((statuses, members))
+    ordered.sort(key=lambda kv: (-max((STATUS_SEVERITY[Status(s)] for s in kv[0] if s), default=0), -len(kv[1])))
     rows, grid = [], []
     for key, members in ordered:
         rows.append({
