@@ -77,7 +77,7 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
     for fmt in file_formats():
         assert fmt.flag is not None
         parser.add_argument(fmt.flag, metavar="FILE", dest=fmt.dest_attr,
-                            help=f"{fmt.help} (folders are created; - for stdout)")
+                            help=f"{fmt.help}; - for stdout")
     parser.add_argument("--strict", action="store_true", help="warn and inconclusive count as failures")
     parser.add_argument("--quiet", "-q", action="store_true", help="no console output or progress")
     parser.add_argument("--verbose", "-v", action="store_true",

@@ -321,7 +321,7 @@ def render_text(d: Mapping[str, Any]) -> str:
         lines += [f"  • {KIND_WORDS.get(c['kind'], c['kind'])}: {_printable(change_line(c))}" for c in others]
     if d["evidence"]:
         lines.append(f"Evidence ({len(d['evidence'])}):")
-        lines += [f"  • {_printable(e.get('target'))} {_printable(e.get('profile'))}/{_printable(e.get('row'))} {e.get('check')}: {_printable(e.get('text'))}"
+        lines += [f"  • {_printable(e.get('target'))} {_printable(e.get('profile'))}/{_printable(e.get('row'))} {_printable(e.get('check'))}: {_printable(e.get('text'))}"
                   for e in d["evidence"]]
     for what in ("targets", "rows"):
         for side in ("added", "removed"):

@@ -206,6 +206,8 @@ def load_document(path: Path) -> dict[str, Any]:
         raise ConfigError(where, None, "not a JSON report: the file is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(where, exc.lineno, f"not a JSON report: {exc.msg} (column {exc.colno})") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(where, None, f"not a JSON report: {str(exc)[:200]}") from None
     except RecursionError:
         raise ConfigError(where, None, f"not a portready report: nested deeper than {MAX_NESTING} levels") from None
     del raw
@@ -288,6 +290,9 @@ def _document_problem(data: Mapping[str, Any]) -> str | None:
                 return f"row {i}, check {j}: {bad}"
             if check["status"] not in statuses:
                 return f"row {i}, check {j} has no valid status"
+            duration = check.get("duration_ms", 0)
+            if not -1e12 < duration < 1e12:  # NaN, Infinity and 400-digit numbers are not durations
+                return f"row {i}, check {j}: 'duration_ms' is not a duration"
     return None
 
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping, TextIO
 from scanner.report import exit_code
 from scanner.reporters import RenderOptions, reporter
 from scanner.reporters._out import write_text
-from scanner.reporters._view import STATUS_ORDER, build_view, evidence_items, header_view, render_template
+from scanner.reporters._view import STATUS_ORDER, build_view, clip, evidence_items, header_view, render_template
 
 __all__ = ["render_html", "write_text"]  # write_text: kept for the modules that imported it from here
 
@@ -34,7 +34,9 @@ def render_html(doc: Mapping[str, Any]) -> str:
         strict=bool(summary.get("strict", False)),
         code=code,
         fixes=fixes,
-        fix_table=remediation.table_rows(fixes),
+        # remediation's text carries the rows' (peer-influenced) words: sanitised like every other value
+        fix_table=[{k: clip(v, 600) for k, v in row.items()} for row in remediation.table_rows(fixes)],
+        fix_advice=[clip(f.advice, 1200) for f in fixes],
         powershell=remediation.powershell(fixes) if any(f.opens for f in fixes) else "",
         netsh=remediation.netsh(fixes) if any(f.opens for f in fixes) else "",
         ontap=remediation.ontap(fixes) if any(f.ontap_services for f in fixes) else "",

@@ -27,7 +27,7 @@ class _EscapingWriter:
         return self._out.write(_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", chunk))
 
 
-@reporter("json", flag="--json", help="write the JSON report (- for stdout)")
+@reporter("json", flag="--json", help="write the JSON report")
 def render_json(doc: Mapping[str, Any], out: TextIO, options: RenderOptions) -> None:
     json.dump(doc, _EscapingWriter(out), indent=2, ensure_ascii=False, default=str)
     out.write("\n")

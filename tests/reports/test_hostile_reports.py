@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,13 @@ BROKEN: dict[str, tuple[Any, str]] = {
     "schema is true": (_edit(lambda d: d.update(schema_version=True)), "report schema version True"),
     "not ours": ({"tool": "nmap", "rows": []}, "not a portready JSON report"),
     "a list": ([1, 2, 3], "not a portready JSON report"),
+    "duration is NaN": ('{"tool": "portready", "schema_version": 2, "rows": [{"profile": "p", "row": "r", "target": "t", '
+                        '"status": "pass", "reason": "ok", "checks": [{"status": "pass", "reason": "ok", "duration_ms": NaN}]}]}',
+                        "'duration_ms' is not a duration"),
+    "duration of 400 digits": ('{"tool": "portready", "schema_version": 2, "rows": [{"profile": "p", "row": "r", "target": "t", '
+                               '"status": "pass", "reason": "ok", "checks": [{"status": "pass", "reason": "ok", "duration_ms": '
+                               + "9" * 400 + "}]}]}", "'duration_ms' is not a duration"),
+    "a 5000-digit number": ('{"tool": "portready", "rows": [], "schema_version": ' + "1" * 5000 + "}", "not a JSON report"),
     "deep evidence": (_edit(lambda d: d["rows"][0]["checks"][0].update(evidence=json.loads("[" * 40 + "]" * 40))),
                       "nested deeper than 32 levels"),
 }
@@ -70,7 +78,7 @@ BROKEN: dict[str, tuple[Any, str]] = {
 def test_a_broken_saved_report_is_refused_with_what_is_wrong(tmp_path: Path, case: str) -> None:
     doc, words = BROKEN[case]
     path = tmp_path / "r.json"
-    path.write_text(json.dumps(doc), encoding="utf-8")
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc), encoding="utf-8")
     with pytest.raises(ConfigError) as err:
         load_document(path)
     assert words in str(err.value)
@@ -193,3 +201,57 @@ def test_a_version_1_and_a_version_2_report_compare(tmp_path: Path) -> None:
     proc = _cli("diff", str(old), str(new))
     assert proc.returncode == 1, proc.stderr
     assert "REGRESSIONS" in proc.stdout
+
+
+_ODD: list[Any] = ["", ESCAPES, "x" * 5000, 0, -1, 2**63, 1.5e300, True, None, [], {}, [ESCAPES, {"k": [1, {"j": ESCAPES}]}],
+                   {"uuid": ESCAPES, "name": 7, "port": "x", "status": [], "tcp_port": {}}]
+
+
+def _mutated(rng: random.Random) -> dict[str, Any]:
+    """A valid-shaped report whose free text, evidence and optional fields hold odd values."""
+    doc = samples.scan_doc(rng.choice(["old", "new"]))
+    for row in doc["rows"]:
+        for key in ("purpose", "detail", "doc_port", "section", "target", "row"):
+            if rng.random() < 0.3:
+                row[key] = rng.choice([v for v in _ODD if isinstance(v, str)])
+        for check in row["checks"]:
+            ev = check["evidence"]
+            for key in ("dialect", "signing_required", "tls_version", "not_after", "days_left", "subject", "sha256",
+                        "endpoints", "interfaces", "instances", "endpoint_count", "syslog", rng.choice(["a", ESCAPES])):
+                if rng.random() < 0.4:
+                    ev[key] = rng.choice(_ODD) if key not in ("endpoints", "interfaces", "instances") else \
+                        [rng.choice(_ODD) for _ in range(rng.randint(0, 4))]
+            if rng.random() < 0.3:
+                check.pop("summary", None)
+            if rng.random() < 0.2:
+                check["port"] = rng.choice([None, "x", 10**30, ESCAPES])
+    if rng.random() < 0.3:
+        doc["interrupted"] = rng.choice([{"signal": ESCAPES, "checks_done": "x"}, {}, {"checks_done": 10**40}])
+    if rng.random() < 0.3:
+        doc["schema_version"] = 1
+    return doc
+
+
+def test_fuzzed_reports_render_and_compare_without_an_exception(tmp_path: Path) -> None:
+    """Bounded: 150 seeded documents through load, every format and diff, in-process."""
+    from scanner.diff import diff_documents, render_html, render_markdown, render_text
+    from scanner.reporters import render_text as render_format
+    from scanner.reporters import reporters
+
+    rng = random.Random(1515)
+    previous: dict[str, Any] | None = None
+    for i in range(150):
+        path = tmp_path / f"f{i % 2}.json"
+        path.write_text(json.dumps(_mutated(rng)), encoding="utf-8")
+        try:
+            doc = load_document(path)
+        except ConfigError:
+            continue
+        for name in reporters():
+            text = render_format(name, doc)
+            assert "\x1b" not in text and "\x9b" not in text, name
+        if previous is not None:
+            d = diff_documents(previous, doc)
+            for render in (render_text, render_markdown, render_html):
+                assert "\x1b" not in render(d)
+        previous = doc
