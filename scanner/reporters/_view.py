@@ -16,7 +16,7 @@ import json
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from scanner.models import STATUS_SEVERITY, Status, is_failure, reason_words
 from scanner.report import findings_of
@@ -409,6 +409,11 @@ def templates_dir() -> Path:
 
 
 def render_template(name: str, **context: Any) -> str:
+    return "".join(stream_template(name, **context))
+
+
+def stream_template(name: str, **context: Any) -> Iterator[str]:
+    """The rendered template in pieces, so a large page is written as it is made, never held whole."""
     import jinja2
 
     env = jinja2.Environment(
@@ -420,4 +425,4 @@ def render_template(name: str, **context: Any) -> str:
     )
     env.filters["reason_words"] = reason_words
     env.filters["ms"] = lambda v: f"{float(v):,.0f} ms" if float(v) >= 10 else f"{float(v):.1f} ms"
-    return env.get_template(name).render(**context)
+    return env.get_template(name).generate(**context)

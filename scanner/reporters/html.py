@@ -10,23 +10,26 @@ by verdict when there are many targets), then every row of every profile and tar
 
 from __future__ import annotations
 
-from typing import Any, Mapping, TextIO
+from typing import Any, Iterator, Mapping, TextIO
 
+from scanner import remediation
 from scanner.report import exit_code
 from scanner.reporters import RenderOptions, reporter
 from scanner.reporters._out import write_text
-from scanner.reporters._view import STATUS_ORDER, build_view, clip, evidence_items, header_view, render_template
+from scanner.reporters._view import STATUS_ORDER, build_view, clip, evidence_items, header_view, stream_template
 
 __all__ = ["render_html", "write_text"]  # write_text: kept for the modules that imported it from here
 
 
 def render_html(doc: Mapping[str, Any]) -> str:
-    from scanner import remediation  # the fixes section; remediation renders with the reporters
+    return "".join(_pieces(doc))
 
+
+def _pieces(doc: Mapping[str, Any]) -> Iterator[str]:
     fixes = remediation.plan_fixes(doc)
     summary = doc.get("summary") or {}
     code = exit_code(doc)
-    return render_template(
+    return stream_template(
         "report.html.j2",
         head=header_view(doc),
         view=build_view(doc),
@@ -48,4 +51,5 @@ def render_html(doc: Mapping[str, Any]) -> str:
 
 @reporter("html", flag="--html", help="write a self-contained HTML report")
 def write_html(doc: Mapping[str, Any], out: TextIO, options: RenderOptions) -> None:
-    out.write(render_html(doc))
+    for piece in _pieces(doc):
+        out.write(piece)
