@@ -13,7 +13,7 @@ from typing import Any, Mapping, TextIO
 
 from scanner.models import Status, is_failure
 from scanner.reporters import RenderOptions, reporter
-from scanner.reporters._view import interrupted_view
+from scanner.reporters._view import check_summary, interrupted_view
 
 # XML 1.0 cannot carry most control characters; C1 controls are legal XML but would
 # drive a terminal (`--junit -`). Peers may send any of them.
@@ -27,8 +27,9 @@ def _clean(text: Any) -> str:
 def _check_lines(row: Mapping[str, Any]) -> str:
     lines = []
     for c in row.get("checks", []):
+        summary = check_summary(c)
         lines.append(f"{str(c.get('protocol', '')).upper()} {c.get('port')} [{c.get('probe')}]: {c['status']} "
-                     f"({c['reason']}) {c.get('detail', '')}")
+                     f"({c['reason']}) {c.get('detail', '')}" + (f" — {summary}" if summary else ""))
     return "\n".join(lines)
 
 

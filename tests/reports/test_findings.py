@@ -182,3 +182,8 @@ def test_plan_summarises_and_lists_only_with_full(capsys: pytest.CaptureFixture[
     plan = json.loads(capsys.readouterr().out)
     assert plan["summary"]["pairs"] == 6132 == len(plan["rows"])
     assert plan["summary"]["profiles"]["active-directory"]["targets"] == 1022
+
+
+def test_unexpected_sources_reach_the_console_summary() -> None:
+    text = " ".join(render_text("console", samples.listen_doc()).split())
+    assert "Unexpected sources: 1 sent traffic no row expects: 198.18.0.99 (udp 514)" in text

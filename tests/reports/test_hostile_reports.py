@@ -255,3 +255,16 @@ def test_fuzzed_reports_render_and_compare_without_an_exception(tmp_path: Path) 
             for render in (render_text, render_markdown, render_html):
                 assert "\x1b" not in render(d)
         previous = doc
+
+
+@pytest.mark.parametrize("name", ["scan-old.json", "scan-new.json", "listen.json"])
+def test_the_stored_version_1_samples_render_in_every_format(tmp_path: Path, name: str) -> None:
+    saved = ROOT / "tests" / "data" / "reports" / name
+    assert json.loads(saved.read_text(encoding="utf-8"))["schema_version"] == 1
+    out = tmp_path / "out"
+    flags = [arg for fmt in ("html", "markdown", "csv", "junit", "json") for arg in (f"--{fmt}", str(out / f"r.{fmt}"))]
+    proc = _cli("report", str(saved), *flags)
+    assert proc.returncode == 1, proc.stderr
+    assert all((out / f"r.{fmt}").stat().st_size for fmt in ("html", "markdown", "csv", "junit", "json"))
+    assert json.loads((out / "r.json").read_text(encoding="utf-8"))["schema_version"] == 1, "re-rendered, not rewritten"
+    assert "some rows FAILED (exit 1)" in proc.stdout
