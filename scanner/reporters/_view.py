@@ -12,6 +12,7 @@ version-1 report, which had none).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections import defaultdict
@@ -259,7 +260,11 @@ def _matrix(sections: list[dict[str, Any]], targets: list[str], block_ids: Mappi
                                     "title": _counts_title(counts),
                                     "outcomes": tuple((r["row"], r["status"], r["reason"]) for r in b["rows"])}
     if len(targets) > MATRIX_TARGETS:
-        return _grouped_matrix(sections, targets, cells, block_ids)
+        addresses = [""] * len(targets)
+        for sec in sections:
+            for b in sec["blocks"]:
+                addresses[b["ti"]] = addresses[b["ti"]] or b["address"] or b["target"]
+        return _grouped_matrix(sections, targets, cells, block_ids, addresses)
     transposed = len(targets) > 12
     row_labels = ([{"label": clip(t, 60), "href": None} for t in targets] if transposed
                   else [{"label": s["profile"], "href": "#" + s["id"]} for s in sections])
@@ -277,7 +282,8 @@ def _counts_title(counts: Mapping[str, int]) -> str:
 
 
 def _grouped_matrix(sections: list[dict[str, Any]], targets: list[str],
-                    cells: Mapping[tuple[int, int], dict[str, Any]], block_ids: Mapping[str, str]) -> dict[str, Any]:
+                    cells: Mapping[tuple[int, int], dict[str, Any]], block_ids: Mapping[str, str],
+                    addresses: list[str]) -> dict[str, Any]:
     """One matrix row per group of targets whose verdict is the same in every profile.
 
     2,500 domain controllers that all drop one port are one line, not 2,500 red cells;
@@ -296,7 +302,7 @@ def _grouped_matrix(sections: list[dict[str, Any]], targets: list[str],
     rows, grid = [], []
     for key, members in ordered:
         rows.append({
-            "label": f"{len(members)} target{'s' if len(members) != 1 else ''}",
+            "label": f"{len(members):,} target{'s' if len(members) != 1 else ''}" + _subnets(addresses[ti] for ti in members),
             "href": None,
             "members": [{"label": clip(targets[ti], 60),
                          "href": "#" + block_ids[targets[ti]] if targets[ti] in block_ids else None}
@@ -315,6 +321,23 @@ def _grouped_matrix(sections: list[dict[str, Any]], targets: list[str],
         grid.append(line)
     columns = [{"label": s["profile"], "href": "#" + s["id"]} for s in sections]
     return {"rows": rows, "columns": columns, "grid": grid, "transposed": True, "grouped": True}
+
+
+def _subnets(addresses: Iterable[str], shown: int = 3) -> str:
+    """' in 10.1.0.0/24, 10.1.1.0/24 … (10 subnets)': where a group's targets are (IPv4 /24, IPv6 /64)."""
+    nets: dict[str, int] = {}
+    for text in addresses:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        net = ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 64}", strict=False)
+        nets[str(net)] = nets.get(str(net), 0) + 1
+    if not nets:
+        return ""
+    names = list(nets)
+    more = f" … ({len(names)} subnets)" if len(names) > shown else ""
+    return " in " + ", ".join(names[:shown]) + more
 
 
 def _row_view(r: Mapping[str, Any], strict: bool) -> dict[str, Any]:

@@ -13,12 +13,26 @@ from __future__ import annotations
 from typing import Any, Iterator, Mapping, TextIO
 
 from scanner import remediation
+from scanner.models import REASON_WORDS, reason_words
 from scanner.report import exit_code
 from scanner.reporters import RenderOptions, reporter
 from scanner.reporters._out import write_text
-from scanner.reporters._view import STATUS_ORDER, build_view, clip, evidence_items, header_view, stream_template
+from scanner.reporters._view import (
+    STATUS_ORDER,
+    build_view,
+    clip,
+    evidence_items,
+    header_view,
+    render_template,
+    slug,
+    stream_template,
+    worst,
+)
 
-__all__ = ["render_html", "write_text"]  # write_text: kept for the modules that imported it from here
+# Kept importable from here for the modules that used to (the view now lives in _view, the
+# words in models, the writer in _out); new code imports them from their own modules.
+__all__ = ["REASON_WORDS", "STATUS_ORDER", "build_view", "clip", "evidence_items", "header_view", "reason_words",
+           "render_html", "render_template", "slug", "worst", "write_text"]
 
 
 def render_html(doc: Mapping[str, Any]) -> str:
