@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -76,6 +77,7 @@ def main() -> int:
     env = {**CHILD_ENV, "PYTHONPATH": str(args.tool_root.resolve())}
     print(f"tool: {args.tool_root}")
     with tempfile.TemporaryDirectory(prefix="portready-bench-") as tmp:
+        os.chdir(tmp)  # `python -m` puts the working folder first on sys.path: not this checkout
         for hosts in args.hosts:
             path = Path(tmp) / f"r{hosts}.json"
             path.write_text(json.dumps(build_doc(hosts)))

@@ -111,7 +111,7 @@ def test_html_puts_findings_first_and_groups_the_matrix_for_many_targets() -> No
     html = render_html(_fleet(100))
     assert html.index('id="findings"') < html.index('id="matrix"') < html.index('class="profile"')
     matrix = html[html.index('id="matrix"'):html.index("</section>", html.index('id="matrix"'))]
-    assert "groups of targets with the same verdicts" in matrix
+    assert "groups of targets with the same verdicts" in matrix and "targets in 10.1.0.0/24" in matrix
     assert matrix.count('<details class="members">') == 2, "one line per group: SMB refused, and not"
     assert matrix.count('class="cell ') == 2
     page = _Ids(html)
