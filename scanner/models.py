@@ -40,33 +40,6 @@ STATUS_SEVERITY: dict[Status, int] = {
 }
 
 
-class Reason(_StrEnum):
-    """Why a check ended the way it did. Reporters turn these into words."""
-
-    OK = "ok"
-    REFUSED = "refused"  # TCP reset or ICMP port-unreachable: nothing listens, or a firewall rejects
-    FILTERED = "filtered"  # no answer at all within the timeout: a firewall drops packets
-    UNREACHABLE = "unreachable"  # ICMP host/net unreachable, no route
-    UNRESOLVED = "unresolved"  # the name does not resolve
-    PROTOCOL = "protocol"  # something answered, but not the documented protocol
-    AUTH = "auth"  # the service answered and rejected the credentials
-    POLICY = "policy"  # the service refuses the method by policy (e.g. strongerAuthRequired)
-    TLS = "tls"  # TLS handshake failed
-    CERTIFICATE = "certificate"  # TLS works but the certificate is expired, misnamed or untrusted
-    NO_ANSWER = "no-answer"  # UDP silence: open or filtered, cannot tell
-    NOT_VERIFIABLE = "not-verifiable"  # documented, but no service answers there by design
-    NOT_REGISTERED = "not-registered"  # RPC interface or instance not registered on the peer
-    NOT_CONFIGURED = "not-configured"  # the port or endpoint must come from the inventory
-    PERMISSION = "permission"  # the OS refused us the means (e.g. ICMP without rights)
-    PORT_DEPTH = "port-depth"  # passed at port level only; no public protocol to check deeper
-    NEEDS_PROTOCOL_DEPTH = "needs-protocol-depth"  # --depth port cannot check this
-    INBOUND = "inbound"  # traffic flows to the Auditor host: checked by `portready listen`
-    NOT_SEEN = "not-seen"  # listener: nothing arrived from that source
-    TIME_SKEW = "time-skew"
-    PORT_IN_USE = "port-in-use"  # a local port the Auditor needs is held by another process
-    INTERNAL = "internal"  # a bug or local failure; detail says what
-
-
 # What each reason means, in the words an admin acts on; every report format and the
 # README's reason table use these. Keyed by value so that reasons another part of the
 # tool adds ("no-reply", "closed") have their words before their enum member lands.
@@ -101,6 +74,33 @@ REASON_WORDS: dict[str, str] = {
 def reason_words(reason: object) -> str:
     """The words for a reason (its value when unknown, e.g. from a newer report)."""
     return REASON_WORDS.get(str(reason), str(reason))
+
+
+class Reason(_StrEnum):
+    """Why a check ended the way it did. Reporters turn these into words."""
+
+    OK = "ok"
+    REFUSED = "refused"  # TCP reset or ICMP port-unreachable: nothing listens, or a firewall rejects
+    FILTERED = "filtered"  # no answer at all within the timeout: a firewall drops packets
+    UNREACHABLE = "unreachable"  # ICMP host/net unreachable, no route
+    UNRESOLVED = "unresolved"  # the name does not resolve
+    PROTOCOL = "protocol"  # something answered, but not the documented protocol
+    AUTH = "auth"  # the service answered and rejected the credentials
+    POLICY = "policy"  # the service refuses the method by policy (e.g. strongerAuthRequired)
+    TLS = "tls"  # TLS handshake failed
+    CERTIFICATE = "certificate"  # TLS works but the certificate is expired, misnamed or untrusted
+    NO_ANSWER = "no-answer"  # UDP silence: open or filtered, cannot tell
+    NOT_VERIFIABLE = "not-verifiable"  # documented, but no service answers there by design
+    NOT_REGISTERED = "not-registered"  # RPC interface or instance not registered on the peer
+    NOT_CONFIGURED = "not-configured"  # the port or endpoint must come from the inventory
+    PERMISSION = "permission"  # the OS refused us the means (e.g. ICMP without rights)
+    PORT_DEPTH = "port-depth"  # passed at port level only; no public protocol to check deeper
+    NEEDS_PROTOCOL_DEPTH = "needs-protocol-depth"  # --depth port cannot check this
+    INBOUND = "inbound"  # traffic flows to the Auditor host: checked by `portready listen`
+    NOT_SEEN = "not-seen"  # listener: nothing arrived from that source
+    TIME_SKEW = "time-skew"
+    PORT_IN_USE = "port-in-use"  # a local port the Auditor needs is held by another process
+    INTERNAL = "internal"  # a bug or local failure; detail says what
 
 
 class Transport(_StrEnum):
