@@ -25,8 +25,9 @@ def is_stdout(dest: str | Path | None) -> bool:
 def open_dest(dest: str | Path | None, *, encoding: str = "utf-8", newline: str | None = None) -> Iterator[TextIO]:
     """A text writer for `dest`; standard output for None or "-" (never closed here)."""
     if is_stdout(dest):
-        yield sys.stdout
-        sys.stdout.flush()
+        out = _Stdout(sys.stdout)
+        yield out  # type: ignore[misc]  # the part of TextIO that formats use
+        out.flush()
         return
     path = Path(str(dest))
     if path.parent != Path(""):
@@ -39,3 +40,26 @@ def write_text(dest: str | Path | None, text: str, *, encoding: str = "utf-8") -
     """Write a whole text to `dest` (standard output for None or "-")."""
     with open_dest(dest, encoding=encoding) as out:
         out.write(text)
+
+
+class _Stdout:
+    """Standard output that never fails on a character its encoding lacks (a Windows pipe is cp1252).
+
+    The text is written with that character replaced ("?"), instead of the report being lost.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except UnicodeEncodeError:
+            encoding = getattr(self._stream, "encoding", None) or "ascii"
+            return self._stream.write(text.encode(encoding, "replace").decode(encoding, "replace"))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._stream, "isatty", lambda: False)())

@@ -41,6 +41,8 @@ class _Lines:
         self.out = out
         self.width = width or (shutil.get_terminal_size((100, 24)).columns if tty else OFF_TERMINAL_WIDTH)
         self.colour = tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        if os.name == "nt" and not (os.environ.get("WT_SESSION") or os.environ.get("TERM")):
+            self.colour = False  # the classic Windows console shows escape codes as text
 
     def status(self, status: str) -> str:
         word = status.upper().ljust(5)

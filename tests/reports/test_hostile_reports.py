@@ -268,3 +268,15 @@ def test_the_stored_version_1_samples_render_in_every_format(tmp_path: Path, nam
     assert all((out / f"r.{fmt}").stat().st_size for fmt in ("html", "markdown", "csv", "junit", "json"))
     assert json.loads((out / "r.json").read_text(encoding="utf-8"))["schema_version"] == 1, "re-rendered, not rewritten"
     assert "some rows FAILED (exit 1)" in proc.stdout
+
+
+@pytest.mark.parametrize("flag", [None, "--csv", "--markdown", "--json"])
+def test_a_stdout_that_cannot_encode_the_text_still_gets_the_report(tmp_path: Path, flag: str | None) -> None:
+    """A Windows pipe is cp1252; here ASCII: "→", "…" and a peer's U+FFFD must not cost the report."""
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_escape_doc()), encoding="utf-8")
+    env = {**__import__("os").environ, "PYTHONIOENCODING": "ascii"}
+    proc = subprocess.run([sys.executable, "-m", "scanner", "report", str(path), *([flag, "-"] if flag else [])],
+                          capture_output=True, cwd=ROOT, timeout=120, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert b"Traceback" not in proc.stderr and b"owned" in proc.stdout
