@@ -8,6 +8,7 @@ parsed), so `--json -` cannot drive the terminal it is printed on.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from typing import Any, Mapping, TextIO
@@ -25,6 +26,13 @@ class _EscapingWriter:
 
     def write(self, chunk: str) -> int:
         return self._out.write(_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", chunk))
+
+
+def json_text(value: Any) -> str:
+    """`value` as indented JSON text with the same escapes as the JSON report (for `diff --json`)."""
+    buf = io.StringIO()
+    json.dump(value, _EscapingWriter(buf), indent=2, ensure_ascii=False, default=str)
+    return buf.getvalue() + "\n"
 
 
 @reporter("json", flag="--json", help="write the JSON report")

@@ -208,3 +208,19 @@ def test_no_import_cycle_reaches_the_reporting_modules() -> None:
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [{"a", "b", "c"}]
+
+
+def test_diff_writes_each_format_on_its_own_and_escapes_nothing_to_the_terminal(tmp_path: Path) -> None:
+    old = _saved(tmp_path, samples.scan_doc("old"))
+    new_doc = samples.hostile_doc()
+    new_doc["rows"][0]["target"] = "dc1\x1b[2J\x9b31m"
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(new_doc), encoding="utf-8")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    proc = _cli("diff", old, str(new), "--html", str(blocker / "d.html"), "--markdown", str(tmp_path / "m" / "d.md"))
+    assert proc.returncode == 3 and f"could not write the html diff to {blocker / 'd.html'}" in proc.stderr
+    assert (tmp_path / "m" / "d.md").stat().st_size > 0 and "Traceback" not in proc.stderr
+    for args in ([], ["--json", "-"], ["--markdown", "-"]):
+        out = _cli("diff", old, str(new), *args).stdout
+        assert "\x1b" not in out and "\x9b" not in out, args
