@@ -224,3 +224,17 @@ def test_diff_writes_each_format_on_its_own_and_escapes_nothing_to_the_terminal(
     for args in ([], ["--json", "-"], ["--markdown", "-"]):
         out = _cli("diff", old, str(new), *args).stdout
         assert "\x1b" not in out and "\x9b" not in out, args
+
+
+def test_the_reporting_modules_know_no_probe_by_name() -> None:
+    """Summaries come from the probes' own summarize(); no report module reads a probe's name."""
+    from scanner.probes.base import registry
+
+    names = set(registry())
+    files = [*(ROOT / "scanner" / "reporters").glob("*.py"),
+             *(ROOT / "scanner" / p for p in ("report.py", "diff.py", "cli_common.py", "commands/report.py",
+                                             "commands/plan.py", "commands/diff.py"))]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value not in names, f"{path.name}:{node.lineno} names the probe {node.value!r}"
