@@ -20,7 +20,8 @@ from scanner.report import exit_code
 from scanner.reporters import RenderOptions, reporter
 from scanner.reporters._view import STATUS_ORDER, check_summary, clip, findings_of, interrupted_view, reason_words
 
-SMALL_RUN = 60  # row x target results listed one by one without --verbose
+SMALL_RUN = 60  # row x target results listed one by one without --verbose...
+FEW_TARGETS, FEW_TARGETS_ROWS = 5, 400  # ...or every row of a run against a few targets
 MAX_FINDINGS = 40  # findings printed; the rest are counted (every one is in JSON/HTML)
 HOSTS_NAMED = 5
 OFF_TERMINAL_WIDTH = 80
@@ -72,7 +73,7 @@ def write_console(doc: Mapping[str, Any], out: TextIO, options: RenderOptions) -
     if interrupted:
         w.line(interrupted["text"], lead="!! ")
     targets = {str(r.get("target", "")) for r in rows}
-    listed = options.verbose or len(rows) <= SMALL_RUN
+    listed = options.verbose or len(rows) <= SMALL_RUN or (len(targets) <= FEW_TARGETS and len(rows) <= FEW_TARGETS_ROWS)
     if listed:
         _per_target(w, rows)
     if not listed or len(targets) > 1:

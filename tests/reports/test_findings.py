@@ -187,3 +187,16 @@ def test_plan_summarises_and_lists_only_with_full(capsys: pytest.CaptureFixture[
 def test_unexpected_sources_reach_the_console_summary() -> None:
     text = " ".join(render_text("console", samples.listen_doc()).split())
     assert "Unexpected sources: 1 sent traffic no row expects: 198.18.0.99 (udp 514)" in text
+
+
+def test_every_row_of_a_few_targets_is_listed_but_not_of_many() -> None:
+    from dataclasses import replace
+
+    def run(targets: int, rows: int) -> str:
+        results = [RowResult(replace(samples.LDAP, id=f"r{j}"), Target("domain-controllers", f"dc{i}"), None,
+                             (CheckResult("tcp", 389, "tcp", Status.PASS, Reason.PORT_DEPTH, "ok", {}, 1.0),))
+                   for i in range(targets) for j in range(rows)]
+        return render_text("console", build_document("scan", results, started="s", finished="f", options={}))
+
+    assert len(re.findall(r"^   PASS ", run(1, 120), flags=re.M)) == 120
+    assert not re.findall(r"^   PASS ", run(10, 12), flags=re.M)
