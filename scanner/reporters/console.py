@@ -22,7 +22,7 @@ from scanner.reporters._view import STATUS_ORDER, check_summary, clip, findings_
 
 SMALL_RUN = 60  # row x target results listed one by one without --verbose...
 FEW_TARGETS, FEW_TARGETS_ROWS = 5, 400  # ...or every row of a run against a few targets
-MAX_FINDINGS = 40  # findings printed; the rest are counted (every one is in JSON/HTML)
+FINDINGS_LINES = 160  # console lines the findings may take; the rest are counted (every one is in JSON/HTML)
 HOSTS_NAMED = 5
 OFF_TERMINAL_WIDTH = 80
 
@@ -41,6 +41,7 @@ class _Lines:
         tty = bool(getattr(out, "isatty", lambda: False)())
         self.out = out
         self.width = width or (shutil.get_terminal_size((100, 24)).columns if tty else OFF_TERMINAL_WIDTH)
+        self.written = 0
         self.colour = tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
         if os.name == "nt" and not (os.environ.get("WT_SESSION") or os.environ.get("TERM")):
             self.colour = False  # the classic Windows console shows escape codes as text
@@ -59,6 +60,7 @@ class _Lines:
         self.out.write(first + wrapped[0] + "\n")
         for part in wrapped[1:]:
             self.out.write(rest + part + "\n")
+        self.written += len(wrapped)
 
 
 def _plain(lead: str) -> str:
@@ -109,7 +111,12 @@ def _findings(w: _Lines, doc: Mapping[str, Any], listed: bool) -> None:
     attention = [f for f in findings if f["status"] not in ("pass", "skip")]
     if attention:
         w.line(f"Findings: {len(attention)} outcome(s) that need attention, grouped across targets")
-    for f in attention[:MAX_FINDINGS]:
+    budget = w.written + FINDINGS_LINES
+    shown = 0
+    for f in attention:
+        if w.written >= budget:
+            break
+        shown += 1
         what = ", ".join(f["checks"]) or f"{f['doc_port']} {f['doc_protocol']}"
         w.line(f"{clip(f['profile'], 100, one_line=True)}/{clip(f['row'], 80, one_line=True)} — "
                f"{clip(what, 120, one_line=True)} ({clip(f['purpose'], 160, one_line=True)})",
@@ -122,8 +129,8 @@ def _findings(w: _Lines, doc: Mapping[str, Any], listed: bool) -> None:
                + (f" and {more:,} more" if more > 0 else ""), indent=7)
         if f.get("detail"):
             w.line(f"e.g. {clip(f['targets'][0], 80, one_line=True)}: {clip(f['detail'], 300, one_line=True)}", indent=7)
-    if len(attention) > MAX_FINDINGS:
-        w.line(f"… and {len(attention) - MAX_FINDINGS} more findings: every one is in the JSON and HTML reports")
+    if len(attention) > shown:
+        w.line(f"… and {len(attention) - shown} more findings: every one is in the JSON and HTML reports")
     passing = [f for f in findings if f["status"] == "pass"]
     if passing:
         n = sum(f["count"] for f in passing)

@@ -200,3 +200,16 @@ def test_every_row_of_a_few_targets_is_listed_but_not_of_many() -> None:
 
     assert len(re.findall(r"^   PASS ", run(1, 120), flags=re.M)) == 120
     assert not re.findall(r"^   PASS ", run(10, 12), flags=re.M)
+
+
+def test_many_different_findings_still_fit_in_200_lines() -> None:
+    from dataclasses import replace
+
+    results = [RowResult(replace(samples.GC_SSL, id=f"row-{j}", purpose="a purpose long enough to wrap " * 3),
+                         Target("domain-controllers", f"dc{i}"), None,
+                         (CheckResult("tcp", 3000 + j, "ldaps", Status.FAIL, list(Reason)[j % len(Reason)],
+                                      "detail words " * 20, {}, 1.0),))
+               for i in range(300) for j in range(60)]
+    text = render_text("console", build_document("scan", results, started="s", finished="f", options={}))
+    assert len(text.splitlines()) <= 200
+    assert "more findings: every one is in the JSON and HTML reports" in text
