@@ -304,6 +304,49 @@ def _printable(text: Any, limit: int = 300) -> str:
     return clip(text, limit, one_line=True)
 
 
+MAX_GROUPS = 50  # console lines per section; the JSON and Markdown diffs list every change
+
+
+def _targets_text(targets: list[Any], named: int = 5) -> str:
+    shown = ", ".join(_printable(t, 80) for t in targets[:named])
+    return f"{len(targets):,} targets: {shown}" + (f" and {len(targets) - named:,} more" if len(targets) > named else "")
+
+
+def _grouped_changes(changes: list[Mapping[str, Any]], mark: str) -> list[str]:
+    """One line per identical change across targets (2,500 DCs losing TCP 3269 is one line)."""
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for c in changes:
+        key = tuple(str(c.get(k)) for k in ("kind", "profile", "row", "doc_port", "doc_protocol", "old_status",
+                                            "old_reason", "new_status", "new_reason"))
+        groups.setdefault(key, []).append(c)
+    lines = []
+    for members in list(groups.values())[:MAX_GROUPS]:
+        c = members[0]
+        words = KIND_WORDS.get(c["kind"], c["kind"])
+        if len(members) == 1:
+            lines.append(f"  {mark} {words}: {_printable(change_line(c))}")
+        else:
+            what = change_line({**c, "target": ""}).lstrip()
+            lines.append(f"  {mark} {words}: {_printable(what)} on {_targets_text([m.get('target') for m in members])}")
+    if len(groups) > MAX_GROUPS:
+        lines.append(f"  … and {len(groups) - MAX_GROUPS} more (see --json or --markdown)")
+    return lines
+
+
+def _grouped_evidence(evidence: list[Mapping[str, Any]]) -> list[str]:
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for e in evidence:
+        groups.setdefault(tuple(str(e.get(k)) for k in ("profile", "row", "check", "text")), []).append(e)
+    lines = []
+    for (profile, row, check, text), members in list(groups.items())[:MAX_GROUPS]:
+        where = (_printable(members[0].get("target")) if len(members) == 1
+                 else _targets_text([m.get("target") for m in members]) + ",")
+        lines.append(f"  • {where} {_printable(profile)}/{_printable(row)} {_printable(check)}: {_printable(text)}")
+    if len(groups) > MAX_GROUPS:
+        lines.append(f"  … and {len(groups) - MAX_GROUPS} more (see --json or --markdown)")
+    return lines
+
+
 def render_text(d: Mapping[str, Any]) -> str:
     """Console text (peer text made printable: no terminal escapes)."""
     s = d["summary"]
@@ -315,14 +358,13 @@ def render_text(d: Mapping[str, Any]) -> str:
     others = [c for c in d["changes"] if not c["regression"]]
     if regs:
         lines.append(f"REGRESSIONS ({len(regs)}):")
-        lines += [f"  ✗ {KIND_WORDS.get(c['kind'], c['kind'])}: {_printable(change_line(c))}" for c in regs]
+        lines += _grouped_changes(regs, "✗")
     if others:
         lines.append(f"Other changes ({len(others)}):")
-        lines += [f"  • {KIND_WORDS.get(c['kind'], c['kind'])}: {_printable(change_line(c))}" for c in others]
+        lines += _grouped_changes(others, "•")
     if d["evidence"]:
         lines.append(f"Evidence ({len(d['evidence'])}):")
-        lines += [f"  • {_printable(e.get('target'))} {_printable(e.get('profile'))}/{_printable(e.get('row'))} {_printable(e.get('check'))}: {_printable(e.get('text'))}"
-                  for e in d["evidence"]]
+        lines += _grouped_evidence(d["evidence"])
     for what in ("targets", "rows"):
         for side in ("added", "removed"):
             if d[what][side]:

@@ -213,3 +213,22 @@ def test_many_different_findings_still_fit_in_200_lines() -> None:
     text = render_text("console", build_document("scan", results, started="s", finished="f", options={}))
     assert len(text.splitlines()) <= 200
     assert "more findings: every one is in the JSON and HTML reports" in text
+
+
+def test_the_diff_console_groups_one_change_across_many_targets() -> None:
+    import copy
+
+    from scanner.diff import diff_documents
+    from scanner.diff import render_text as diff_text
+
+    new = _fleet(300)
+    old = copy.deepcopy(new)
+    for row in old["rows"]:
+        if row["row"] == "gc-ssl-3269":
+            row.update(status="pass", reason="ok", detail="TLS")
+            row["checks"][0].update(status="pass", reason="ok")
+    text = diff_text(diff_documents(old, new))
+    assert "REGRESSIONS (300):" in text
+    assert len(text.splitlines()) <= 6, text
+    assert "newly failing: active-directory/gc-ssl-3269 (3269 TCP): pass → fail (filtered) on 300 targets: 10.1.0.1" \
+        in " ".join(text.split())
