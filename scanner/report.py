@@ -152,17 +152,35 @@ def _with_summaries(result: RowResult) -> RowResult:
     """Fill a check's summary the engine did not (results built outside it, e.g. by the listener)."""
     if all(c.summary or not c.evidence for c in result.checks):
         return result
-    from scanner.probes.base import get_probe  # the registry is loaded already whenever checks ran
-
     checks = []
+    changed = False
     for c in result.checks:
         if not c.summary and c.evidence:
-            try:
-                c = dataclasses.replace(c, summary=get_probe(c.probe)().summarize(c.evidence)[:300])
-            except Exception:  # noqa: BLE001 - a summary is a courtesy; the check stands without it
-                pass
+            text = _summary_of(c.probe, c.evidence)
+            if text:
+                c = dataclasses.replace(c, summary=text)
+                changed = True
         checks.append(c)
-    return dataclasses.replace(result, checks=tuple(checks))
+    return dataclasses.replace(result, checks=tuple(checks)) if changed else result
+
+
+_SUMMARIZERS: dict[str, Any] = {}
+
+
+def _summary_of(probe: str, evidence: Mapping[str, Any]) -> str:
+    # Only probes that override summarize() are asked; the engine already asked the rest.
+    if probe not in _SUMMARIZERS:
+        from scanner.probes.base import Probe, registry  # loaded already whenever checks ran
+
+        cls = registry().get(probe)
+        _SUMMARIZERS[probe] = cls() if cls is not None and cls.summarize is not Probe.summarize else None
+    summarizer = _SUMMARIZERS[probe]
+    if summarizer is None:
+        return ""
+    try:
+        return str(summarizer.summarize(evidence))[:300]
+    except Exception:  # noqa: BLE001 - a summary is a courtesy; the check stands without it
+        return ""
 
 
 def exit_code(doc: Mapping[str, Any], strict: bool | None = None) -> int:
