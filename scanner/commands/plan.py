@@ -8,7 +8,7 @@ import sys
 from collections import Counter, defaultdict
 from typing import Any, TextIO
 
-from scanner.cli_common import add_input_options, add_run_options, load_run_inputs
+from scanner.cli_common import add_input_options, load_run_inputs
 from scanner.models import Depth
 from scanner.reporters._view import clip
 
@@ -111,7 +111,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         ),
     )
     add_input_options(p)
-    add_run_options(p)
+    # Of the run options only the depth changes what a scan would do; timeouts, concurrency,
+    # CA bundles and proxies only change how it is done, so plan does not offer them.
+    p.add_argument("--depth", choices=["port", "protocol"], help="port: reachability only; protocol: deepest probe (default)")
     p.add_argument("--json", action="store_true", help="the plan as JSON (every row x target, and the summary)")
     p.add_argument("--full", action="store_true", help="list every row x target and its checks")
     p.set_defaults(func=_run)

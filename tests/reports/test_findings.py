@@ -232,3 +232,13 @@ def test_the_diff_console_groups_one_change_across_many_targets() -> None:
     assert len(text.splitlines()) <= 6, text
     assert "newly failing: active-directory/gc-ssl-3269 (3269 TCP): pass → fail (filtered) on 300 targets: 10.1.0.1" \
         in " ".join(text.split())
+
+
+def test_plan_offers_only_the_options_that_change_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["plan", "--help"])
+    text = capsys.readouterr().out
+    assert "--depth" in text and "--full" in text and "--set" in text
+    assert "--timeout" not in text and "--concurrency" not in text and "--proxy" not in text
+    assert main(["plan", "--profile", "active-directory", "--target", "domain-controllers=10.9.0.1", "--depth", "port"]) == 0
+    assert "Plan (port depth)" in capsys.readouterr().out
