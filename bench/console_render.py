@@ -6,6 +6,11 @@ a dropped port on every host, a refused one on a third of them), then times
 would, and counts the lines. No network traffic at all.
 
     python bench/console_render.py [--hosts 250 2500] [--tool-root DIR]
+    sudo python bench/console_render.py --scan 250 [--tool-root DIR]   # a real port scan, console to a pipe
+
+`--scan N` runs `portready scan --depth port` against N lab addresses x 16 TCP ports (the
+setup of bench/port_scan.py: half listening, a fifth of all pairs dropped), with the console
+and with `-q`, so the difference is what the console costs in a real scan.
 
 `--tool-root` runs another checkout's portready (e.g. the previous release, extracted with
 `git archive`), so before/after figures come from one run. Target (issue 10): a 250-host
@@ -73,7 +78,10 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, nargs="+", default=[250, 2500])
     ap.add_argument("--tool-root", type=Path, default=ROOT, help="the checkout whose portready renders (default: this one)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--scan", type=int, metavar="N", help="time a real port scan of N lab addresses instead (root)")
     args = ap.parse_args()
+    if args.scan:
+        return scan(args.scan, args.tool_root, args.runs)
     env = {**CHILD_ENV, "PYTHONPATH": str(args.tool_root.resolve())}
     print(f"tool: {args.tool_root}")
     with tempfile.TemporaryDirectory(prefix="portready-bench-") as tmp:
@@ -88,6 +96,50 @@ def main() -> int:
             lines = best[2].count("\n")
             print(f"{hosts:>5} hosts x {len(ROWS)} rows: console {best[0]:.2f} s, -q {base[0]:.2f} s "
                   f"(console costs {best[0] - base[0]:.2f} s), {lines} lines, peak {best[1] / 1024:.0f} MB")
+    return 0
+
+
+def scan(hosts: int, tool_root: Path, runs: int) -> int:
+    """The console's cost in a real `scan --depth port` (lab namespace, nftables drops)."""
+    import random
+    import subprocess
+
+    from bench.port_scan import LISTENING, PORTS, SERVER
+    from tests.lab.netns import Lab
+
+    env = {**CHILD_ENV, "PYTHONPATH": str(tool_root.resolve())}
+    rng = random.Random(7)
+    with Lab("cbench") as lab, tempfile.TemporaryDirectory(prefix="portready-bench-") as tmp:
+        os.chdir(tmp)
+        host = lab.add_host("many")
+        addresses = host.add_aliases(hosts)
+        pairs = [(a, p) for a in addresses for p in PORTS]
+        dropped = sorted(rng.sample(pairs, len(pairs) // 5))
+        host.run(["nft", "-f", "-"], text=True, check=True, input=(
+            "table inet crbench {\n  set dropped { type ipv4_addr . inet_service; elements = { "
+            + ", ".join(f"{a} . {p}" for a, p in dropped) + " } }\n  chain input {\n    type filter hook input priority 0;\n"
+            "    ip daddr . tcp dport @dropped drop\n  }\n}\n"))
+        server = host.popen([sys.executable, "-c", SERVER, *map(str, LISTENING)], stdout=subprocess.PIPE)
+        assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+        hosts_file = Path(tmp) / "hosts.txt"
+        hosts_file.write_text("\n".join(addresses) + "\n")
+        inventory = Path(tmp) / "inventory.yaml"
+        inventory.write_text(f"targets:\n  monitored-computers: [{{file: {hosts_file}}}]\n")
+        argv = [sys.executable, "-m", "scanner", "scan", "--profiles", str(ROOT / "bench" / "profiles"), "--profile",
+                "bench-ports", "-i", str(inventory), "--depth", "port", "--concurrency", "1024", "--per-host", "16"]
+        try:
+            timed_run_env(argv + ["-q"], env)  # warm-up: the bytecode cache
+            loud = [timed_run_env(argv, env) for _ in range(runs)]
+            quiet = [timed_run_env(argv + ["-q"], env) for _ in range(runs)]
+        finally:
+            server.kill()
+            server.wait()
+            server.stdout.close()
+    best, base = min(loud, key=lambda r: r[0]), min(quiet, key=lambda r: r[0])
+    print(f"tool: {tool_root}")
+    print(f"scan of {hosts} hosts x {len(PORTS)} ports: with the console {best[0]:.2f} s "
+          f"(all: {', '.join(f'{r[0]:.2f}' for r in loud)}), -q {base[0]:.2f} s "
+          f"(all: {', '.join(f'{r[0]:.2f}' for r in quiet)}); console {best[2].count(chr(10))} lines")
     return 0
 
 
