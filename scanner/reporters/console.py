@@ -24,6 +24,7 @@ SMALL_RUN = 60  # row x target results listed one by one without --verbose...
 FEW_TARGETS, FEW_TARGETS_ROWS = 5, 400  # ...or every row of a run against a few targets
 FINDINGS_LINES = 160  # console lines the findings may take; the rest are counted (every one is in JSON/HTML)
 HOSTS_NAMED = 5
+MAX_NOTES = 10
 OFF_TERMINAL_WIDTH = 80
 
 _COLOUR = {"pass": "32", "warn": "33", "inconclusive": "35", "fail": "1;31", "error": "1;31", "skip": "2"}
@@ -154,8 +155,11 @@ def _summary(w: _Lines, doc: Mapping[str, Any]) -> None:
         more = len(unexpected) - HOSTS_NAMED
         w.line(f"Unexpected sources: {len(unexpected)} sent traffic no row expects: {shown}"
                + (f" and {more} more" if more > 0 else ""))
-    for note in (doc.get("notes") or [])[:50]:
+    notes = [n for n in doc.get("notes") or [] if isinstance(n, str)]
+    for note in notes[:MAX_NOTES]:
         w.line(clip(note, 600, one_line=True))
+    if len(notes) > MAX_NOTES:
+        w.line(f"… and {len(notes) - MAX_NOTES} more notes in the JSON and HTML reports")
     code = exit_code(doc)
     verdict = "some rows FAILED" if code else "no row failed"
     status = "fail" if code else "pass"
