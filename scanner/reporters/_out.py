@@ -12,6 +12,7 @@ the same folder creation, encoding and error handling (an OSError names the path
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Iterator, TextIO
@@ -25,7 +26,9 @@ def is_stdout(dest: str | Path | None) -> bool:
 def open_dest(dest: str | Path | None, *, encoding: str = "utf-8", newline: str | None = None) -> Iterator[TextIO]:
     """A text writer for `dest`; standard output for None or "-" (never closed here)."""
     if is_stdout(dest):
-        out = _Stdout(sys.stdout)
+        # A format that writes its own line ends (CSV's \r\n) would get \r\r\n from a Windows
+        # console or pipe, which translates \n itself: hand it \n.
+        out = _Stdout(sys.stdout, own_line_ends=newline == "" and os.linesep != "\n")
         yield out  # type: ignore[misc]  # the part of TextIO that formats use
         out.flush()
         return
@@ -48,10 +51,13 @@ class _Stdout:
     The text is written with that character replaced ("?"), instead of the report being lost.
     """
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, own_line_ends: bool = False) -> None:
         self._stream = stream
+        self._own_line_ends = own_line_ends
 
     def write(self, text: str) -> int:
+        if self._own_line_ends:
+            text = text.replace("\r\n", "\n")
         try:
             return self._stream.write(text)
         except UnicodeEncodeError:

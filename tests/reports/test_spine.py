@@ -238,3 +238,16 @@ def test_the_reporting_modules_know_no_probe_by_name() -> None:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 assert node.value not in names, f"{path.name}:{node.lineno} names the probe {node.value!r}"
+
+
+def test_csv_to_a_stdout_that_translates_line_ends_gets_no_doubled_carriage_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a Windows console or pipe does: every \\n becomes \\r\\n on the way out."""
+    import scanner.reporters._out as out_module
+
+    raw = io.BytesIO()
+    windows_stdout = io.TextIOWrapper(raw, encoding="utf-8", newline="\r\n", write_through=True)
+    monkeypatch.setattr(out_module.os, "linesep", "\r\n")
+    monkeypatch.setattr(sys, "stdout", windows_stdout)
+    get_reporter("csv")(samples.scan_doc("old"), "-")
+    data = raw.getvalue()
+    assert b"\r\r\n" not in data and data.count(b"\r\n") >= 2
