@@ -164,6 +164,9 @@ def _summary(w: _Lines, doc: Mapping[str, Any]) -> None:
     verdict = "some rows FAILED" if code else "no row failed"
     status = "fail" if code else "pass"
     text = f"{verdict} (exit {code}{', strict' if summary.get('strict') else ''})"
+    interrupted = interrupted_view(doc)
+    if interrupted:  # the command exits 130/143 then, not with the verdict's code
+        text = f"{verdict} among the finished checks; the run was interrupted by {interrupted['signal']}"
     w.out.write((f"\x1b[{_COLOUR[status]}m{text}\x1b[0m" if w.colour else text) + "\n")
 
 

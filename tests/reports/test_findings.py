@@ -148,7 +148,9 @@ def test_an_interrupted_run_says_so_in_every_format() -> None:
     doc = _interrupted_doc()
     words = "INTERRUPTED by SIGTERM: 4 of 9 checks finished"
     assert json.loads(render_text("json", doc))["interrupted"] == INTERRUPTED
-    assert words in render_text("console", doc).splitlines()[0]
+    console = render_text("console", doc).splitlines()
+    assert words in console[0]
+    assert console[-1] == "some rows FAILED among the finished checks; the run was interrupted by SIGTERM"
     assert words in render_text("markdown", doc)
     html = render_html(doc)
     assert 'id="interrupted"' in html and words in html
