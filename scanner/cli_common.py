@@ -71,13 +71,17 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_report_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", metavar="FILE", help="write the JSON report (- for stdout)")
-    parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testsuite per profile)")
-    parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
-    parser.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
-    parser.add_argument("--csv", metavar="FILE", help="write a CSV report")
+    """One option per registered report format (`scanner.reporters`), plus how the console reads."""
+    from scanner.reporters import file_formats
+
+    for fmt in file_formats():
+        assert fmt.flag is not None
+        parser.add_argument(fmt.flag, metavar="FILE", dest=fmt.dest_attr,
+                            help=f"{fmt.help}; - for stdout")
     parser.add_argument("--strict", action="store_true", help="warn and inconclusive count as failures")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no console table or progress")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no console output or progress")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="the console lists every row x target, not only the findings (large runs)")
 
 
 def _parse_set(values: list[str]) -> dict[str, Any]:
@@ -156,24 +160,35 @@ def load_run_inputs(args: argparse.Namespace, *, need_credentials: bool = True) 
 
 
 def write_reports(doc: Mapping[str, Any], args: argparse.Namespace) -> int:
-    """Write every requested format; they all return the same exit code."""
-    from scanner.reporters import reporters
+    """Write every requested format, each on its own; the console last (unless -q or a format uses stdout).
 
-    available = reporters()
-    code = None
-    for fmt in ("json", "junit", "html", "markdown", "csv"):
-        dest = getattr(args, fmt, None)
-        if dest:
-            if fmt not in available:
-                raise UsageError(f"--{fmt} is not available in this build")
-            code = available[fmt](doc, dest)
-    if not getattr(args, "quiet", False) and getattr(args, "json", None) != "-":
-        code = available["console"](doc, None)
-    if code is None:
-        from scanner.report import exit_code
+    Every format returns the document's exit code. A format that cannot be written is
+    reported on stderr and the others are still written; the run then exits 3.
+    """
+    from scanner.report import EXIT_TOOL, exit_code
+    from scanner.reporters import RenderOptions, file_formats, get_reporter
 
-        code = exit_code(doc)
-    return code
+    options = RenderOptions(verbose=bool(getattr(args, "verbose", False)))
+    code = exit_code(doc)
+    failed = False
+    to_stdout = False
+    for fmt in file_formats():
+        dest = getattr(args, fmt.dest_attr, None)
+        if not dest:
+            continue
+        to_stdout = to_stdout or dest == "-"
+        try:
+            fmt.write(doc, dest, options)
+        except BrokenPipeError:
+            raise  # a closed stdout: the command line ends quietly
+        except (OSError, UnicodeError) as exc:
+            failed = True
+            why = getattr(exc, "strerror", None) or str(exc)
+            print(f"portready: could not write the {fmt.name} report to {dest}: {why}; the other reports were written",
+                  file=sys.stderr)
+    if not getattr(args, "quiet", False) and not to_stdout:
+        get_reporter("console").write(doc, None, options)
+    return EXIT_TOOL if failed else code
 
 
 def stderr_is_terminal() -> bool:

@@ -3,6 +3,7 @@
     old, new = load_pair(Path("before.json"), Path("after.json"))   # ConfigError (exit 2) if unusable
     d = diff_documents(old, new)                                     # a JSON-able dict
     d["summary"]["exit_code"]                                        # 1 when anything regressed
+    render_text(d)                                                   # or render_markdown / render_html
 
 Results are matched by (profile, row, target). What counts as a **regression** (exit 1):
 
@@ -17,17 +18,20 @@ inventory; `strict=True` counts them, for CI jobs that must keep proving the sam
 a changed reason with the same status (filtered -> refused); evidence changes (SMB dialect
 or signing, TLS version, certificate replaced or expiring sooner, RPC endpoints or
 interfaces added or lost, SQL instances and their ports).
+
+This module only compares; the diff's console, Markdown and HTML forms live with the other
+formats (`scanner.reporters._diff`) and are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
 from scanner.errors import ConfigError
 from scanner.models import STATUS_SEVERITY, Status, is_failure
-from scanner.report import SCHEMA_VERSION, load_document
+from scanner.report import READABLE_VERSIONS, SCHEMA_VERSION, SchemaVersionError, load_document
+from scanner.reporters._diff import KIND_WORDS, change_line, render_html, render_markdown, render_text
 
 EXIT_SAME, EXIT_REGRESSED = 0, 1
 EXPIRY_WARN_DAYS = 30
@@ -35,29 +39,24 @@ EXPIRY_WARN_DAYS = 30
 Key = tuple[str, str, str]
 
 
-def _raw(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(path), None, f"cannot read the report: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(str(path), getattr(exc, "lineno", None), f"not a JSON report: {exc}") from None
-    if not isinstance(data, dict) or data.get("tool") != "portready":
-        raise ConfigError(str(path), None, "not a portready JSON report")
-    return data
-
-
 def load_pair(old_path: Path, new_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Both reports, validated; a clear error when their schema versions cannot be compared."""
-    old_raw, new_raw = _raw(old_path), _raw(new_path)
-    ov, nv = old_raw.get("schema_version"), new_raw.get("schema_version")
-    if ov != nv or ov != SCHEMA_VERSION:
+    """Both reports, validated by `report.load_document` (versions 1 and 2 compare: 2 only adds fields)."""
+    docs: list[dict[str, Any]] = []
+    versions: list[Any] = []
+    for path in (old_path, new_path):
+        try:
+            docs.append(load_document(path))
+            versions.append(docs[-1]["schema_version"])
+        except SchemaVersionError as exc:
+            versions.append(exc.version)
+    if len(docs) < 2:
         raise ConfigError(
             f"{old_path} / {new_path}", None,
-            f"cannot compare: incompatible report schema versions (old {ov!r}, new {nv!r}; this portready reads "
-            f"{SCHEMA_VERSION}). Re-render or re-run both with the same portready version.",
+            f"cannot compare: incompatible report schema versions (old {versions[0]!r}, new {versions[1]!r}; this "
+            f"portready reads {', '.join(map(str, READABLE_VERSIONS))}). Re-render or re-run both with the same "
+            "portready version.",
         )
-    return load_document(old_path), load_document(new_path)
+    return docs[0], docs[1]
 
 
 def _key(row: Mapping[str, Any]) -> Key:
@@ -281,129 +280,4 @@ def _set_changes(oe: Mapping[str, Any], ne: Mapping[str, Any]) -> list[tuple[str
     return out
 
 
-KIND_WORDS = {
-    "newly-failing": "newly failing",
-    "new-failing": "new row × target, failing",
-    "worse": "worse",
-    "newly-passing": "newly passing",
-    "better": "better",
-    "reason-changed": "reason changed",
-    "no-longer-checked": "no longer checked",
-    "now-checked": "now checked",
-    "added": "new row × target",
-}
-
-
-def change_line(c: Mapping[str, Any]) -> str:
-    """'dc1 active-directory/gc-ssl-3269 (3269 TCP): pass → fail (filtered)'."""
-    old = f"{c.get('old_status')}" + (f" ({c.get('old_reason')})" if c.get("old_reason") and c.get("old_reason") != "ok" else "")
-    new = f"{c.get('new_status')}" + (f" ({c.get('new_reason')})" if c.get("new_reason") and c.get("new_reason") != "ok" else "")
-    if c.get("old_status") is None:
-        old = "—"
-    if c.get("new_status") is None:
-        new = "—"
-    return f"{c.get('target')} {c.get('profile')}/{c.get('row')} ({c.get('doc_port')} {c.get('doc_protocol')}): {old} → {new}"
-
-
-def _printable(text: Any, limit: int = 300) -> str:
-    s = "".join(ch if ch.isprintable() else "\ufffd" for ch in str(text))
-    return s if len(s) <= limit else s[:limit] + "…"
-
-
-def render_text(d: Mapping[str, Any]) -> str:
-    """Console text (peer text made printable: no terminal escapes)."""
-    s = d["summary"]
-    lines = [
-        f"portready diff: {d['old'].get('started')} ({d['old'].get('host')}) → {d['new'].get('started')} ({d['new'].get('host')})",
-    ]
-    regs = [c for c in d["changes"] if c["regression"]]
-    others = [c for c in d["changes"] if not c["regression"]]
-    if regs:
-        lines.append(f"REGRESSIONS ({len(regs)}):")
-        lines += [f"  ✗ {KIND_WORDS.get(c['kind'], c['kind'])}: {_printable(change_line(c))}" for c in regs]
-    if others:
-        lines.append(f"Other changes ({len(others)}):")
-        lines += [f"  • {KIND_WORDS.get(c['kind'], c['kind'])}: {_printable(change_line(c))}" for c in others]
-    if d["evidence"]:
-        lines.append(f"Evidence ({len(d['evidence'])}):")
-        lines += [f"  • {_printable(e.get('target'))} {_printable(e.get('profile'))}/{_printable(e.get('row'))} {e.get('check')}: {_printable(e.get('text'))}"
-                  for e in d["evidence"]]
-    for what in ("targets", "rows"):
-        for side in ("added", "removed"):
-            if d[what][side]:
-                lines.append(f"{what.capitalize()} {side}: {_printable(', '.join(map(str, d[what][side])), 1000)}")
-    if len(lines) == 1:
-        lines.append("No change.")
-    verdict = f"{s['regressions']} regression(s)" if s["regressions"] else "no regression"
-    lines.append(f"{verdict}, {s['improvements']} improvement(s), {s['evidence_changes']} evidence change(s) (exit {s['exit_code']}{', strict' if s['strict'] else ''})")
-    return "\n".join(lines) + "\n"
-
-
-def render_markdown(d: Mapping[str, Any]) -> str:
-    from scanner.reporters.markdown import md
-
-    s = d["summary"]
-    lines = [
-        "# portready diff",
-        "",
-        f"**{s['regressions']} regression(s)**, {s['improvements']} improvement(s), {s['evidence_changes']} evidence change(s) "
-        f"(exit {s['exit_code']}{', strict' if s['strict'] else ''})",
-        "",
-        f"- Old: {md(d['old'].get('started'))} from {md(d['old'].get('host'))}, portready {md(d['old'].get('version'))}",
-        f"- New: {md(d['new'].get('started'))} from {md(d['new'].get('host'))}, portready {md(d['new'].get('version'))}",
-        "",
-        "## Changes",
-        "",
-    ]
-    if d["changes"]:
-        lines += ["| Regression | Change | Target | Row | Port | Protocol | Purpose | Old | New | Detail |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for c in sorted(d["changes"], key=lambda c: not c["regression"]):
-            old = f"{c['old_status'] or '—'} {c['old_reason'] or ''}".strip()
-            new = f"{c['new_status'] or '—'} {c['new_reason'] or ''}".strip()
-            lines.append("| " + " | ".join([
-                "**yes**" if c["regression"] else "no", md(KIND_WORDS.get(c["kind"], c["kind"])), md(c.get("target")),
-                md(f"{c.get('profile')}/{c.get('row')}"), md(c.get("doc_port")), md(c.get("doc_protocol")), md(c.get("purpose"), 200),
-                md(old), md(new), md(c.get("detail")),
-            ]) + " |")
-    else:
-        lines.append("No status or reason changed.")
-    lines += ["", "## Evidence", ""]
-    if d["evidence"]:
-        lines += ["| Target | Row | Check | Change |", "| --- | --- | --- | --- |"]
-        for e in d["evidence"]:
-            lines.append(f"| {md(e.get('target'))} | {md(str(e.get('profile')) + '/' + str(e.get('row')))} | {md(e.get('check'))} | {md(e.get('text'))} |")
-    else:
-        lines.append("No evidence changed.")
-    lines += ["", "## Targets and rows", ""]
-    for what in ("targets", "rows"):
-        for side in ("added", "removed"):
-            items = d[what][side]
-            lines.append(f"- {what.capitalize()} {side}: " + (", ".join(md(x, 120) for x in items[:500]) if items else "none"))
-    return "\n".join(lines) + "\n"
-
-
-def render_html(d: Mapping[str, Any]) -> str:
-    from scanner.reporters.html import clip, render_template
-
-    def c(v: Any, limit: int = 400) -> str:
-        return clip(v if v is not None else "—", limit)
-
-    changes = [
-        {**{k: c(v) for k, v in ch.items() if k not in ("regression",)}, "regression": ch["regression"],
-         "kind_words": KIND_WORDS.get(ch["kind"], ch["kind"]),
-         "old_cls": ch["old_status"] if ch["old_status"] in {s.value for s in Status} else "skip",
-         "new_cls": ch["new_status"] if ch["new_status"] in {s.value for s in Status} else "skip"}
-        for ch in sorted(d["changes"], key=lambda ch: not ch["regression"])
-    ]
-    evidence = [{k: c(v) for k, v in e.items() if k in ("target", "profile", "row", "check", "text", "doc_port")} for e in d["evidence"]]
-    return render_template(
-        "diff.html.j2",
-        d={"old": {k: c(v) for k, v in d["old"].items() if not isinstance(v, (dict, list))},
-           "new": {k: c(v) for k, v in d["new"].items() if not isinstance(v, (dict, list))}},
-        summary=d["summary"],
-        changes=changes,
-        evidence=evidence,
-        targets={k: [c(x, 200) for x in v[:500]] for k, v in d["targets"].items()},
-        rows={k: [c(x, 200) for x in v[:500]] for k, v in d["rows"].items()},
-    )
+__all__ = ["KIND_WORDS", "change_line", "diff_documents", "load_pair", "render_html", "render_markdown", "render_text"]

@@ -31,7 +31,7 @@ from scanner.models import (
     Target,
     Transport,
 )
-from scanner.probes.base import Outcome, ProbeContext, ProbeError, Settings, failed, get_probe, registry, skipped
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, Settings, failed, get_probe, registry, skipped
 from scanner.timing import HostTiming
 
 # At --depth port each transport's plain reachability probe replaces the protocol probe.
@@ -162,6 +162,7 @@ async def execute_check(probe_name: str, ctx: ProbeContext) -> CheckResult:
     """Run one probe, turning every way it can end into a CheckResult."""
     started = time.perf_counter()
     port_label: int | str | None = ctx.port if ctx.port is not None else (str(ctx.ports) if ctx.ports else None)
+    probe: Probe | None = None
     try:
         probe = get_probe(probe_name)()
         # A small grace over the deadline lets the probe report its own, better reason.
@@ -188,6 +189,7 @@ async def execute_check(probe_name: str, ctx: ProbeContext) -> CheckResult:
             f"the {probe_name} probe failed unexpectedly ({type(exc).__name__}: {str(exc)[:300]}); "
             "this is a portready problem, please report it",
         )
+    evidence = _bounded(dict(outcome.evidence))
     return CheckResult(
         protocol=ctx.protocol.value,
         port=port_label,
@@ -195,9 +197,20 @@ async def execute_check(probe_name: str, ctx: ProbeContext) -> CheckResult:
         status=outcome.status,
         reason=outcome.reason,
         detail=outcome.detail[:_MAX_TEXT],
-        evidence=_bounded(dict(outcome.evidence)),
+        evidence=evidence,
         duration_ms=(time.perf_counter() - started) * 1000,
+        summary=_summary(probe, evidence),
     )
+
+
+def _summary(probe: Probe | None, evidence: Mapping[str, Any]) -> str:
+    """The probe's one-line summary of its evidence; a summarize() bug costs the line, not the check."""
+    if probe is None or not evidence:
+        return ""
+    try:
+        return str(probe.summarize(evidence))[:300]
+    except Exception:  # noqa: BLE001
+        return ""
 
 
 @dataclass(frozen=True)

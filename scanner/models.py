@@ -40,6 +40,42 @@ STATUS_SEVERITY: dict[Status, int] = {
 }
 
 
+# What each reason means, in the words an admin acts on; every report format and the
+# README's reason table use these. Keyed by value so that reasons another part of the
+# tool adds ("no-reply", "closed") have their words before their enum member lands.
+REASON_WORDS: dict[str, str] = {
+    "ok": "the protocol answered",
+    "port-depth": "the port accepts connections (no public protocol to check deeper)",
+    "refused": "refused: nothing listens there, or a firewall rejects",
+    "filtered": "filtered: no answer at all, a firewall drops the packets",
+    "unreachable": "unreachable: no route, or a firewall rejects with host-unreachable",
+    "unresolved": "the name does not resolve",
+    "protocol": "something answered, but not the documented protocol",
+    "auth": "the service rejected the credentials",
+    "policy": "the service refuses the method by policy",
+    "tls": "the TLS handshake failed",
+    "certificate": "the certificate is expired, not yet valid, misnamed or untrusted",
+    "no-answer": "UDP silence: open or filtered, cannot tell",
+    "not-verifiable": "documented, but no service answers there by design",
+    "not-registered": "the RPC interface or SQL instance is not registered",
+    "not-configured": "the port is chosen per installation: set it in the inventory",
+    "permission": "the operating system refused the means (e.g. ICMP without rights)",
+    "needs-protocol-depth": "--depth port cannot check a dynamic range",
+    "inbound": "traffic flows to the Auditor host: prove it with listen / send",
+    "not-seen": "nothing arrived from that source",
+    "time-skew": "the clock differs from the domain controller's by more than Kerberos allows",
+    "port-in-use": "a local port the Auditor needs is held by another process",
+    "no-reply": "the service accepted the connection but did not answer in time: overloaded or hung",
+    "closed": "the service accepted the connection, then closed or reset it: TLS required, an IP allow-list, or overload",
+    "internal": "a portready bug; the detail says what",
+}
+
+
+def reason_words(reason: object) -> str:
+    """The words for a reason (its value when unknown, e.g. from a newer report)."""
+    return REASON_WORDS.get(str(reason), str(reason))
+
+
 class Reason(_StrEnum):
     """Why a check ended the way it did. Reporters turn these into words."""
 
@@ -217,6 +253,7 @@ class CheckResult:
     detail: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
     duration_ms: float = 0.0
+    summary: str = ""  # one line of what the peer showed, from the probe's summarize()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -226,7 +263,10 @@ class CheckResult:
             "status": self.status.value,
             "reason": self.reason.value,
             "detail": self.detail,
-            "evidence": dict(self.evidence),
+            "summary": self.summary,
+            # Shared, not copied: the engine already made it a fresh bounded dict, and
+            # a copy per check doubles what a large scan holds until it is written.
+            "evidence": self.evidence if type(self.evidence) is dict else dict(self.evidence),
             "duration_ms": round(self.duration_ms, 1),
         }
 

@@ -3,26 +3,41 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 from scanner.diff import diff_documents, load_pair, render_html, render_markdown, render_text
-from scanner.reporters.html import write_text
+from scanner.report import EXIT_TOOL
+from scanner.reporters._out import write_text
+from scanner.reporters.json_report import json_text
+
+_FORMATS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "json": json_text,
+    "markdown": render_markdown,
+    "html": render_html,
+}
 
 
 def run_diff(args: argparse.Namespace) -> int:
     old, new = load_pair(args.old, args.new)
     d = diff_documents(old, new, strict=args.strict)
-    if args.json:
-        write_text(args.json, json.dumps(d, indent=2, ensure_ascii=False, default=str) + "\n")
-    if args.markdown:
-        write_text(args.markdown, render_markdown(d))
-    if args.html:
-        write_text(args.html, render_html(d))
+    failed = False
+    for name, render in _FORMATS.items():
+        dest = getattr(args, name, None)
+        if not dest:
+            continue
+        try:  # each format on its own: one bad path does not cost the others
+            write_text(dest, render(d))
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            failed = True
+            print(f"portready: could not write the {name} diff to {dest}: {exc.strerror or exc}; "
+                  "the other formats were written", file=sys.stderr)
     if not args.quiet and "-" not in (args.json, args.markdown, args.html):
-        sys.stdout.write(render_text(d))
-    return int(d["summary"]["exit_code"])
+        write_text("-", render_text(d))
+    return EXIT_TOOL if failed else int(d["summary"]["exit_code"])
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -32,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             "Compare two reports written with --json, row by row and target by target. A regression is a row x "
             "target whose status got worse (pass -> warn/inconclusive/fail, warn -> fail, ...) or a new row x target "
             "that fails. Removed targets and rows are listed; with --strict they count as regressions too. "
-            "Exit 0 no regression, 1 regression, 2 unreadable or incompatible reports (different schema versions)."
+            "Exit 0 no regression, 1 regression, 2 unreadable or incompatible reports (different schema versions), "
+            "3 when an output file could not be written (the others still are)."
         ),
     )
     p.add_argument("old", type=Path, metavar="OLD.json", help="the earlier run")

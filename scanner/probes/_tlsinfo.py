@@ -28,7 +28,7 @@ import ipaddress
 import ssl
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from scanner.models import Reason, Status
 from scanner.probes._http import HttpResponse, clip, close_writer, host_header, http_request
@@ -515,3 +515,18 @@ def safe_xml(body: bytes, limit: int = 256 * 1024, allow_doctype: bool = False) 
 def local_name(tag: str) -> str:
     """'{urn:vim25}about' -> 'about'."""
     return tag.rsplit("}", 1)[-1]
+
+
+def tls_evidence_summary(evidence: Mapping[str, Any]) -> str:
+    """One line from `tls_evidence` keys: 'TLSv1.3; certificate CN=x until 2026-06-01 (120 days)'."""
+    parts = []
+    version = evidence.get("tls_version")
+    if isinstance(version, str):
+        parts.append(version[:20])
+    until = evidence.get("not_after")
+    if isinstance(until, str) and until:
+        subject = evidence.get("subject")
+        days = evidence.get("days_left")
+        parts.append(f"certificate {subject if isinstance(subject, str) else ''} until {until[:10]}"
+                     + (f" ({days} days)" if isinstance(days, int) and not isinstance(days, bool) else ""))
+    return "; ".join(parts)

@@ -221,6 +221,22 @@ class Probe:
     # "" = nothing known. README's footprint table lists the declared ones.
     footprint: ClassVar[str] = ""
 
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        """One line of what the peer showed (e.g. "SMB 3.1.1 signing required"), from this probe's evidence.
+
+        The engine stores it as the check's `summary`; every report prints it. Evidence comes
+        from a peer or a saved file: read it defensively (`evidence_text`), never raise.
+        """
+        return ""
+
+
+def evidence_text(evidence: Mapping[str, Any], key: str, limit: int = 120) -> str:
+    """A scalar evidence value as short text ("" when missing or not a scalar): for summarize()."""
+    value = evidence.get(key)
+    if value is None or isinstance(value, (dict, list, tuple)):
+        return ""
+    return str(value)[:limit]
+
 
 _REGISTRY: dict[str, type[Probe]] = {}
 

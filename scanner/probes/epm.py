@@ -9,6 +9,8 @@ connection but answers anything else fails with reason `protocol`.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 from scanner.models import Reason, Transport
 from scanner.probes._rpc import EPM, RpcConnection, ept_lookup
@@ -58,3 +60,7 @@ class EndpointMapperProbe(Probe):
             endpoints=listed,
             endpoints_truncated=len(endpoints) > MAX_LISTED,
         )
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        count = evidence.get("endpoint_count")
+        return f"{count} RPC endpoints" if isinstance(count, int) and not isinstance(count, bool) else ""

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from scanner.models import Transport
 from scanner.probes._http import host_header, http_outcome, http_request, validate_http_options
 from scanner.probes._proxy import ProxyAware
-from scanner.probes._tlsinfo import judge, open_tls, tls_summary
+from scanner.probes._tlsinfo import judge, open_tls, tls_evidence_summary, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
 
 
@@ -49,3 +49,6 @@ class HttpsProbe(ProxyAware, Probe):
                 f"{outcome.detail}; {tls_summary(ctx, session)}", outcome.evidence,
             )  # fmt: skip
         return judge(ctx, session, outcome)
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        return tls_evidence_summary(evidence)

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from scanner.models import Reason, Status, Transport
-from scanner.probes.base import Outcome, Probe, ProbeContext, register, warned
+from scanner.probes.base import Outcome, Probe, ProbeContext, evidence_text, register, warned
 from scanner.probes.ldap import BIND_METHODS, directory_check, validate_directory_options, within_deadline
 from scanner.probes.netio import connect_tcp
 
@@ -205,3 +205,13 @@ class LdapsProbe(Probe):
                 **outcome.evidence,
             )
         return outcome
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        # This probe's own certificate keys (cert_*), until it uses the shared TLS kit.
+        parts = [evidence_text(evidence, "tls_version", 20)]
+        until = evidence_text(evidence, "cert_not_after", 40)
+        if until:
+            days = evidence.get("cert_days_left")
+            parts.append(f"certificate {evidence_text(evidence, 'cert_subject', 120)} until {until[:10]}"
+                         + (f" ({days} days)" if isinstance(days, int) else ""))
+        return "; ".join(p for p in parts if p)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from scanner.models import Reason, Transport
-from scanner.probes.base import Outcome, Probe, ProbeContext, register, skipped
+from scanner.probes.base import Outcome, Probe, ProbeContext, evidence_text, register, skipped
 
 
 @register
@@ -21,3 +24,10 @@ class InboundProbe(Probe):
             f"{ctx.protocol.value.upper()} {ctx.port if ctx.port is not None else ctx.ports}; run `portready listen` here and "
             "`portready send` on a source to prove it",
         )
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        syslog = evidence.get("syslog")
+        if not isinstance(syslog, Mapping):
+            return ""
+        message = evidence_text(syslog, "message", 200) or evidence_text(syslog, "msg", 200)
+        return f"syslog: {message}" if message else ""

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 from scanner.models import Reason, Transport
 from scanner.probes._http import HttpResponse, clip
 from scanner.probes._proxy import ProxyAware
-from scanner.probes._tlsinfo import WebClient, local_name, safe_xml, tls_summary
+from scanner.probes._tlsinfo import WebClient, local_name, safe_xml, tls_evidence_summary, tls_summary
 from scanner.probes.base import FirewallHint, Outcome, Probe, ProbeContext, passed, register, warned
 from scanner.probes.tls import check_options
 
@@ -140,3 +140,6 @@ class OntapManagementProbe(ProxyAware, Probe):
         return web.finish(
             passed(f"{api} answers on {ctx.where()}: {path} → {how}{tls_words}", **response.evidence(), **info)
         )
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        return tls_evidence_summary(evidence)

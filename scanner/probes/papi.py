@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from scanner.models import Reason, Transport
 from scanner.probes._http import HttpResponse, clip
 from scanner.probes._proxy import ProxyAware
-from scanner.probes._tlsinfo import WebClient, tls_summary
+from scanner.probes._tlsinfo import WebClient, tls_evidence_summary, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
 from scanner.probes.tls import check_options
 
@@ -81,3 +81,6 @@ class PapiProbe(ProxyAware, Probe):
             passed(f"PowerScale Platform API answers on {ctx.where()}: GET {PATH} → {what}{tls}",
                    **response.evidence(), **info)
         )
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        return tls_evidence_summary(evidence)

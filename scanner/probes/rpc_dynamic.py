@@ -59,6 +59,7 @@ from scanner.probes.base import (
     Probe,
     ProbeContext,
     ProbeError,
+    evidence_text,
     failed,
     inconclusive,
     passed,
@@ -345,3 +346,12 @@ class RpcDynamicProbe(Probe):
         if missing or unverified:
             text += "; not registered there: " + ", ".join(r["interface"] for r in missing + unverified)
         return passed(text, **evidence)
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        items = evidence.get("interfaces")
+        parts = []
+        for item in items[:6] if isinstance(items, list) else []:
+            if isinstance(item, Mapping):
+                port = f" on {evidence_text(item, 'port', 8)}" if item.get("port") else ""
+                parts.append(f"{evidence_text(item, 'interface', 40) or '?'}: {evidence_text(item, 'status', 20) or '?'}{port}")
+        return "; ".join(parts)

@@ -69,6 +69,7 @@ from scanner.probes.base import (
     Probe,
     ProbeContext,
     ProbeError,
+    evidence_text,
     failed,
     inconclusive,
     passed,
@@ -381,6 +382,14 @@ class SmbNegotiateProbe(Probe):
         evidence.update(session.evidence)
         evidence["login"] = "ok"
         return passed(f"{detail}; {creds} logged on ({session.protocol}) and connected to IPC$", **evidence)
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        dialect = evidence_text(evidence, "dialect", 20)
+        if not dialect:
+            return ""
+        if evidence.get("signing_required") is True:
+            return f"SMB {dialect} signing required"
+        return f"SMB {dialect}" + (" signing enabled" if evidence.get("signing_enabled") is True else "")
 
 
 @dataclass

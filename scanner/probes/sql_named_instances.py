@@ -27,6 +27,7 @@ from scanner.probes.base import (
     Probe,
     ProbeContext,
     ProbeError,
+    evidence_text,
     failed,
     inconclusive,
     passed,
@@ -200,3 +201,9 @@ class SqlNamedInstancesProbe(Probe):
             f"every named instance answers TDS PRELOGIN: {listing}{note}",
             **evidence,
         )
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        items = evidence.get("instances")
+        names = [f"{evidence_text(i, 'name', 40) or '?'} (TCP {evidence_text(i, 'tcp_port', 8) or '-'})"
+                 for i in (items[:6] if isinstance(items, list) else []) if isinstance(i, Mapping)]
+        return "instances " + ", ".join(names) if names else ""

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from scanner.models import Transport
 from scanner.probes._proxy import ProxyAware, validate_via_proxy
-from scanner.probes._tlsinfo import judge, open_tls, tls_summary
+from scanner.probes._tlsinfo import judge, open_tls, tls_evidence_summary, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register
 
 
@@ -48,3 +48,6 @@ class TlsHandshakeProbe(ProxyAware, Probe):
             session,
             passed(f"TLS answers on {ctx.where()}: {tls_summary(ctx, session)}"),
         )
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        return tls_evidence_summary(evidence)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from scanner.models import Transport
-from scanner.probes._tlsinfo import judge, open_tls
+from scanner.probes._tlsinfo import judge, open_tls, tls_evidence_summary
 from scanner.probes._tns import exchange, outcome_for, service_name
 from scanner.probes.base import Outcome, Probe, ProbeContext, register
 from scanner.probes.tns import validate_tns_options
@@ -38,3 +38,6 @@ class TnsTlsProbe(Probe):
         finally:
             await session.close()
         return judge(ctx, session, outcome_for(ctx, answer, configured, service=service))
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        return tls_evidence_summary(evidence)

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from scanner.models import Reason, Transport
 from scanner.probes._http import HttpResponse, clip
 from scanner.probes._proxy import ProxyAware
-from scanner.probes._tlsinfo import WebClient, local_name, safe_xml, tls_summary
+from scanner.probes._tlsinfo import WebClient, local_name, safe_xml, tls_evidence_summary, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register
 from scanner.probes.tls import check_options
 
@@ -145,3 +145,6 @@ class VsphereSdkProbe(ProxyAware, Probe):
             **response.evidence(),
             **info,
         )
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        return tls_evidence_summary(evidence)

@@ -20,7 +20,7 @@ from typing import Any
 
 from scanner.models import Reason, Transport
 from scanner.probes._http import HttpResponse, clip
-from scanner.probes._tlsinfo import WebClient, local_name, safe_xml
+from scanner.probes._tlsinfo import WebClient, local_name, safe_xml, tls_evidence_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, inconclusive, passed, register
 
 SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
@@ -144,3 +144,6 @@ class WinRmProbe(Probe):
             + f") without WS-Management on {path}: WinRM does not listen there",
             **evidence,
         )
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        return tls_evidence_summary(evidence)

@@ -1,10 +1,11 @@
 """CSV report for spreadsheets: one line per row x target x check.
 
-    write_csv(doc, "report.csv")   # -> the document's exit code
+    get_reporter("csv")(doc, "report.csv")   # -> the document's exit code
 
 Spreadsheets run cells that start with = + - @ (and tab / carriage return) as formulas,
 and peers choose some of this text (banners, details), so such cells get a leading
 apostrophe (the OWASP "CSV injection" advice): the value shows as text and never runs.
+Control characters (terminal escapes: `--csv -` may print to a terminal) become U+FFFD.
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Mapping
+import re
+from typing import Any, Mapping, TextIO
 
-from scanner.report import exit_code
-from scanner.reporters import reporter
-from scanner.reporters.html import write_text
+from scanner.reporters import RenderOptions, reporter
+from scanner.reporters._view import check_summary
 
 COLUMNS = (
     "profile", "section", "row", "doc_port", "doc_protocol", "doc_source", "doc_target", "purpose", "direction",
     "role", "target", "address", "row_status", "row_reason", "row_detail",
     "check_protocol", "check_port", "probe", "check_status", "check_reason", "check_detail", "duration_ms", "evidence",
+    "check_summary",
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Every control character but tab and newline (a cell may hold lines), and bidi/format characters.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
 MAX_CELL = 2000  # a spreadsheet cell holds 32767 characters; evidence is bounded far below
 
 
@@ -39,7 +43,7 @@ def cell(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
     else:
         text = str(value)
-    text = text.replace("\x00", "")
+    text = _CONTROLS.sub("\ufffd", text.replace("\x00", ""))
     if len(text) > MAX_CELL:
         text = text[:MAX_CELL] + "…"
     if text.startswith(_FORMULA_START):
@@ -49,7 +53,15 @@ def cell(value: Any) -> str:
 
 def render_csv(doc: Mapping[str, Any]) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
+    write_csv(doc, buf, RenderOptions())
+    return buf.getvalue()
+
+
+# utf-8-sig: Excel on Windows reads the purpose texts' non-ASCII right only with a BOM
+@reporter("csv", flag="--csv", help="write a CSV report (one line per row x target x check)",
+          encoding="utf-8-sig", newline="")
+def write_csv(doc: Mapping[str, Any], out: TextIO, options: RenderOptions) -> None:
+    w = csv.writer(out, lineterminator="\r\n")
     w.writerow(COLUMNS)
     for row in doc.get("rows") or []:
         if not isinstance(row, Mapping):
@@ -61,18 +73,5 @@ def render_csv(doc: Mapping[str, Any]) -> str:
         for c in checks:
             w.writerow([cell(v) for v in base + [
                 c.get("protocol"), c.get("port"), c.get("probe"), c.get("status"), c.get("reason"), c.get("detail"),
-                c.get("duration_ms"), c.get("evidence") or None,
+                c.get("duration_ms"), c.get("evidence") or None, check_summary(c) if c else None,
             ]])
-    return buf.getvalue()
-
-
-@reporter("csv")
-def write_csv(doc: Mapping[str, Any], dest: str | None) -> int:
-    text = render_csv(doc)
-    if dest in (None, "-"):
-        write_text(dest, text)
-    else:
-        # utf-8-sig: Excel on Windows reads the purpose texts' non-ASCII right only with a BOM
-        with open(dest, "w", encoding="utf-8-sig", newline="") as fh:
-            fh.write(text)
-    return exit_code(doc)

@@ -1,20 +1,23 @@
-"""JUnit XML: one testsuite per profile, one testcase per row x target (Jenkins, GitLab)."""
+"""JUnit XML: one testsuite per profile, one testcase per row x target (Jenkins, GitLab).
+
+An interrupted run says so on every testsuite (`<property name="interrupted" .../>`),
+so a CI job that timed out still shows what finished and that the rest is missing.
+"""
 
 from __future__ import annotations
 
 import re
-import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TextIO
 
 from scanner.models import Status, is_failure
-from scanner.report import exit_code
-from scanner.reporters import reporter
+from scanner.reporters import RenderOptions, reporter
+from scanner.reporters._view import check_summary, interrupted_view
 
-# XML 1.0 cannot carry most control characters; peers may send them.
-_INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# XML 1.0 cannot carry most control characters; C1 controls are legal XML but would
+# drive a terminal (`--junit -`). Peers may send any of them.
+_INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufffe\uffff]")
 
 
 def _clean(text: Any) -> str:
@@ -24,20 +27,28 @@ def _clean(text: Any) -> str:
 def _check_lines(row: Mapping[str, Any]) -> str:
     lines = []
     for c in row.get("checks", []):
-        lines.append(f"{c['protocol'].upper()} {c['port']} [{c['probe']}]: {c['status']} ({c['reason']}) {c['detail']}")
+        summary = check_summary(c)
+        lines.append(f"{str(c.get('protocol', '')).upper()} {c.get('port')} [{c.get('probe')}]: {c['status']} "
+                     f"({c['reason']}) {c.get('detail', '')}" + (f" — {summary}" if summary else ""))
     return "\n".join(lines)
 
 
-@reporter("junit")
-def write_junit(doc: Mapping[str, Any], dest: str | None) -> int:
+@reporter("junit", flag="--junit", help="write JUnit XML (one testsuite per profile)")
+def render_junit(doc: Mapping[str, Any], out: TextIO, options: RenderOptions) -> None:
     strict = bool(doc.get("summary", {}).get("strict", False))
-    suites = ET.Element("testsuites", name=f"portready {doc.get('kind', 'scan')}")
+    suites = ET.Element("testsuites", name=f"portready {_clean(doc.get('kind', 'scan'))}")
+    interrupted = interrupted_view(doc)
     by_profile: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in doc.get("rows", []):
         by_profile[str(row.get("profile"))].append(row)
+    if interrupted and not by_profile:
+        by_profile["portready"] = []  # a suite to carry the property when nothing finished
     total = failures = errors = skipped = 0
     for profile, rows in by_profile.items():
         suite = ET.SubElement(suites, "testsuite", name=_clean(profile))
+        if interrupted:
+            props = ET.SubElement(suite, "properties")
+            ET.SubElement(props, "property", name="interrupted", value=_clean(interrupted["text"]))
         s_fail = s_err = s_skip = 0
         s_time = 0.0
         for row in rows:
@@ -48,16 +59,16 @@ def write_junit(doc: Mapping[str, Any], dest: str | None) -> int:
                 suite,
                 "testcase",
                 classname=_clean(f"{profile}.{row['row']}"),
-                name=_clean(f"{row['doc_port']} {row.get('doc_protocol', '')} -> {row['target']}"),
+                name=_clean(f"{row.get('doc_port', '')} {row.get('doc_protocol', '')} -> {row['target']}"),
                 time=f"{duration:.3f}",
             )
-            message = _clean(f"{row['status']} ({row['reason']}): {row['detail']}")
+            message = _clean(f"{row['status']} ({row['reason']}): {row.get('detail', '')}")
             if status is Status.ERROR:
                 s_err += 1
-                ET.SubElement(case, "error", message=message, type=str(row["reason"])).text = _clean(_check_lines(row))
+                ET.SubElement(case, "error", message=message, type=_clean(row["reason"])).text = _clean(_check_lines(row))
             elif is_failure(status, strict):
                 s_fail += 1
-                ET.SubElement(case, "failure", message=message, type=str(row["reason"])).text = _clean(_check_lines(row))
+                ET.SubElement(case, "failure", message=message, type=_clean(row["reason"])).text = _clean(_check_lines(row))
             elif status is Status.SKIP:
                 s_skip += 1
                 ET.SubElement(case, "skipped", message=message)
@@ -77,9 +88,4 @@ def write_junit(doc: Mapping[str, Any], dest: str | None) -> int:
     suites.set("errors", str(errors))
     suites.set("skipped", str(skipped))
     ET.indent(suites)
-    data = ET.tostring(suites, encoding="unicode", xml_declaration=True)
-    if dest in (None, "-"):
-        sys.stdout.write(data + "\n")
-    else:
-        Path(dest).write_text(data + "\n", encoding="utf-8")
-    return exit_code(doc)
+    out.write(ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")

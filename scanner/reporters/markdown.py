@@ -1,6 +1,6 @@
-"""Markdown report for tickets and wikis: summary, matrix, the failed and attention rows, how to fix.
+"""Markdown report for tickets and wikis: summary, findings, matrix, the attention rows, how to fix.
 
-    write_markdown(doc, "report.md")   # -> the document's exit code
+    get_reporter("markdown")(doc, "report.md")   # -> the document's exit code
 
 Every cell from the document goes through `md()`: peers choose banners, certificate fields
 and syslog lines, and a `|`, a backtick, a `<tag>` or a newline must not change the table
@@ -9,33 +9,20 @@ or inject markup into the ticket system that renders it.
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, TextIO
 
 from scanner.report import exit_code
-from scanner.reporters import reporter
-from scanner.reporters.html import STATUS_ORDER, build_view, clip, header_view, reason_words, write_text
+from scanner.reporters import RenderOptions, reporter
+from scanner.reporters._view import STATUS_ORDER, build_view, header_view, md, md_code, reason_words
 
 if TYPE_CHECKING:
     from scanner.remediation import Fix
 
-_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # inline markup, links, table cells; < and & become entities
+__all__ = ["code", "fixes_markdown", "md", "render_markdown"]
+code = md_code  # the name other modules imported
 
-
-def md(value: Any, limit: int = 400) -> str:
-    """Text safe in a Markdown table cell: escaped markup, entities for < and &, no newlines."""
-    s = clip(value, limit)
-    s = s.replace("&", "&amp;").replace("<", "&lt;")
-    s = _SPECIAL.sub(r"\\\1", s)
-    s = re.sub(r"[\r\n\t]+", " ", s)
-    return s
-
-
-def code(value: Any, limit: int = 200) -> str:
-    """Inline code that no backtick can close early (double fence, backticks replaced)."""
-    s = clip(value, limit).replace("`", "'")
-    s = re.sub(r"[\r\n\t]+", " ", s)
-    return f"`` {s} ``"
+MAX_ATTENTION = 500  # rows listed one by one; beyond, the findings above say it per group
+MAX_ALL_ROWS = 2000  # the "All rows" tables; beyond, the JSON, CSV and HTML reports hold every row
 
 
 def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
@@ -83,18 +70,33 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         "",
         f"- When: {md(head['started'], 40)} → {md(head['finished'], 40)}",
         f"- From: {md(head['host'], 120)} ({md(', '.join(head['addresses']), 300)})",
-        f"- Inventory: {md(head['inventory_path'], 300)}" + (f" (sha256 {code(head['inventory_sha256'], 80)})" if head["inventory_sha256"] else ""),
+        f"- Inventory: {md(head['inventory_path'], 300)}" + (f" (sha256 {md_code(head['inventory_sha256'], 80)})" if head["inventory_sha256"] else ""),
         f"- Tool: portready {md(head['version'], 40)}, report schema {md(head['schema_version'], 10)}",
         "- Options: " + ", ".join(f"{md(k, 40)}={md(v, 80)}" for k, v in head["options"].items()),
     ]
     for note in head["notes"]:
         lines.append(f"- Note: {md(note, 600)}")
+    if head["interrupted"]:
+        lines[2:2] = [f"**{md(head['interrupted']['text'], 300)}**", ""]
+    findings = [f for f in view["findings"] if f["status"] not in ("pass", "skip")]
+    lines += ["", "## Findings", ""]
+    if not findings:
+        lines.append("None: every checked row passed or was skipped.")
+    else:
+        lines += _table(
+            ["Verdict", "Row", "Port", "Protocol", "Purpose", "Reason", "Targets", "Detail (first target)"],
+            ([f"**{f['status'].upper()}**", md(f"{f['profile']}/{f['row']}", 120), md(", ".join(f["checks"]) or f["doc_port"], 80),
+              md(f["doc_protocol"], 20), md(f["purpose"], 200), md(f["reason_words"], 120),
+              md(f"{f['count']}: " + ", ".join(h["name"] for h in f["hosts"]) + (f" and {f['more']} more" if f["more"] else ""), 400),
+              md(f["detail"], 300)]
+             for f in findings),
+        )
     matrix = view["matrix"]
     if matrix["rows"]:
         lines += ["", "## Matrix", ""]
         lines += _table(
             [""] + [md(c["label"], 60) for c in matrix["columns"]],
-            ([f"**{md(r['label'], 60)}**"] + [(cell["status"].upper() if cell else "—") for cell in matrix["grid"][i]]
+            ([f"**{md(_matrix_label(r), 200)}**"] + [(cell["status"].upper() if cell else "—") for cell in matrix["grid"][i]]
              for i, r in enumerate(matrix["rows"])),
         )
     lines += ["", "## Rows that need attention", ""]
@@ -105,6 +107,9 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     if not attention:
         lines.append("None: every checked row passed or was skipped.")
     else:
+        if len(attention) > MAX_ATTENTION:
+            lines += [f"The first {MAX_ATTENTION} of {len(attention)}; the findings above group them all.", ""]
+            attention = attention[:MAX_ATTENTION]
         lines += _table(
             ["Profile", "Target", "Port", "Protocol", "Source", "Destination", "Purpose", "Verdict", "Reason", "Detail", "Evidence"],
             ([md(sec["profile"], 60), md(f"{b['target']} ({b['address']})" if b["address"] and b["address"] != b["target"] else b["target"], 120),
@@ -114,12 +119,16 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
              for sec, b, r in attention),
         )
     lines += ["", "## All rows", ""]
-    for sec in view["sections"]:
+    if len(doc.get("rows") or []) > MAX_ALL_ROWS:
+        lines += [f"{len(doc.get('rows') or [])} row × target results: too many for a ticket; the JSON, CSV and HTML "
+                  "reports hold every one.", ""]
+    for sec in view["sections"] if len(doc.get("rows") or []) <= MAX_ALL_ROWS else []:
         lines += [f"### {md(sec['profile'], 100)} — {md(sec['section'], 200)}", ""]
         lines += _table(
-            ["Target", "Port", "Protocol", "Source", "Destination", "Purpose", "Verdict", "Reason", "Time (ms)"],
+            ["Target", "Port", "Protocol", "Source", "Destination", "Purpose", "Verdict", "Reason", "Time (ms)", "Evidence"],
             ([md(b["target"], 120), md(r["doc_port"], 60), md(r["doc_protocol"], 20), md(r["doc_source"], 80),
-              md(r["doc_target"], 80), md(r["purpose"], 200), r["status"].upper(), md(r["reason"], 40), f"{r['ms']:.0f}"]
+              md(r["doc_target"], 80), md(r["purpose"], 200), r["status"].upper(), md(r["reason"], 40), f"{r['ms']:.0f}",
+              md("; ".join(c["summary"] for c in r["checks"] if c["summary"]), 300)]
              for b in sec["blocks"] for r in b["rows"]),
         )
         lines.append("")
@@ -137,7 +146,15 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@reporter("markdown")
-def write_markdown(doc: Mapping[str, Any], dest: str | None) -> int:
-    write_text(dest, render_markdown(doc))
-    return exit_code(doc)
+def _matrix_label(r: Mapping[str, Any]) -> str:
+    """A matrix row: a target or profile, or a group of targets named (a few) and counted."""
+    members = r.get("members")
+    if not members:
+        return str(r["label"])
+    names = ", ".join(m["label"] for m in members[:6])
+    return f"{r['label']}: {names}" + (f" and {len(members) - 6} more" if len(members) > 6 else "")
+
+
+@reporter("markdown", flag="--markdown", help="write a Markdown report")
+def write_markdown(doc: Mapping[str, Any], out: TextIO, options: RenderOptions) -> None:
+    out.write(render_markdown(doc))

@@ -15,14 +15,14 @@ import pytest
 from scanner.cli import main
 from scanner.models import Reason, Status
 from scanner.report import build_document, exit_code
-from scanner.reporters import get_reporter
+from scanner.reporters import file_formats, get_reporter
 from scanner.reporters.csv_report import render_csv
 from scanner.reporters.html import render_html
 from scanner.reporters.markdown import render_markdown
 
 from . import samples
 
-FORMATS = ("json", "junit", "html", "markdown", "csv")
+FORMATS = tuple(f.name for f in file_formats())  # every format a flag asks for, as registered
 
 
 class Tags(HTMLParser):
