@@ -199,6 +199,11 @@ class SchemaVersionError(ConfigError):
                                      f"{', '.join(map(str, READABLE_VERSIONS))}")
 
 
+def _a(name: str) -> str:
+    """"a list", "an int": the article for a type name in an error text."""
+    return f"an {name}" if name[:1] in "aeiou" else f"a {name}"
+
+
 def load_document(path: Path) -> dict[str, Any]:
     """Read a saved report (for `report`, `diff` and `fix`), trusting nothing in it.
 
@@ -288,7 +293,7 @@ _DOC_FIELDS: dict[str, tuple[type, ...]] = {
 def _document_problem(data: Mapping[str, Any]) -> str | None:
     for key, types in _DOC_FIELDS.items():
         if key in data and not isinstance(data[key], types):
-            return f"{key!r} is a {type(data[key]).__name__}, expected {' or '.join(t.__name__ for t in types)}"
+            return f"{key!r} is {_a(type(data[key]).__name__)}, expected {' or '.join(t.__name__ for t in types)}"
     if any(not isinstance(n, str) for n in data.get("notes") or []):
         return "'notes' holds something other than text"
     statuses = {s.value for s in Status}
@@ -322,5 +327,5 @@ def _fields_problem(item: Mapping[str, Any], fields: Mapping[str, tuple[tuple[ty
             continue
         value = item[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            return f"{key!r} is a {type(value).__name__}, expected {' or '.join(t.__name__ for t in types)}"
+            return f"{key!r} is {_a(type(value).__name__)}, expected {' or '.join(t.__name__ for t in types)}"
     return None

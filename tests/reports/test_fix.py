@@ -313,15 +313,15 @@ def _hostile(doc: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str
 
 
 @pytest.mark.parametrize(("path", "value", "words"), [
-    (("rows", 0, "checks"), "not a list", "rows[0].checks: expected list, got str"),
-    (("rows", 0, "checks", 0), ["x"], "rows[0].checks[0]: expected an object, got list"),
-    (("rows", 0, "checks", 0, "port"), 3.5, "rows[0].checks[0].port: expected int or str, got float"),
-    (("rows", 0, "checks", 0, "status"), "exploded", "rows[0].checks[0].status: 'exploded' is not a status"),
-    (("rows", 0, "checks", 0, "evidence"), [1, 2], "rows[0].checks[0].evidence: expected Mapping, got list"),
-    (("rows", 0, "target"), KeyError, "rows[0]: no 'target'"),
-    (("rows", 0, "target"), {"x": 1}, "rows[0].target: expected str, got dict"),
-    (("rows", 0, "address"), 12, "rows[0].address: expected str, got int"),
-    (("rows", 0, "purpose"), ["x"] * 3, "rows[0].purpose: expected str, got list"),
+    (("rows", 0, "checks"), "not a list", "row 0: 'checks' is a str, expected list"),
+    (("rows", 0, "checks", 0), ["x"], "row 0, check 0 is not an object"),
+    (("rows", 0, "checks", 0, "port"), 3.5, "row 0, check 0: 'port' is a float, expected int"),
+    (("rows", 0, "checks", 0, "status"), "exploded", "row 0, check 0 has no valid status"),
+    (("rows", 0, "checks", 0, "evidence"), [1, 2], "row 0, check 0: 'evidence' is a list, expected dict"),
+    (("rows", 0, "target"), KeyError, "row 0: the key 'target' is missing"),
+    (("rows", 0, "target"), {"x": 1}, "row 0: 'target' is a dict, expected str"),
+    (("rows", 0, "address"), 12, "row 0: 'address' is an int, expected str"),
+    (("rows", 0, "purpose"), ["x"] * 3, "row 0: 'purpose' is a list, expected str"),
 ])
 def test_a_hostile_report_is_a_clear_error_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                  path: tuple[Any, ...], value: Any, words: str) -> None:  # fmt: skip

@@ -45,7 +45,7 @@ def _edit(fn: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
 BROKEN: dict[str, tuple[Any, str]] = {
     "row without status": (_edit(lambda d: d["rows"][0].pop("status")), "row 0: the key 'status' is missing"),
     "row without checks": (_edit(lambda d: d["rows"][1].pop("checks")), "row 1: the key 'checks' is missing"),
-    "target is a number": (_edit(lambda d: d["rows"][0].update(target=7)), "row 0: 'target' is a int"),
+    "target is a number": (_edit(lambda d: d["rows"][0].update(target=7)), "row 0: 'target' is an int"),
     "checks is a string": (_edit(lambda d: d["rows"][0].update(checks="x")), "'checks' is a str"),
     "check is a list": (_edit(lambda d: d["rows"][0].update(checks=[[1]])), "row 0, check 0 is not an object"),
     "check status unknown": (_edit(lambda d: d["rows"][0]["checks"][0].update(status="great")), "no valid status"),
