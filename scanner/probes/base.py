@@ -190,6 +190,10 @@ class Probe:
     async def run(self, ctx: ProbeContext) -> Outcome:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # What the check leaves in the target's security log (e.g. "event 4624 (logon type 3)");
+    # "" = nothing known. The README's footprint table lists it per probe.
+    footprint: ClassVar[str] = ""
+
 
 _REGISTRY: dict[str, type[Probe]] = {}
 

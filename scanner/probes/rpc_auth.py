@@ -1,0 +1,243 @@
+"""Authenticated RPC binds and the one call per interface that proves the Auditor's access.
+
+With the role's credentials, for each interface the row names, bind with NTLM at packet
+integrity and make the call the Auditor depends on:
+
+``scm``        svcctl (MS-SCMR): ROpenSCManagerW, then close the handle
+``eventlog``   eventlog (MS-EVEN): ElfrOpenELW of the log named by option ``log``
+               (default "Security"), ElfrNumberOfRecords, close
+``winreg``     Remote Registry (MS-RRP) on \\PIPE\\winreg: OpenLocalMachine, close
+``tasksched``  ITaskSchedulerService (MS-TSCH) on \\PIPE\\atsvc: SchRpcHighestVersion
+
+The check's port picks the transport: 445/139 go over SMB named pipes (as Windows serves
+Remote Registry, and as the Auditor reaches SCM and EventLog through file sharing); any
+other port (135) asks the endpoint mapper there for the interface's dynamic TCP port.
+
+Per interface the evidence says {interface, transport, port, status, reason}; status is
+ok, auth, policy, not-registered, or a network reason. The check fails on any auth, policy
+or network failure, is inconclusive when an interface is not registered, passes otherwise.
+Without credentials it is a skip saying what a credentialed run adds; without impacket a
+skip naming the `portready[dcom]` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from scanner.models import Reason, Transport
+from scanner.probes._impacket_rpc import (
+    authenticated_dce,
+    classify,
+    disconnect_quietly,
+    load_impacket,
+    missing_extra,
+    no_credentials,
+)
+from scanner.probes._rpc import EPM, Interface, RpcConnection, ept_map
+from scanner.probes.base import (
+    Credentials,
+    Outcome,
+    Probe,
+    ProbeContext,
+    ProbeError,
+    failed,
+    inconclusive,
+    passed,
+    register,
+)
+from scanner.probes.netio import close_quietly, connect_tcp
+
+PIPE_PORTS = (445, 139)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One interface the Auditor uses: where it listens and the call that proves access."""
+
+    label: str
+    iface: Interface
+    pipe: str
+    call: str  # words for the evidence
+
+
+TARGETS: dict[str, Target] = {
+    "scm": Target("scm", Interface("367abb81-9844-35f1-ad32-98f038001003", 2, 0), "svcctl", "ROpenSCManagerW"),
+    "eventlog": Target("eventlog", Interface("82273fdc-e32a-18c3-3f78-827929dc23ea", 0, 0), "eventlog", "ElfrOpenELW"),
+    "winreg": Target("winreg", Interface("338cd001-2244-31f1-aaaa-900038001003", 1, 0), "winreg", "OpenLocalMachine"),
+    "tasksched": Target(
+        "tasksched", Interface("86d35949-83c9-4044-b424-db363231fd0c", 1, 0), "atsvc", "SchRpcHighestVersion"
+    ),
+}
+
+
+def _parse(options: Mapping[str, Any]) -> list[Target]:
+    value = options.get("interfaces")
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError("rpc-auth needs option 'interfaces': a non-empty list")
+    out = []
+    for item in value:
+        name = str(item).strip().lower()
+        if name not in TARGETS:
+            raise ValueError(f"rpc-auth: unknown interface {item!r} (known: {', '.join(TARGETS)})")
+        out.append(TARGETS[name])
+    return out
+
+
+def _call(target: Target, dce: Any, log: str) -> dict[str, Any]:
+    """The proving call on a bound `dce`; returns extra evidence. impacket errors propagate."""
+    if target.label == "scm":
+        from impacket.dcerpc.v5 import scmr
+
+        resp = scmr.hROpenSCManagerW(dce)
+        scmr.hRCloseServiceHandle(dce, resp["lpScHandle"])
+        return {}
+    if target.label == "eventlog":
+        from impacket.dcerpc.v5 import even
+
+        resp = even.hElfrOpenELW(dce, log + "\x00", "\x00")
+        handle = resp["LogHandle"]
+        count = even.hElfrNumberOfRecords(dce, handle)["NumberOfRecords"]
+        even.hElfrCloseEL(dce, handle)
+        return {"log": log, "records": int(count)}
+    if target.label == "winreg":
+        from impacket.dcerpc.v5 import rrp
+
+        resp = rrp.hOpenLocalMachine(dce)
+        rrp.hBaseRegCloseKey(dce, resp["phKey"])
+        return {}
+    from impacket.dcerpc.v5 import tsch
+
+    version = tsch.hSchRpcHighestVersion(dce)["pVersion"]
+    return {"version": f"{version >> 16}.{version & 0xFFFF}"}
+
+
+def _uuid_bin(iface: Interface) -> bytes:
+    from impacket.dcerpc.v5.rpcrt import uuidtup_to_bin
+
+    return bytes(uuidtup_to_bin((iface.uuid, f"{iface.major}.{iface.minor}")))
+
+
+def bind_and_call(
+    ctx: ProbeContext, creds: Credentials, target: Target, port: int, via_pipe: bool, timeout: float
+) -> dict[str, Any]:
+    """Blocking (worker thread): connect, authenticate, bind, call. Evidence dict; raises only on our bugs."""
+    binding = rf"ncacn_np:{ctx.address}[\pipe\{target.pipe}]" if via_pipe else f"ncacn_ip_tcp:{ctx.address}[{port}]"
+    what = f"{target.label} ({target.call} over {'SMB pipe ' + target.pipe if via_pipe else f'TCP {port}'})"
+    entry: dict[str, Any] = {
+        "interface": target.label, "transport": f"\\PIPE\\{target.pipe}" if via_pipe else "tcp", "port": port,
+        "call": target.call,
+    }  # fmt: skip
+    dce = None
+    step = "connect"
+    try:
+        dce = authenticated_dce(ctx, creds, binding, port, timeout)
+        dce.connect()
+        step = "bind"
+        dce.bind(_uuid_bin(target.iface))
+        step = "call"
+        entry.update(_call(target, dce, str(ctx.options.get("log", "Security"))))
+    except Exception as exc:  # noqa: BLE001 - classify maps every library error to a reason
+        outcome = classify(ctx, exc, what, port)
+        detail = outcome.detail
+        if step == "call":  # the logon and the bind worked: say so, the call's answer is the news
+            detail = f"authenticated bind accepted, then {detail}"
+        entry.update(status=outcome.reason.value, step=step, reason=detail)
+        return entry
+    finally:
+        if dce is not None:
+            disconnect_quietly(dce)
+    entry.update(status="ok", reason=f"authenticated bind and {target.call} succeeded")
+    return entry
+
+
+async def _tcp_port(ctx: ProbeContext, iface: Interface) -> int | None:
+    """The interface's dynamic TCP port from the mapper on the check's port (None: not registered)."""
+    reader, writer = await connect_tcp(ctx)
+    conn = RpcConnection(ctx, reader, writer)
+    try:
+        ack = await conn.bind(EPM)
+        if not ack.accepted:
+            raise ProbeError(failed(Reason.PROTOCOL, f"{ctx.where()} is not an RPC endpoint mapper ({ack.describe()})"))
+        towers = await ept_map(conn, iface)
+    finally:
+        conn.close()
+    return towers[0].port if towers else None
+
+
+@register
+class RpcAuthProbe(Probe):
+    name = "rpc-auth"
+    transports = (Transport.TCP,)
+    summary = "Authenticated RPC: NTLM bind at packet integrity and the call that proves access (SCM, EventLog, ...)"
+    exchanges = 6  # SMB negotiate + session setup + pipe open + bind + call, per interface in sequence
+    footprint: ClassVar[str] = (
+        "event 4624 (logon type 3, NTLM) per interface, 4625 on a wrong password; "
+        "5145 (pipe access) where file-share auditing is on"
+    )
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> None:
+        extra = set(options) - {"interfaces", "log"}
+        if extra:
+            raise ValueError(f"rpc-auth: unknown options {sorted(extra)}")
+        _parse(options)
+        if not isinstance(options.get("log", "Security"), str):
+            raise ValueError("rpc-auth: option 'log' must be an event log name")
+
+    async def run(self, ctx: ProbeContext) -> Outcome:
+        targets = _parse(ctx.options)
+        names = ", ".join(f"{t.label} ({t.call})" for t in targets)
+        creds = ctx.credentials
+        if creds is None:
+            return no_credentials(ctx, f"an authenticated bind and call for {names}")
+        if not load_impacket():
+            return missing_extra(f"authenticated RPC to {names}")
+        port = ctx.port or 445
+        via_pipe = port in PIPE_PORTS
+        if via_pipe:
+            # Our own connect first: dropped / refused read as such (and impacket, which leaks
+            # its socket when the connect fails, only runs against a port that answers).
+            _reader, writer = await connect_tcp(ctx, port)
+            close_quietly(writer)
+        results: list[dict[str, Any]] = []
+        for target in targets:  # in sequence: one logon after the other, as the Auditor does
+            if via_pipe:
+                results.append(await ctx.in_thread(bind_and_call, ctx, creds, target, port, True, ctx.step_timeout()))
+                continue
+            dynamic = await _tcp_port(ctx, target.iface)
+            if dynamic is None:
+                results.append({
+                    "interface": target.label, "transport": "tcp", "status": "not-registered",
+                    "reason": f"the endpoint mapper on {ctx.where()} has no TCP endpoint for {target.label}",
+                })  # fmt: skip
+                continue
+            dctx = ctx.with_port(dynamic)
+            results.append(await ctx.in_thread(bind_and_call, dctx, creds, target, dynamic, False, ctx.step_timeout()))
+        return verdict(ctx, results, str(creds))
+
+
+_ORDER = ("auth", "policy", "filtered", "refused", "unreachable", "protocol")
+
+
+def verdict(ctx: ProbeContext, results: list[dict[str, Any]], account: str) -> Outcome:
+    """Worst per-interface status decides; words name each interface and what it said."""
+    evidence: dict[str, Any] = {"interfaces": results, "account": account}
+    bad = [r for r in results if r["status"] in _ORDER]
+    if bad:
+        worst = min(bad, key=lambda r: _ORDER.index(r["status"]))
+        text = "; ".join(r["reason"] for r in bad)
+        return failed(Reason(worst["status"]), text, **evidence)
+    missing = [r for r in results if r["status"] == "not-registered"]
+    ok = [r for r in results if r["status"] == "ok"]
+    if missing:
+        head = "not registered: " + "; ".join(r["reason"] for r in missing)
+        if ok:
+            head += "; working as " + account + ": " + ", ".join(f"{r['interface']} ({r['call']})" for r in ok)
+        return inconclusive(Reason.NOT_REGISTERED, head, **evidence)
+    return passed(
+        f"authenticated as {account} at packet integrity: "
+        + ", ".join(f"{r['interface']} ({r['call']} via {r['transport']})" for r in ok),
+        **evidence,
+    )
