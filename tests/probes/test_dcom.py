@@ -18,6 +18,7 @@ from scanner.models import CheckResult, Reason, Status
 from scanner.probes.base import Credentials
 from scanner.probes.dcom import DcomActivationProbe, binding_port
 from scanner.testing import make_context, run_probe
+from tests.probes.dcom_sim import DcomSimulator, serve_dcom
 
 TIMEOUT = 2.0
 SECRET = "Sim-Secret-Pw-42"
@@ -90,3 +91,111 @@ async def test_without_impacket_the_check_names_the_extra(monkeypatch: pytest.Mo
     result = await dcom("127.0.0.1", credentials=Credentials("u", "p", "D"))
     assert (result.status, result.reason) == (Status.SKIP, Reason.NOT_CONFIGURED), result.detail
     assert "install portready[dcom]" in result.detail
+
+
+# -- the DCOM simulator (no Debian package serves DCOM; see tests/probes/dcom_sim.py) ------------
+
+
+async def test_simulated_wmi_activation_hands_out_its_port_and_the_login_passes() -> None:
+    sim = DcomSimulator(SECRET)
+    async with serve_dcom(sim) as port:
+        result = await dcom("127.0.0.1", port, Credentials("auditor", SECRET, "SIM"))
+    assert result.status is Status.PASS, result.detail
+    assert result.evidence["port"] == sim.object_port and result.evidence["step"] == "login"
+    assert result.evidence["bindings"] == [f"127.0.0.1[{sim.object_port}]"]
+    assert sim.logons == [True, True]  # activation on the mapper port, then the object's own port
+    assert "opnum 4" in sim.calls and "opnum 6" in sim.calls
+    assert SECRET not in json.dumps(result.to_dict())
+
+
+async def test_simulated_wrong_password_fails_auth() -> None:
+    sim = DcomSimulator(SECRET)
+    wrong = "Not-" + SECRET
+    async with serve_dcom(sim) as port:
+        result = await dcom("127.0.0.1", port, Credentials("auditor", wrong, "SIM"))
+    assert (result.status, result.reason) == (Status.FAIL, Reason.AUTH), result.detail
+    assert sim.logons == [False] and result.evidence["step"] == "activation"
+    text = json.dumps(result.to_dict())
+    assert wrong not in text and SECRET not in text
+
+
+@pytest.mark.parametrize(
+    ("activation", "login", "reason", "words"),
+    [
+        (0x80070005, "ok", Reason.POLICY, "Remote Activation"),
+        (0x80040154, "ok", Reason.NOT_REGISTERED, "class is not registered"),
+        ("ok", 0x80041003, Reason.POLICY, "Remote Enable"),
+        ("ok", 0x8004100E, Reason.NOT_REGISTERED, "root\\cimv2 does not exist"),
+    ],
+)
+async def test_simulated_hresults_map_to_words_an_admin_acts_on(
+    activation: str | int, login: str | int, reason: Reason, words: str
+) -> None:
+    sim = DcomSimulator(SECRET, activation=activation, login=login)
+    async with serve_dcom(sim) as port:
+        result = await dcom("127.0.0.1", port, Credentials("auditor", SECRET, "SIM"))
+    assert result.reason is reason and words in result.detail, result.detail
+    assert result.status is (Status.INCONCLUSIVE if reason is Reason.NOT_REGISTERED else Status.FAIL)
+
+
+async def test_simulated_handed_out_port_with_nothing_listening_fails_refused() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        unused = s.getsockname()[1]
+    sim = DcomSimulator(SECRET, hand_out=unused)
+    async with serve_dcom(sim) as port:
+        result = await dcom("127.0.0.1", port, Credentials("auditor", SECRET, "SIM"))
+    assert (result.status, result.reason) == (Status.FAIL, Reason.REFUSED), result.detail
+    assert result.evidence["port"] == unused
+
+
+async def test_simulated_answer_without_a_tcp_port_fails_protocol() -> None:
+    sim = DcomSimulator(SECRET, hand_out=0)
+    async with serve_dcom(sim) as port:
+        result = await dcom("127.0.0.1", port, Credentials("auditor", SECRET, "SIM"))
+    assert (result.status, result.reason) == (Status.FAIL, Reason.PROTOCOL), result.detail
+    assert "names no TCP port" in result.detail
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("block", ["drop", "reject"])
+async def test_simulator_in_a_lab_host_with_its_dynamic_port_blocked(second_host, block: str) -> None:  # type: ignore[no-untyped-def]
+    """The simulator runs inside lab host h2; nftables there blocks the port activation hands out."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.lab.netns import _kill_group
+
+    env = {**os.environ, "DCOM_SIM_PASSWORD": SECRET}
+    proc = second_host.popen(
+        [sys.executable, "-m", "tests.probes.dcom_sim", "--bind", second_host.ipv4, "--port", "135",
+         "--object-port", "49701", "--lifetime", "60"],
+        cwd=Path(__file__).parents[2], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith(b"READY")
+        getattr(second_host.firewall, block)(49701)
+        result = await dcom(second_host.ipv4, 135, Credentials("auditor", SECRET, "SIM"))
+    finally:
+        second_host.firewall.clear()
+        _kill_group(proc, grace=1.0)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    expected = Reason.FILTERED if block == "drop" else Reason.REFUSED
+    assert (result.status, result.reason) == (Status.FAIL, expected), result.detail
+    assert result.evidence["port"] == 49701
+    if block == "drop":
+        assert "handed out TCP 49701" in result.detail and "stealth mode" in result.detail
+
+
+async def test_simulated_pla_activation_binds_its_object_port() -> None:
+    sim = DcomSimulator(SECRET)
+    async with serve_dcom(sim) as port:
+        result = await dcom("127.0.0.1", port, Credentials("auditor", SECRET, "SIM"), server="pla")
+    assert result.status is Status.PASS, result.detail
+    assert result.evidence["step"] == "bind" and "opnum 6" not in sim.calls
