@@ -12,7 +12,9 @@ DCOM hardening of KB5004442, March 2023):
    of the Auditor starts with. PLA: an authenticated bind to IDataCollectorSet on the
    object's port (activation plus bind; no PLA method is called).
 
-Option ``server``: ``wmi`` (default) or ``pla``. Evidence: server, clsid, port (the one
+On a range check (the row's 1024-65535) the activator is asked on option ``mapper_port``
+(default 135) and the port it hands out is compared with the range; on a single-port check
+that port is the activator's. Option ``server``: ``wmi`` (default) or ``pla``. Evidence: server, clsid, port (the one
 activation handed out), bindings (as the server named them), step (where it ended) and
 namespace. Failures map to auth (logon refused), policy (DCOM launch/activation or WMI
 namespace rights, authentication level), not-registered (no DCOM on the host, class or
@@ -210,15 +212,23 @@ class DcomActivationProbe(Probe):
         "event 4624 (logon type 3, NTLM) twice (activation, then the object's port), 4625 on a wrong password; "
         "WMI-Activity/Operational 5857/5858 on a failed login; System 10016/10036 when DCOM refuses it"
     )
-    option_types: ClassVar[Mapping[str, type | tuple[type, ...]]] = {"server": str}
+    accepts_range = True
+    option_types: ClassVar[Mapping[str, type | tuple[type, ...]]] = {"server": str, "mapper_port": int}
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
         super().validate(options)
         if str(options.get("server", "wmi")).lower() not in SERVERS:
             raise ValueError(f"dcom: unknown server {options.get('server')!r} (known: {', '.join(SERVERS)})")
+        if not 0 < int(options.get("mapper_port", 135)) < 65536:
+            raise ValueError("dcom: mapper_port must be a TCP port number")
 
     async def run(self, ctx: ProbeContext) -> Outcome:
+        if ctx.port is None:  # a range check: the activator listens on the mapper port
+            return await self._run(ctx.with_port(int(ctx.options.get("mapper_port", 135))))
+        return await self._run(ctx)
+
+    async def _run(self, ctx: ProbeContext) -> Outcome:
         server = SERVERS[str(ctx.options.get("server", "wmi")).lower()]
         adds = f"a DCOM activation of {server.title} at packet integrity, the port it hands out" + (
             " and a WMI login to root\\cimv2" if server.label == "wmi" else ""
@@ -265,14 +275,17 @@ class DcomActivationProbe(Probe):
             evidence.update(await ctx.in_thread(login, octx, creds, server, act, ctx.step_timeout()))
         except ProbeError as exc:
             raise _with(exc, evidence) from None
+        done = "NTLMLogin to root\\cimv2 accepted" if server.label == "wmi" else "authenticated bind accepted"
+        text = (
+            f"{server.title}: DCOM activation on TCP {ctx.port} at packet integrity as {creds} handed out "
+            f"TCP {act.port}; {done} there"
+        )
         if not in_range:
             evidence["in_range"] = False
-        done = "NTLMLogin to root\\cimv2 accepted" if server.label == "wmi" else "authenticated bind accepted"
-        return passed(
-            f"{server.title}: DCOM activation on TCP {ctx.port} at packet integrity as {creds} handed out "
-            f"TCP {act.port}; {done} there",
-            **evidence,
-        )
+            text += (
+                f" (outside the documented range {ctx.ports}: a firewall rule for that range alone would not cover it)"
+            )
+        return passed(text, **evidence)
 
 
 def _with(exc: ProbeError, evidence: Mapping[str, Any]) -> ProbeError:

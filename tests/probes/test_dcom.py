@@ -199,3 +199,15 @@ async def test_simulated_pla_activation_binds_its_object_port() -> None:
         result = await dcom("127.0.0.1", port, Credentials("auditor", SECRET, "SIM"), server="pla")
     assert result.status is Status.PASS, result.detail
     assert result.evidence["step"] == "bind" and "opnum 6" not in sim.calls
+
+
+async def test_as_a_range_check_the_activator_is_asked_on_mapper_port() -> None:
+    sim = DcomSimulator(SECRET)
+    async with serve_dcom(sim) as port:
+        ctx = make_context(
+            "dc1", "127.0.0.1", "1024-65535", probe="dcom", options={"server": "wmi", "mapper_port": port},
+            timeout=TIMEOUT, retries=0, credentials=Credentials("auditor", SECRET, "SIM"),
+        )  # fmt: skip
+        result = await run_probe("dcom", ctx)
+    assert result.status is Status.PASS, result.detail
+    assert result.evidence["port"] == sim.object_port and "in_range" not in result.evidence
