@@ -51,7 +51,7 @@ import re
 import uuid as uuid_module
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from scanner.models import Reason, Transport
 from scanner.probes._rpc import (
@@ -173,7 +173,8 @@ class RpcDynamicProbe(Probe):
     accepts_range = True
     transports = (Transport.TCP,)
     summary = "Dynamic RPC ports: ept_map on 135 per interface, then connect and bind to the port it gives"
-    exchanges = 5  # mapper bind + ept_map calls, then binds on the dynamic ports (in parallel)
+    exchanges = 6  # mapper bind, ept_map calls, ept_lookup, then binds on the dynamic ports (in parallel)
+    footprint: ClassVar[str] = "none in the Security log (anonymous binds, no call on the dynamic ports); 5156 where WFP auditing is on"
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:

@@ -21,7 +21,7 @@ import asyncio
 import ipaddress
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from scanner.models import Reason, Transport
 from scanner.probes._smb2 import (
@@ -152,6 +152,8 @@ class SmbNegotiateProbe(Probe):
     transports = (Transport.TCP,)
     summary = "SMB: SMB2 NEGOTIATE (dialect, signing, server time); 139 via NetBIOS session; optional login"
     exchanges = 4
+    # Negotiate alone logs nothing; the login (credentials only) is a network logon.
+    footprint: ClassVar[str] = "with credentials: event 4624 (logon type 3, NTLM), 4625 on a wrong password; none anonymously"
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
