@@ -209,8 +209,8 @@ class DcomActivationProbe(Probe):
     summary = "DCOM: authenticated RemoteCreateInstance on 135 (packet integrity), then the server's own port"
     exchanges = 6  # connect + bind/auth + activation on 135; connect + bind/auth + login on the object port
     footprint: ClassVar[str] = (
-        "event 4624 (logon type 3, NTLM) twice (activation, then the object's port), 4625 on a wrong password; "
-        "WMI-Activity/Operational 5857/5858 on a failed login; System 10016/10036 when DCOM refuses it"
+        "event 4624 (logon type 3, NTLM) for the activation and again on the object's port (plus 4672 for an "
+        "administrator), 4625 on a wrong password; System log 10016 when DCOM permissions refuse the account"
     )
     accepts_range = True
     option_types: ClassVar[Mapping[str, type | tuple[type, ...]]] = {"server": str, "mapper_port": int}

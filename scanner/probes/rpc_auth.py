@@ -173,8 +173,8 @@ class RpcAuthProbe(Probe):
     summary = "Authenticated RPC: NTLM bind at packet integrity and the call that proves access (SCM, EventLog, ...)"
     exchanges = 6  # SMB negotiate + session setup + pipe open + bind + call, per interface in sequence
     footprint: ClassVar[str] = (
-        "event 4624 (logon type 3, NTLM) per interface, 4625 on a wrong password; "
-        "5145 (pipe access) where file-share auditing is on"
+        "event 4624 (logon type 3, NTLM) per interface (plus 4672 for an administrator), 4625 on a wrong "
+        "password; 5145 (named pipe access) where detailed file-share auditing is on"
     )
 
     @classmethod

@@ -174,7 +174,7 @@ class RpcDynamicProbe(Probe):
     transports = (Transport.TCP,)
     summary = "Dynamic RPC ports: ept_map on 135 per interface, then connect and bind to the port it gives"
     exchanges = 6  # mapper bind, ept_map calls, ept_lookup, then binds on the dynamic ports (in parallel)
-    footprint: ClassVar[str] = "none in the Security log (anonymous binds, no call on the dynamic ports); 5156 where WFP auditing is on"
+    footprint: ClassVar[str] = "none in the Security log (anonymous binds, no call on the dynamic ports)"
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
