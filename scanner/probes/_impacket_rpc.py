@@ -41,6 +41,12 @@ _AUTH_STATUS = {
 _POLICY_STATUS = {
     0xC0000022: "access denied: the account logged on but may not open this (rights or policy)",
 }
+# Win32 errors a call answers with in its out parameters (MS-ERREF 2.2).
+_WIN32 = {
+    5: (Reason.POLICY, "access denied: the account logged on but lacks the rights for this call"),
+    15007: (Reason.NOT_REGISTERED, "no such event log (channel) there"),
+    1722: (Reason.PROTOCOL, "the RPC server is unavailable"),
+}
 _MISSING_STATUS = {
     0xC0000034: "the named pipe does not exist: the service is not running or not installed",
     0xC00000AC: "the named pipe is not available: the service is not running",
@@ -74,6 +80,15 @@ def no_credentials(ctx: ProbeContext, adds: str) -> Outcome:
     )
 
 
+class CallError(Exception):
+    """A call answered with a Win32 error in its out parameters (not a fault)."""
+
+    def __init__(self, call: str, code: int) -> None:
+        super().__init__(f"{call} answered error {code}")
+        self.call = call
+        self.error_code = code
+
+
 def _status_words(code: int) -> tuple[Reason, str] | None:
     if code in _AUTH_STATUS:
         return Reason.AUTH, _AUTH_STATUS[code]
@@ -99,6 +114,10 @@ def classify(ctx: ProbeContext, exc: BaseException, what: str, port: int | None 
         return failed(Reason.PROTOCOL, f"{where} accepted, then reset the connection while opening {what}")
     if isinstance(exc, OSError) and exc.errno is not None:
         return outcome_for_oserror(ctx, exc, port)
+    if isinstance(exc, CallError):
+        reason, words = _WIN32.get(exc.error_code, (Reason.PROTOCOL, f"{exc.call} answered error {exc.error_code}"))
+        make = inconclusive if reason is Reason.NOT_REGISTERED else failed
+        return make(reason, f"{what} on {ctx.host}: {words} (error {exc.error_code})", win32_error=exc.error_code)
     code = _error_code(exc)
     text = _error_text(exc)
     if code is not None:

@@ -4,8 +4,9 @@ With the role's credentials, for each interface the row names, bind with NTLM at
 integrity and make the call the Auditor depends on:
 
 ``scm``        svcctl (MS-SCMR): ROpenSCManagerW, then close the handle
-``eventlog``   eventlog (MS-EVEN): ElfrOpenELW of the log named by option ``log``
-               (default "Security"), ElfrNumberOfRecords, close
+``eventlog``   on pipes eventlog (MS-EVEN): ElfrOpenELW of the log named by option ``log``
+               (default "Security"), ElfrNumberOfRecords, close; on TCP even6 (MS-EVEN6,
+               what Windows registers there): EvtRpcRegisterLogQuery of that log, close
 ``winreg``     Remote Registry (MS-RRP) on \\PIPE\\winreg: OpenLocalMachine, close
 ``tasksched``  ITaskSchedulerService (MS-TSCH) on \\PIPE\\atsvc: SchRpcHighestVersion
 
@@ -22,12 +23,14 @@ skip naming the `portready[dcom]` extra.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from scanner.models import Reason, Transport
 from scanner.probes._impacket_rpc import (
+    CallError,
     authenticated_dce,
     classify,
     disconnect_quietly,
@@ -60,11 +63,26 @@ class Target:
     iface: Interface
     pipe: str
     call: str  # words for the evidence
+    tcp_iface: Interface | None = None  # where TCP serves another interface (even6 for eventlog)
+    tcp_call: str = ""
+
+    def on(self, via_pipe: bool) -> tuple[Interface, str]:
+        """The interface and call used over pipes or over TCP."""
+        if via_pipe or self.tcp_iface is None:
+            return self.iface, self.call
+        return self.tcp_iface, self.tcp_call
 
 
 TARGETS: dict[str, Target] = {
     "scm": Target("scm", Interface("367abb81-9844-35f1-ad32-98f038001003", 2, 0), "svcctl", "ROpenSCManagerW"),
-    "eventlog": Target("eventlog", Interface("82273fdc-e32a-18c3-3f78-827929dc23ea", 0, 0), "eventlog", "ElfrOpenELW"),
+    "eventlog": Target(
+        "eventlog",
+        Interface("82273fdc-e32a-18c3-3f78-827929dc23ea", 0, 0),
+        "eventlog",
+        "ElfrOpenELW",
+        Interface("f6beaff7-1e19-4fbb-9f8f-b89e2018337c", 1, 0),
+        "EvtRpcRegisterLogQuery",
+    ),  # fmt: skip
     "winreg": Target("winreg", Interface("338cd001-2244-31f1-aaaa-900038001003", 1, 0), "winreg", "OpenLocalMachine"),
     "tasksched": Target(
         "tasksched", Interface("86d35949-83c9-4044-b424-db363231fd0c", 1, 0), "atsvc", "SchRpcHighestVersion"
@@ -85,8 +103,18 @@ def _parse(options: Mapping[str, Any]) -> list[Target]:
     return out
 
 
-def _call(target: Target, dce: Any, log: str) -> dict[str, Any]:
+def _call(target: Target, dce: Any, log: str, via_pipe: bool) -> dict[str, Any]:
     """The proving call on a bound `dce`; returns extra evidence. impacket errors propagate."""
+    if target.label == "eventlog" and not via_pipe:
+        from impacket.dcerpc.v5 import even6
+
+        resp = even6.hEvtRpcRegisterLogQuery(dce, log + "\x00", even6.EvtQueryChannelName)
+        code = int(resp["Error"]["Error"])
+        if code:
+            raise CallError("EvtRpcRegisterLogQuery", code)
+        with contextlib.suppress(Exception):  # closing is courtesy; Samba does not implement it
+            even6.hEvtRpcClose(dce, resp["Handle"])
+        return {"log": log}
     if target.label == "scm":
         from impacket.dcerpc.v5 import scmr
 
@@ -124,10 +152,11 @@ def bind_and_call(
 ) -> dict[str, Any]:
     """Blocking (worker thread): connect, authenticate, bind, call. Evidence dict; raises only on our bugs."""
     binding = rf"ncacn_np:{ctx.address}[\pipe\{target.pipe}]" if via_pipe else f"ncacn_ip_tcp:{ctx.address}[{port}]"
-    what = f"{target.label} ({target.call} over {'SMB pipe ' + target.pipe if via_pipe else f'TCP {port}'})"
+    iface, call = target.on(via_pipe)
+    what = f"{target.label} ({call} over {'SMB pipe ' + target.pipe if via_pipe else f'TCP {port}'})"
     entry: dict[str, Any] = {
         "interface": target.label, "transport": f"\\PIPE\\{target.pipe}" if via_pipe else "tcp", "port": port,
-        "call": target.call,
+        "call": call,
     }  # fmt: skip
     dce = None
     step = "connect"
@@ -135,20 +164,29 @@ def bind_and_call(
         dce = authenticated_dce(ctx, creds, binding, port, timeout)
         dce.connect()
         step = "bind"
-        dce.bind(_uuid_bin(target.iface))
+        dce.bind(_uuid_bin(iface))
         step = "call"
-        entry.update(_call(target, dce, str(ctx.options.get("log", "Security"))))
+        entry.update(_call(target, dce, str(ctx.options.get("log", "Security")), via_pipe))
     except Exception as exc:  # noqa: BLE001 - classify maps every library error to a reason
         outcome = classify(ctx, exc, what, port)
         detail = outcome.detail
-        if step == "call":  # the logon and the bind worked: say so, the call's answer is the news
+        if step == "call" and not via_pipe and "nca_s_proto_error" in str(exc):
+            # Over TCP the NTLM logon completes only with the first call (rpc_auth3 has no answer):
+            # Windows then faults with access denied, Samba with a protocol error.
+            outcome = failed(
+                Reason.AUTH,
+                f"{what} on {ctx.host}: the server dropped the authenticated association at the first call "
+                "(nca_s_proto_error): the NTLM logon most likely failed (wrong user name or password)",
+            )
+            detail = outcome.detail
+        elif step == "call":  # the logon and the bind worked: say so, the call's answer is the news
             detail = f"authenticated bind accepted, then {detail}"
         entry.update(status=outcome.reason.value, step=step, reason=detail)
         return entry
     finally:
         if dce is not None:
             disconnect_quietly(dce)
-    entry.update(status="ok", reason=f"authenticated bind and {target.call} succeeded")
+    entry.update(status="ok", reason=f"authenticated bind and {call} succeeded")
     return entry
 
 
@@ -206,7 +244,7 @@ class RpcAuthProbe(Probe):
             if via_pipe:
                 results.append(await ctx.in_thread(bind_and_call, ctx, creds, target, port, True, ctx.step_timeout()))
                 continue
-            dynamic = await _tcp_port(ctx, target.iface)
+            dynamic = await _tcp_port(ctx, target.on(False)[0])
             if dynamic is None:
                 results.append({
                     "interface": target.label, "transport": "tcp", "status": "not-registered",
@@ -214,6 +252,22 @@ class RpcAuthProbe(Probe):
                 })  # fmt: skip
                 continue
             dctx = ctx.with_port(dynamic)
+            try:  # our own connect first: a dropped dynamic port reads filtered, in our words
+                _reader, writer = await connect_tcp(dctx)
+            except ProbeError as exc:
+                o = exc.outcome
+                words = o.detail
+                if o.reason is Reason.FILTERED:
+                    words = (
+                        f"{o.detail}: the endpoint mapper lists {target.label} on TCP {dynamic}, so it listens "
+                        "there (not stealth mode's unused port): a firewall drops the dynamic RPC range"
+                    )
+                results.append({
+                    "interface": target.label, "transport": "tcp", "port": dynamic, "status": o.reason.value,
+                    "reason": words,
+                })  # fmt: skip
+                continue
+            close_quietly(writer)
             results.append(await ctx.in_thread(bind_and_call, dctx, creds, target, dynamic, False, ctx.step_timeout()))
         return verdict(ctx, results, str(creds))
 

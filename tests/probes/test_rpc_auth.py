@@ -113,6 +113,32 @@ async def test_over_tcp_the_mapper_is_asked_and_pipe_only_services_are_not_regis
 
 
 @pytest.mark.lab
+async def test_over_tcp_the_event_log_is_opened_on_its_dynamic_port(dc) -> None:  # type: ignore[no-untyped-def]
+    # Samba registers even6 on a dynamic TCP port and answers EvtRpcRegisterLogQuery.
+    result = await rpc_auth(dc.address, ["eventlog"], port=135, credentials=admin(dc))
+    assert result.status is Status.PASS, result.detail
+    entry = by_interface(result)["eventlog"]
+    assert entry["call"] == "EvtRpcRegisterLogQuery" and entry["transport"] == "tcp"
+    assert int(str(entry["port"])) >= 49152
+
+
+@pytest.mark.lab
+async def test_over_tcp_a_dropped_dynamic_range_fails_filtered(dc, dc_firewall) -> None:  # type: ignore[no-untyped-def]
+    dc_firewall.drop_range(49152, 65535)
+    result = await rpc_auth(dc.address, ["eventlog"], port=135, credentials=admin(dc))
+    assert (result.status, result.reason) == (Status.FAIL, Reason.FILTERED), result.detail
+
+
+@pytest.mark.lab
+async def test_over_tcp_a_wrong_password_fails_auth(dc) -> None:  # type: ignore[no-untyped-def]
+    secret = "Wrong-" + dc.admin_password[::-1]
+    creds = Credentials(dc.admin_user, secret, dc.domain)
+    result = await rpc_auth(dc.address, ["eventlog"], port=135, credentials=creds)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.AUTH), result.detail
+    assert secret not in json.dumps(result.to_dict())
+
+
+@pytest.mark.lab
 async def test_rejected_135_fails_refused_over_tcp(dc, dc_firewall) -> None:  # type: ignore[no-untyped-def]
     dc_firewall.reject(135)
     result = await rpc_auth(dc.address, ["scm"], port=135, credentials=admin(dc))
