@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -175,7 +176,9 @@ def rpc_errors(ctx: ProbeContext, what: str, port: int | None = None) -> Iterato
         raise ProbeError(classify(ctx, exc, what, port)) from None
 
 
-def authenticated_dce(ctx: ProbeContext, creds: Credentials, binding: str, port: int, timeout: float) -> Any:
+def authenticated_dce(
+    ctx: ProbeContext, creds: Credentials, binding: str, port: int, timeout: float, sessions: Sessions | None = None
+) -> Any:
     """An impacket DCERPC_v5 over `binding` (ncacn_np / ncacn_ip_tcp), NTLM at packet integrity.
 
     `timeout` bounds every socket wait (taken from `ctx.step_timeout()` before the thread starts).
@@ -192,7 +195,15 @@ def authenticated_dce(ctx: ProbeContext, creds: Credentials, binding: str, port:
     dce = rpct.get_dce_rpc()
     dce.set_auth_type(RPC_C_AUTHN_WINNT)
     dce.set_auth_level(RPC_C_AUTHN_LEVEL_PKT_INTEGRITY)
+    if sessions is not None:
+        sessions.add(dce)
     return dce
+
+
+def connect(dce: Any) -> None:
+    """dce.connect(), then the answer cap on TCP associations."""
+    dce.connect()
+    bound_tcp_answers(dce)
 
 
 def disconnect_quietly(dce: Any) -> None:
@@ -210,3 +221,60 @@ def disconnect_quietly(dce: Any) -> None:
         sock = rpct.get_socket()
         if sock is not None and hasattr(sock, "close"):
             sock.close()
+
+
+MAX_ANSWER = 4 << 20  # bytes one TCP association may receive: a hostile server cannot fill memory
+
+
+class _BoundedSocket:
+    """Delegates to a socket; recv fails once more than `limit` bytes came in (impacket reassembles
+    fragments without a bound)."""
+
+    def __init__(self, sock: socket.socket, limit: int) -> None:
+        self._sock = sock
+        self._left = limit
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        data = self._sock.recv(size, *flags)
+        self._left -= len(data)
+        if self._left < 0:
+            raise ConnectionAbortedError(f"an answer larger than {MAX_ANSWER >> 20} MiB")
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def bound_tcp_answers(dce: Any) -> None:
+    """After connect: cap what this ncacn_ip_tcp association may receive."""
+    rpct = dce.get_rpc_transport()
+    sock = getattr(rpct, "_TCPTransport__socket", None)
+    if isinstance(sock, socket.socket):
+        rpct._TCPTransport__socket = _BoundedSocket(sock, MAX_ANSWER)
+
+
+class Sessions:
+    """The associations a worker thread opened, so the event loop can cut them at the deadline.
+
+    A blocked recv in the thread wakes up when its socket is shut down; the thread then ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dces: list[Any] = []
+
+    def add(self, dce: Any) -> Any:
+        with self._lock:
+            self._dces.append(dce)
+        return dce
+
+    def cut(self) -> None:
+        with self._lock:
+            dces, self._dces = self._dces, []
+        for dce in dces:
+            rpct = getattr(dce, "get_rpc_transport", lambda: None)()
+            for getter in ("get_socket", "get_smb_server"):
+                with contextlib.suppress(Exception):
+                    obj = getattr(rpct, getter)()
+                    sock = obj.get_socket() if getter == "get_smb_server" else obj
+                    sock.shutdown(socket.SHUT_RDWR)

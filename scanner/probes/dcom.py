@@ -31,8 +31,10 @@ from typing import Any, ClassVar
 
 from scanner.models import Reason, Transport
 from scanner.probes._impacket_rpc import (
+    Sessions,
     authenticated_dce,
     classify,
+    connect,
     disconnect_quietly,
     load_impacket,
     missing_extra,
@@ -127,16 +129,18 @@ class Activation:
     port: int | None
 
 
-def activate(ctx: ProbeContext, creds: Credentials, server: DcomServer, timeout: float) -> Activation:
+def activate(
+    ctx: ProbeContext, creds: Credentials, server: DcomServer, timeout: float, sessions: Sessions | None = None
+) -> Activation:
     """Blocking: the authenticated RemoteCreateInstance on the mapper port. ProbeError on failure."""
     from impacket.dcerpc.v5 import dcomrt
     from impacket.uuid import string_to_bin
 
     port = ctx.port or 135
     what = f"DCOM activation of {server.title} (RemoteCreateInstance on TCP {port})"
-    dce = authenticated_dce(ctx, creds, f"ncacn_ip_tcp:{ctx.address}[{port}]", port, timeout)
+    dce = authenticated_dce(ctx, creds, f"ncacn_ip_tcp:{ctx.address}[{port}]", port, timeout, sessions)
     try:
-        dce.connect()
+        connect(dce)
         iface = dcomrt.IRemoteSCMActivator(dce).RemoteCreateInstance(
             string_to_bin(server.clsid), string_to_bin(server.iid)
         )
@@ -155,7 +159,10 @@ def activate(ctx: ProbeContext, creds: Credentials, server: DcomServer, timeout:
     return Activation(iface, bindings, binding_port(bindings))
 
 
-def login(ctx: ProbeContext, creds: Credentials, server: DcomServer, act: Activation, timeout: float) -> dict[str, Any]:
+def login(
+    ctx: ProbeContext, creds: Credentials, server: DcomServer, act: Activation, timeout: float,
+    sessions: Sessions | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Blocking: bind the object's interface on its own port; WMI: NTLMLogin to root\\cimv2."""
     from impacket.dcerpc.v5.dcom import wmi
     from impacket.dcerpc.v5.dtypes import NULL
@@ -163,10 +170,10 @@ def login(ctx: ProbeContext, creds: Credentials, server: DcomServer, act: Activa
 
     port = act.port or 0
     what = f"{server.title} on its DCOM port TCP {port}"
-    dce = authenticated_dce(ctx, creds, f"ncacn_ip_tcp:{ctx.address}[{port}]", port, timeout)
+    dce = authenticated_dce(ctx, creds, f"ncacn_ip_tcp:{ctx.address}[{port}]", port, timeout, sessions)
     step = "bind"
     try:
-        dce.connect()
+        connect(dce)
         dce.bind(uuidtup_to_bin((server.iid, "0.0")))
         if server.label != "wmi":
             return {"step": "bind"}
@@ -178,7 +185,12 @@ def login(ctx: ProbeContext, creds: Credentials, server: DcomServer, act: Activa
         req["wszPreferredLocale"] = NULL
         req["lFlags"] = 0
         req["pCtx"] = NULL
-        dce.request(req, uuid=act.interface.get_iPid())
+        resp = dce.request(req, uuid=act.interface.get_iPid())
+        namespace = b"".join(resp["ppNamespace"]["abData"]) if resp["ppNamespace"] else b""
+        if namespace[:4] != b"MEOW":  # OBJREF signature (MS-DCOM 2.2.18)
+            raise ProbeError(
+                failed(Reason.PROTOCOL, f"{what} accepted NTLMLogin but handed back no namespace object", step=step)
+            )
     except ProbeError:
         raise
     except Exception as exc:  # noqa: BLE001 - every library error is mapped by dcom_outcome
@@ -242,10 +254,13 @@ class DcomActivationProbe(Probe):
         _reader, writer = await connect_tcp(ctx)
         close_quietly(writer)
         base = {"server": server.label, "clsid": server.clsid}
+        sessions = Sessions()
         try:
-            act = await ctx.in_thread(activate, ctx, creds, server, ctx.step_timeout())
+            act = await ctx.in_thread(activate, ctx, creds, server, ctx.step_timeout(), sessions)
         except ProbeError as exc:
             raise _with(exc, {**base, "step": "activation"}) from None
+        finally:
+            sessions.cut()  # wakes a worker still blocked in recv, so it ends now
         evidence: dict[str, Any] = {**base, "bindings": act.bindings, "step": "activation"}
         if act.port is None:
             return failed(
@@ -272,9 +287,11 @@ class DcomActivationProbe(Probe):
             raise ProbeError(failed(o.reason, words, **{**evidence, **o.evidence})) from None
         close_quietly(writer)
         try:
-            evidence.update(await ctx.in_thread(login, octx, creds, server, act, ctx.step_timeout()))
+            evidence.update(await ctx.in_thread(login, octx, creds, server, act, ctx.step_timeout(), sessions))
         except ProbeError as exc:
             raise _with(exc, evidence) from None
+        finally:
+            sessions.cut()
         done = "NTLMLogin to root\\cimv2 accepted" if server.label == "wmi" else "authenticated bind accepted"
         text = (
             f"{server.title}: DCOM activation on TCP {ctx.port} at packet integrity as {creds} handed out "

@@ -31,8 +31,10 @@ from typing import Any, ClassVar
 from scanner.models import Reason, Transport
 from scanner.probes._impacket_rpc import (
     CallError,
+    Sessions,
     authenticated_dce,
     classify,
+    connect,
     disconnect_quietly,
     load_impacket,
     missing_extra,
@@ -148,8 +150,9 @@ def _uuid_bin(iface: Interface) -> bytes:
 
 
 def bind_and_call(
-    ctx: ProbeContext, creds: Credentials, target: Target, port: int, via_pipe: bool, timeout: float
-) -> dict[str, Any]:
+    ctx: ProbeContext, creds: Credentials, target: Target, port: int, via_pipe: bool, timeout: float,
+    sessions: Sessions | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Blocking (worker thread): connect, authenticate, bind, call. Evidence dict; raises only on our bugs."""
     binding = rf"ncacn_np:{ctx.address}[\pipe\{target.pipe}]" if via_pipe else f"ncacn_ip_tcp:{ctx.address}[{port}]"
     iface, call = target.on(via_pipe)
@@ -161,8 +164,8 @@ def bind_and_call(
     dce = None
     step = "connect"
     try:
-        dce = authenticated_dce(ctx, creds, binding, port, timeout)
-        dce.connect()
+        dce = authenticated_dce(ctx, creds, binding, port, timeout, sessions)
+        connect(dce)
         step = "bind"
         dce.bind(_uuid_bin(iface))
         step = "call"
@@ -242,7 +245,7 @@ class RpcAuthProbe(Probe):
         results: list[dict[str, Any]] = []
         for target in targets:  # in sequence: one logon after the other, as the Auditor does
             if via_pipe:
-                results.append(await ctx.in_thread(bind_and_call, ctx, creds, target, port, True, ctx.step_timeout()))
+                results.append(await self._in_thread(ctx, creds, target, port, True))
                 continue
             dynamic = await _tcp_port(ctx, target.on(False)[0])
             if dynamic is None:
@@ -268,8 +271,16 @@ class RpcAuthProbe(Probe):
                 })  # fmt: skip
                 continue
             close_quietly(writer)
-            results.append(await ctx.in_thread(bind_and_call, dctx, creds, target, dynamic, False, ctx.step_timeout()))
+            results.append(await self._in_thread(dctx, creds, target, dynamic, False))
         return verdict(ctx, results, str(creds))
+
+    @staticmethod
+    async def _in_thread(ctx: ProbeContext, creds: Credentials, target: Target, port: int, via_pipe: bool) -> Any:
+        sessions = Sessions()
+        try:
+            return await ctx.in_thread(bind_and_call, ctx, creds, target, port, via_pipe, ctx.step_timeout(), sessions)
+        finally:
+            sessions.cut()  # wakes a worker still blocked in recv, so it ends now
 
 
 _ORDER = ("auth", "policy", "filtered", "refused", "unreachable", "protocol")

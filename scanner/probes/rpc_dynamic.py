@@ -15,7 +15,7 @@ Profile option ``interfaces`` (a list), names from the vendor's firewall rules:
               registers it on the named pipe \\winreg only: expect not-registered on TCP)
 ``tasksched`` ITaskSchedulerService 86d35949-83c9-4044-b424-db363231fd0c v1.0
 ``wmi``, ``pla``  DCOM servers (WMI; Performance Logs and Alerts, MS-PLA). DCOM hands
-              their port out only through an authenticated activation (the ``wmi``
+              their port out only through an authenticated activation (the ``dcom``
               probe does it when the inventory has credentials), so anonymously this
               probe proves the DCOM resolver (IObjectExporter
               99fcfec4-5260-101b-bbcb-00aa0021347a) answers a bind on 135, plus the
@@ -378,7 +378,7 @@ def _range_level(entry: dict[str, Any], proven: list[dict[str, Any]]) -> dict[st
         f"DCOM resolver answers on TCP {entry['port']} and the dynamic range answers (bound "
         f"{ok.get('name', ok.get('uuid'))} on TCP {ok['port']}); {entry['dcom']}'s own port is handed out "
         "by an authenticated DCOM activation, so this is a range-level proof (a credentialed run adds "
-        "the activation itself: probe wmi)",
+        "the activation itself: the dcom check)",
     )  # fmt: skip
 
 

@@ -201,12 +201,33 @@ def login_answer(ipid: bytes, port: int) -> bytes:
     return bytes(out.getData())
 
 
+def _oversized(good: bytes) -> bytes:
+    """The interface pointer claims 4 GiB of data (ulCntData) but carries a few bytes."""
+    return good[:8] + struct.pack("<I", 0x20000) + struct.pack("<I", 0xFFFFFFF0) + good[16:64]
+
+
+def _bad_objref(good: bytes) -> bytes:
+    """A well-formed pointer whose OBJREF has the wrong signature and an unknown flag."""
+    body = b"XXXX" + struct.pack("<I", 0x7F) + os.urandom(40)
+    return good[:8] + struct.pack("<III", 0x20000, len(body), len(body)) + body + b"\x00" * 4
+
+
+# Hostile answers to a call, each from the good one: what a broken or malicious server sends.
+HOSTILE = {
+    "garbage": lambda good: os.urandom(len(good)),
+    "truncated": lambda good: good[: len(good) // 3],
+    "empty": lambda good: b"",
+    "oversized": _oversized,
+    "bad-objref": _bad_objref,
+}
+
+
 @dataclass
 class DcomSimulator:
     """Two listeners: the activator (as on 135) and the object exporter (a 'dynamic' port).
 
-    activation: "ok" | an HRESULT to answer RemoteCreateInstance with.
-    login: "ok" | an HRESULT to answer NTLMLogin with.
+    activation: "ok" | an HRESULT | a HOSTILE key, to answer RemoteCreateInstance with.
+    login: "ok" | an HRESULT | a HOSTILE key, to answer NTLMLogin with.
     hand_out: the port named in the string binding (default: the object listener's own).
     """
 
@@ -217,6 +238,8 @@ class DcomSimulator:
     calls: list[str] = field(default_factory=list)
     logons: list[bool] = field(default_factory=list)
     object_port: int = 0
+    sent: int = 0
+    hung_up: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonce = os.urandom(8)
@@ -250,6 +273,9 @@ class DcomSimulator:
                     if not authenticated:
                         fault = struct.pack("<IHBBII", 32, 0, 0, 0, 5, 0)  # rpc_s_access_denied
                         writer.write(_pdu(FAULT, fault, call_id))
+                    elif opnum == 4 and self.activation == "endless":
+                        await self._endless(writer, call_id)
+                        return
                     else:
                         stub = self._answer(opnum)
                         writer.write(_pdu(RESPONSE, struct.pack("<IHBB", len(stub), 0, 0, 0) + stub, call_id))
@@ -259,16 +285,36 @@ class DcomSimulator:
         finally:
             writer.close()
 
+    async def _endless(self, writer: asyncio.StreamWriter, call_id: int) -> None:
+        """First fragments of an answer that never ends, until the client hangs up."""
+        chunk = b"\x00" * 4000
+        frag = bytearray(_pdu(RESPONSE, struct.pack("<IHBB", 1 << 30, 0, 0, 0) + chunk, call_id))
+        frag[3] = 0x01  # first fragment only, never PFC_LAST_FRAG
+        try:
+            while True:
+                writer.write(bytes(frag))
+                await writer.drain()
+                self.sent += len(frag)
+                frag[3] = 0x00  # middle fragments
+        except (ConnectionError, OSError):
+            self.hung_up.set()
+
     def _answer(self, opnum: int) -> bytes:
         if opnum == 4:  # RemoteCreateInstance
+            port = self.hand_out if self.hand_out is not None else self.object_port
+            good = activation_answer(WBEM_LEVEL1_LOGIN, port, b"\x44" * 16)
+            if isinstance(self.activation, str) and self.activation in HOSTILE:
+                return HOSTILE[self.activation](good)
             if self.activation != "ok":
                 return error_answer("activation", int(self.activation))
-            port = self.hand_out if self.hand_out is not None else self.object_port
-            return activation_answer(WBEM_LEVEL1_LOGIN, port, b"\x44" * 16)
+            return good
         if opnum == 6:  # NTLMLogin
+            good = login_answer(b"\x55" * 16, self.object_port)
+            if isinstance(self.login, str) and self.login in HOSTILE:
+                return HOSTILE[self.login](good)
             if self.login != "ok":
                 return error_answer("login", int(self.login))
-            return login_answer(b"\x55" * 16, self.object_port)
+            return good
         return error_answer("activation", 0x80004001)  # E_NOTIMPL
 
 

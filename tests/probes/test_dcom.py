@@ -10,6 +10,7 @@ simulator written from MS-DCOM 3.1.2.5.2.3.2 (RemoteCreateInstance) and MS-WMI 3
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -211,3 +212,25 @@ async def test_as_a_range_check_the_activator_is_asked_on_mapper_port() -> None:
         result = await run_probe("dcom", ctx)
     assert result.status is Status.PASS, result.detail
     assert result.evidence["port"] == sim.object_port and "in_range" not in result.evidence
+
+
+@pytest.mark.parametrize("where", ["activation", "login"])
+@pytest.mark.parametrize("mode", ["garbage", "truncated", "empty", "oversized", "bad-objref"])
+async def test_simulated_hostile_answers_fail_protocol_without_crash_or_hang(where: str, mode: str) -> None:
+    sim = DcomSimulator(SECRET, **{where: mode})  # type: ignore[arg-type]
+    async with serve_dcom(sim) as port:
+        result = await dcom("127.0.0.1", port, Credentials("auditor", SECRET, "SIM"))
+    assert result.status is Status.FAIL and result.reason is Reason.PROTOCOL, result.detail
+    assert result.evidence["step"] == where
+    assert SECRET not in json.dumps(result.to_dict())
+
+
+async def test_simulated_answer_that_never_ends_is_cut_at_a_bounded_size() -> None:
+    sim = DcomSimulator(SECRET, activation="endless")
+    async with serve_dcom(sim) as port:
+        result = await dcom("127.0.0.1", port, Credentials("auditor", SECRET, "SIM"))
+        # the client hangs up (the guard is a hang guard, not a speed assertion)
+        await asyncio.wait_for(sim.hung_up.wait(), 30)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.PROTOCOL), result.detail
+    assert "larger than 4 MiB" in result.detail
+    assert sim.sent < 16 << 20  # what the client accepted stays bounded (socket buffers aside)
