@@ -56,3 +56,23 @@ def test_dropped_dynamic_range_fails_every_135_dynamic_row_and_diff_shows_the_re
     diff = json.loads((tmp_path / "diff.json").read_text())
     regressed = {(c.get("profile"), c.get("row")) for c in diff["changes"] if c["regression"]}
     assert {(p, "wmi-135-dynamic") for p in PROFILES} <= regressed, diff["changes"]
+
+
+def test_rejected_135_fails_the_rows_refused(dc: SambaDC, tmp_path: Path) -> None:
+    dc.host.firewall.reject(135, "tcp")
+    rows = _scan(dc, tmp_path / "r135.json")
+    for row in rows.values():
+        assert (row["status"], row["reason"]) == ("fail", "refused"), row["detail"]
+        dynamic = next(c for c in row["checks"] if c["probe"] == "rpc-dynamic")
+        assert "endpoint mapper cannot be asked" in dynamic["detail"]
+
+
+def test_rejected_445_leaves_the_range_proven_and_fails_the_smb_row(dc: SambaDC, tmp_path: Path) -> None:
+    dc.host.firewall.reject(445, "tcp")
+    rows = _scan(dc, tmp_path / "r445.json")
+    for row in rows.values():
+        dynamic = next(c for c in row["checks"] if c["probe"] == "rpc-dynamic")
+        assert dynamic["evidence"]["range_verdict"] == "reachable", dynamic["detail"]
+    doc = json.loads((tmp_path / "r445.json").read_text())
+    smb = next(r for r in doc["rows"] if r["profile"] == "active-directory" and r["row"] == "smb-445")
+    assert (smb["status"], smb["reason"]) == ("fail", "refused"), smb["detail"]
