@@ -42,6 +42,10 @@ def test_dropped_dynamic_range_fails_every_135_dynamic_row_and_diff_shows_the_re
         dynamic = next(c for c in row["checks"] if c["probe"] == "rpc-dynamic")
         assert (dynamic["status"], dynamic["reason"]) == ("inconclusive", "not-registered"), dynamic["detail"]
         assert dynamic["evidence"]["range_verdict"] == "reachable"
+        # the row says what a credentialed run would add, and its dcom check says why it skipped
+        assert "a credentialed run adds the authenticated DCOM activation of WMI" in dynamic["detail"]
+        activation = next(c for c in row["checks"] if c["probe"] == "dcom")
+        assert activation["status"] == "skip" and "no credentials" in activation["detail"]
 
     dc.host.firewall.drop_range(49152, 65535, "tcp")
     after = _scan(dc, tmp_path / "after.json")

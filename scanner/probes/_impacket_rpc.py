@@ -81,6 +81,18 @@ def no_credentials(ctx: ProbeContext, adds: str) -> Outcome:
     )
 
 
+def integrated_unsupported(ctx: ProbeContext, what: str) -> Outcome | None:
+    """A skip when the role logs on as the current Windows user (SSPI): impacket needs a password."""
+    creds = ctx.credentials
+    if creds is None or not getattr(creds, "integrated", False):
+        return None
+    return skipped(
+        Reason.NOT_CONFIGURED,
+        f"{what}: the role's credentials are `integrated` (the current Windows user), which this check "
+        "cannot use yet; give the role a username and password_env to add it",
+    )
+
+
 class CallError(Exception):
     """A call answered with a Win32 error in its out parameters (not a fault)."""
 

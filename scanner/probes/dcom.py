@@ -36,6 +36,7 @@ from scanner.probes._impacket_rpc import (
     classify,
     connect,
     disconnect_quietly,
+    integrated_unsupported,
     load_impacket,
     missing_extra,
     no_credentials,
@@ -248,6 +249,8 @@ class DcomActivationProbe(Probe):
         creds = ctx.credentials
         if creds is None:
             return no_credentials(ctx, adds)
+        if (unsupported := integrated_unsupported(ctx, f"the DCOM activation of {server.title}")) is not None:
+            return unsupported
         if not load_impacket():
             return missing_extra(f"the DCOM activation of {server.title}")
         # Our own connect first: a dropped or refused 135 reads as such, in our words.

@@ -36,6 +36,7 @@ from scanner.probes._impacket_rpc import (
     classify,
     connect,
     disconnect_quietly,
+    integrated_unsupported,
     load_impacket,
     missing_extra,
     no_credentials,
@@ -233,6 +234,8 @@ class RpcAuthProbe(Probe):
         creds = ctx.credentials
         if creds is None:
             return no_credentials(ctx, f"an authenticated bind and call for {names}")
+        if (unsupported := integrated_unsupported(ctx, f"authenticated RPC to {names}")) is not None:
+            return unsupported
         if not load_impacket():
             return missing_extra(f"authenticated RPC to {names}")
         port = ctx.port or 445

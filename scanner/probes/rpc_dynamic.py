@@ -53,7 +53,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from scanner.models import Reason, Transport
+from scanner.models import Reason, Status, Transport
 from scanner.probes._rpc import (
     EPM,
     Endpoint,
@@ -301,6 +301,13 @@ class RpcDynamicProbe(Probe):
         ]
 
     def _verdict(self, ctx: ProbeContext, results: list[dict[str, Any]], sampled: list[dict[str, Any]]) -> Outcome:
+        outcome = self._judge(ctx, results, sampled)
+        adds = credentialed_adds(ctx)
+        if adds and outcome.status is not Status.FAIL:
+            outcome = Outcome(outcome.status, outcome.reason, f"{outcome.detail}. {adds}", outcome.evidence)
+        return outcome
+
+    def _judge(self, ctx: ProbeContext, results: list[dict[str, Any]], sampled: list[dict[str, Any]]) -> Outcome:
         proven = sampled + [r for r in results if r.get("port") is not None and r["status"] != "unverified"]
         verdict = range_verdict(proven)
         if verdict == "reachable":
@@ -350,6 +357,19 @@ STEALTH_WORDS = (
     "here the endpoint mapper lists a service on each of these ports, so they are listening: "
     "a firewall drops them"
 )
+
+
+def credentialed_adds(ctx: ProbeContext) -> str:
+    """Words for a row whose dcom check needs credentials that this run does not have."""
+    if ctx.credentials is not None:
+        return ""
+    servers = [str(c.options.get("server", "wmi")).upper() for c in ctx.row.checks if c.probe == "dcom"]
+    if not servers:
+        return ""
+    return (
+        f"Without credentials this is what can be proven anonymously; a credentialed run adds the "
+        f"authenticated DCOM activation of {', '.join(servers)} and the port it hands out (check dcom)"
+    )
 
 
 def in_range_endpoints(ctx: ProbeContext, listing: list[Endpoint], mapper_port: int) -> list[Endpoint]:

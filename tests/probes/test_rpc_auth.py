@@ -167,3 +167,12 @@ async def test_without_impacket_the_check_names_the_extra(monkeypatch: pytest.Mo
     result = await rpc_auth("127.0.0.1", ["scm"], credentials=Credentials("u", "p", "D"))
     assert (result.status, result.reason) == (Status.SKIP, Reason.NOT_CONFIGURED), result.detail
     assert "install portready[dcom]" in result.detail
+
+
+async def test_integrated_windows_logon_is_a_skip_that_says_what_to_give() -> None:
+    import types
+
+    creds = types.SimpleNamespace(username="", password="", domain="", integrated=True)
+    result = await rpc_auth("127.0.0.1", ["scm"], credentials=creds)  # type: ignore[arg-type]
+    assert (result.status, result.reason) == (Status.SKIP, Reason.NOT_CONFIGURED), result.detail
+    assert "integrated" in result.detail and "password_env" in result.detail
