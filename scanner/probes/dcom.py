@@ -156,7 +156,6 @@ def activate(
         raise ProbeError(dcom_outcome(ctx, exc, what, port)) from None
     finally:
         disconnect_quietly(dce)
-        _forget(ctx.address)
     return Activation(iface, bindings, binding_port(bindings))
 
 
@@ -201,18 +200,12 @@ def login(
         ) from None
     finally:
         disconnect_quietly(dce)
-        _forget(ctx.address)
     return {"step": "login", "namespace": "root\\cimv2"}
 
 
-def _forget(target: str) -> None:
-    """impacket keeps per-target OID sets in class attributes: drop ours (no pinger runs)."""
-    try:
-        from impacket.dcerpc.v5.dcomrt import INTERFACE, DCOMConnection
-    except ImportError:  # pragma: no cover
-        return
-    for table in (DCOMConnection.OID_ADD, DCOMConnection.OID_SET, DCOMConnection.OID_DEL, INTERFACE.CONNECTIONS):
-        table.pop(target, None)
+# impacket's DCOM classes keep per-target tables in class attributes (OID sets, connection
+# slots). We never start its pinger and leave the tables alone: clearing them from one worker
+# thread races with another thread's activation, and they hold a few bytes per target.
 
 
 @register

@@ -234,3 +234,12 @@ async def test_simulated_answer_that_never_ends_is_cut_at_a_bounded_size() -> No
     assert (result.status, result.reason) == (Status.FAIL, Reason.PROTOCOL), result.detail
     assert "larger than 4 MiB" in result.detail
     assert sim.sent < 16 << 20  # what the client accepted stays bounded (socket buffers aside)
+
+
+async def test_concurrent_activations_of_one_target_do_not_disturb_each_other() -> None:
+    sim = DcomSimulator(SECRET)
+    async with serve_dcom(sim) as port:
+        results = await asyncio.gather(
+            *(dcom("127.0.0.1", port, Credentials("auditor", SECRET, "SIM")) for _ in range(6))
+        )
+    assert [r.status for r in results] == [Status.PASS] * 6, [r.detail for r in results]
