@@ -3,12 +3,19 @@
 impacket is imported lazily (the optional extra ``portready[dcom]``): a simple command never
 loads it, and a missing install reads as a skip that names the extra::
 
-    lib = load_impacket()                          # None when the extra is missing
-    with rpc_errors(ctx, "svcctl"):                # ProbeError(outcome) on any failure
-        dce = open_pipe(ctx, creds, "svcctl", uuid)
+    if not load_impacket():
+        return missing_extra("authenticated RPC to scm")
+    sessions = Sessions()
+    try:   # in a worker thread:
+        dce = authenticated_dce(ctx, creds, r"ncacn_np:10.0.0.5[\\pipe\\svcctl]", 445, timeout, sessions)
+        connect(dce)                   # NTLM at packet integrity; TCP answers capped at 4 MiB
+    except Exception as exc:
+        outcome = classify(ctx, exc, "scm")   # auth / policy / not-registered / network / protocol
+    finally:
+        sessions.cut()                 # from the event loop, at the deadline: the thread ends
 
-impacket is blocking: callers run it in `ctx.in_thread`, and every socket gets
-`ctx.step_timeout()` so the worker thread ends soon after we stop waiting for it.
+impacket is blocking: callers run it in `ctx.in_thread`, and every socket gets the step
+timeout so the worker thread ends soon after we stop waiting for it.
 """
 
 from __future__ import annotations
