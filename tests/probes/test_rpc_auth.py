@@ -176,3 +176,15 @@ async def test_integrated_windows_logon_is_a_skip_that_says_what_to_give() -> No
     result = await rpc_auth("127.0.0.1", ["scm"], credentials=creds)  # type: ignore[arg-type]
     assert (result.status, result.reason) == (Status.SKIP, Reason.NOT_CONFIGURED), result.detail
     assert "integrated" in result.detail and "password_env" in result.detail
+
+
+def test_the_rpc_and_dcom_probes_import_impacket_only_when_a_check_runs() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, scanner.probes.rpc_auth, scanner.probes.dcom, scanner.probes.rpc_dynamic, scanner.probes.epm;"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('impacket')}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
