@@ -23,7 +23,8 @@ def _table() -> dict[str, str]:
 
 def test_every_probe_is_in_the_footprint_table_with_its_declared_footprint() -> None:
     table = _table()
-    probes = registry()
+    # the project's own probes (tests register throwaway ones in the same registry)
+    probes = {n: c for n, c in registry().items() if c.__module__.startswith("scanner.probes.")}
     assert set(table) == set(probes), f"missing: {set(probes) - set(table)}, stale: {set(table) - set(probes)}"
     for name, cls in probes.items():
         assert table[name] == (cls.footprint or "nothing known"), name
