@@ -292,9 +292,9 @@ _ORDER = ("auth", "policy", "filtered", "refused", "unreachable", "protocol")
 def verdict(ctx: ProbeContext, results: list[dict[str, Any]], account: str) -> Outcome:
     """Worst per-interface status decides; words name each interface and what it said."""
     evidence: dict[str, Any] = {"interfaces": results, "account": account}
-    bad = [r for r in results if r["status"] in _ORDER]
+    bad = [r for r in results if r["status"] not in ("ok", "not-registered")]
     if bad:
-        worst = min(bad, key=lambda r: _ORDER.index(r["status"]))
+        worst = min(bad, key=lambda r: _ORDER.index(r["status"]) if r["status"] in _ORDER else len(_ORDER))
         text = "; ".join(r["reason"] for r in bad)
         return failed(Reason(worst["status"]), text, **evidence)
     missing = [r for r in results if r["status"] == "not-registered"]

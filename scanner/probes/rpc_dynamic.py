@@ -94,7 +94,16 @@ OBJECT_EXPORTER = Interface("99fcfec4-5260-101b-bbcb-00aa0021347a", 0, 0)
 _UUID_OPTION = re.compile(r"^uuid:([0-9a-fA-F-]{36})(?::(\d+)\.(\d+))?$")
 MAX_ANY_PORTS = 16
 RANGE_PORTS = 3  # distinct dynamic ports bound to prove the range itself
-_BAD = ("filtered", "refused", "unreachable", "protocol")
+_BAD = ("filtered", "refused", "unreachable", "protocol")  # worst first; any other failure sorts last
+_NOT_BAD = ("reachable", "not-registered", "unverified")
+
+
+def _is_bad(status: str) -> bool:
+    return status not in _NOT_BAD
+
+
+def _severity(status: str) -> int:
+    return _BAD.index(status) if status in _BAD else len(_BAD)
 
 
 @dataclass
@@ -314,10 +323,9 @@ class RpcDynamicProbe(Probe):
             results = [_range_level(r, proven) if r.get("dcom") else r for r in results]
         results = [{k: v for k, v in r.items() if k != "dcom"} for r in results]
         evidence: dict[str, Any] = {"interfaces": results, "range": sampled, "range_verdict": verdict}
-        bad = [r for r in results + sampled if r["status"] in _BAD]
+        bad = [r for r in results + sampled if _is_bad(r["status"])]
         if bad:
-            order = {s: i for i, s in enumerate(_BAD)}
-            worst = min(bad, key=lambda r: order[r["status"]])
+            worst = min(bad, key=lambda r: _severity(r["status"]))
             names = ", ".join(f"{r['interface']} (TCP {r.get('port', '?')}: {r['status']})" for r in bad)
             reason = Reason(worst["status"])
             if worst["status"] == "filtered":
@@ -407,10 +415,10 @@ def range_verdict(proven: list[dict[str, Any]]) -> str:
     if not proven:
         return "untested"
     if any(r["status"] == "reachable" for r in proven):
-        bad = [r["status"] for r in proven if r["status"] in _BAD]
-        return min(bad, key=_BAD.index) if bad else "reachable"
-    bad = [r["status"] for r in proven if r["status"] in _BAD]
-    return min(bad, key=_BAD.index) if bad else "untested"
+        bad = [r["status"] for r in proven if _is_bad(r["status"])]
+        return min(bad, key=_severity) if bad else "reachable"
+    bad = [r["status"] for r in proven if _is_bad(r["status"])]
+    return min(bad, key=_severity) if bad else "untested"
 
 
 def _range_words(proven: list[dict[str, Any]], verdict: str) -> str:

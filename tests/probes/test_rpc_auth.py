@@ -188,3 +188,12 @@ def test_the_rpc_and_dcom_probes_import_impacket_only_when_a_check_runs() -> Non
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+async def test_any_failure_reason_fails_the_check_never_a_silent_pass() -> None:
+    from scanner.probes.rpc_auth import verdict
+
+    ctx = make_context("dc1", "127.0.0.1", 445, probe="rpc-auth", options={"interfaces": ["scm"]})
+    for status in ("tls", "unresolved", "permission"):
+        outcome = verdict(ctx, [{"interface": "scm", "status": status, "reason": "words"}], "a")
+        assert (outcome.status, outcome.reason.value) == (Status.FAIL, status)

@@ -262,3 +262,13 @@ async def test_mapper_and_dynamic_ports_work_over_ipv6(dc) -> None:  # type: ign
     result = await dynamic(dc.address6, [f"uuid:{NETLOGON}", "eventlog"])
     assert result.status is Status.PASS, result.detail
     assert {r["status"] for r in result.evidence["interfaces"]} == {"reachable"}
+
+
+def test_range_verdict_treats_any_other_failure_as_a_failure() -> None:
+    from scanner.probes.rpc_dynamic import range_verdict
+
+    assert range_verdict([]) == "untested"
+    assert range_verdict([{"status": "reachable"}]) == "reachable"
+    assert range_verdict([{"status": "reachable"}, {"status": "filtered"}]) == "filtered"
+    assert range_verdict([{"status": "permission"}]) == "permission"
+    assert range_verdict([{"status": "refused"}, {"status": "filtered"}]) == "filtered"
