@@ -99,9 +99,10 @@ def dcom_outcome(ctx: ProbeContext, exc: BaseException, what: str, port: int | N
     """classify(), plus the HRESULTs DCOM and WMI answer with."""
     code = getattr(exc, "error_code", None)
     if isinstance(code, int) and (code & 0xFFFFFFFF) in HRESULTS:
+        hresult = f"0x{code & 0xFFFFFFFF:08x}"
         reason, words = HRESULTS[code & 0xFFFFFFFF]
         make = inconclusive if reason is Reason.NOT_REGISTERED else failed
-        return make(reason, f"{what} on {ctx.host}: {words} (0x{code & 0xFFFFFFFF:08x})", hresult=f"0x{code:08x}")
+        return make(reason, f"{what} on {ctx.host}: {words} ({hresult})", hresult=hresult)
     text = str(exc).lower()
     if "abstract_syntax_not_supported" in text or "proposed transfer syntaxes" in text:
         return inconclusive(
