@@ -41,6 +41,7 @@ from scanner.probes._impacket_rpc import (
     missing_extra,
     no_credentials,
 )
+from scanner.probes._stealth import second_signal
 from scanner.probes.base import (
     Credentials,
     Outcome,
@@ -248,7 +249,14 @@ class DcomActivationProbe(Probe):
         if not load_impacket():
             return missing_extra(f"the DCOM activation of {server.title}")
         # Our own connect first: a dropped or refused 135 reads as such, in our words.
-        _reader, writer = await connect_tcp(ctx)
+        try:
+            _reader, writer = await connect_tcp(ctx)
+        except ProbeError as exc:
+            o = exc.outcome
+            if o.reason is not Reason.FILTERED:
+                raise
+            words = await second_signal(ctx, ctx.port or 135)
+            raise ProbeError(failed(o.reason, f"{o.detail}. {words}", **dict(o.evidence))) from None
         close_quietly(writer)
         base = {"server": server.label, "clsid": server.clsid}
         sessions = Sessions()

@@ -63,6 +63,7 @@ from scanner.probes._rpc import (
     ept_map,
     interface_name,
 )
+from scanner.probes._stealth import second_signal
 from scanner.probes.base import (
     Outcome,
     Probe,
@@ -203,13 +204,10 @@ class RpcDynamicProbe(Probe):
             reader, writer = await connect_tcp(mctx)
         except ProbeError as exc:
             o = exc.outcome
-            raise ProbeError(
-                failed(
-                    o.reason,
-                    f"the endpoint mapper cannot be asked which dynamic ports to check — {o.detail}",
-                    **dict(o.evidence),
-                )
-            ) from None
+            text = f"the endpoint mapper cannot be asked which dynamic ports to check — {o.detail}"
+            if o.reason is Reason.FILTERED:
+                text += ". " + await second_signal(mctx, mapper_port)
+            raise ProbeError(failed(o.reason, text, **dict(o.evidence))) from None
         mapper = RpcConnection(mctx, reader, writer)
         mapped: dict[str, list[Endpoint]] = {}
         try:

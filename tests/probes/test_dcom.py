@@ -68,6 +68,7 @@ async def test_dropped_135_fails_filtered(dc, dc_firewall) -> None:  # type: ign
     dc_firewall.drop(135)
     result = await dcom(dc.address, credentials=admin(dc))
     assert (result.status, result.reason) == (Status.FAIL, Reason.FILTERED), result.detail
+    assert "a firewall drops it" in result.detail  # SMB answers: a live Windows-like host, 135 blocked
 
 
 @pytest.mark.lab

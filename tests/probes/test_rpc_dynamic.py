@@ -165,6 +165,7 @@ async def test_dropped_135_fails_filtered_and_says_the_mapper_is_unreachable(dc,
     result = await dynamic(dc.address, ["eventlog"])
     assert (result.status, result.reason) == (Status.FAIL, Reason.FILTERED), result.detail
     assert "endpoint mapper cannot be asked" in result.detail
+    assert "stealth mode" in result.detail and "answers SMB (TCP 445)" in result.detail
 
 
 # -- local peers ------------------------------------------------------------------------------------------
