@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from scanner.models import Reason, Transport
 from scanner.probes._rpc import EPM, RpcConnection, ept_lookup
+from scanner.probes._stealth import second_signal
 from scanner.probes._windows_firewall import RPC_FIREWALL
-from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register
 from scanner.probes.netio import connect_tcp
 
 MAX_LISTED = 48  # endpoints kept as evidence (a Windows DC registers 100+)
@@ -28,9 +29,17 @@ class EndpointMapperProbe(Probe):
     summary = "RPC endpoint mapper: DCE/RPC bind on 135 and ept_lookup of the registered endpoints"
     exchanges = 4  # bind, then a few ept_lookup pages
     firewall = RPC_FIREWALL
+    footprint: ClassVar[str] = "none in the Security log (anonymous bind and ept_lookup on 135)"
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        reader, writer = await connect_tcp(ctx)
+        try:
+            reader, writer = await connect_tcp(ctx)
+        except ProbeError as exc:
+            if exc.outcome.reason is not Reason.FILTERED:
+                raise
+            o = exc.outcome
+            words = await second_signal(ctx, ctx.port or 135)
+            raise ProbeError(failed(o.reason, f"{o.detail}. {words}", **dict(o.evidence))) from None
         conn = RpcConnection(ctx, reader, writer)
         try:
             ack = await conn.bind(EPM)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from scanner.models import Reason, Transport
 from scanner.probes import _ldapwire as wire
@@ -395,6 +395,7 @@ class LdapProbe(Probe):
     summary = "LDAP/GC: anonymous RootDSE read (naming contexts, GC ready), optional NTLM or simple bind"
     exchanges = 4
     clock_evidence = "current_time"  # the RootDSE currentTime
+    footprint: ClassVar[str] = "with credentials: event 4624 (logon type 3), 4625 on a wrong password; RootDSE read logs nothing"
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:

@@ -23,7 +23,7 @@ import ipaddress
 import ssl
 import warnings
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from scanner.models import Reason, Status, Transport
 from scanner.probes.base import Outcome, Probe, ProbeContext, evidence_text, register, warned
@@ -146,6 +146,7 @@ class LdapsProbe(Probe):
     transports = (Transport.TCP,)
     summary = "LDAPS/GC-SSL: TLS handshake and certificate, then RootDSE over TLS, optional bind"
     exchanges = 5
+    footprint: ClassVar[str] = "with credentials: event 4624 (logon type 3), 4625 on a wrong password; RootDSE read logs nothing"
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:

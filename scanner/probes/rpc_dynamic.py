@@ -15,12 +15,12 @@ Profile option ``interfaces`` (a list), names from the vendor's firewall rules:
               registers it on the named pipe \\winreg only: expect not-registered on TCP)
 ``tasksched`` ITaskSchedulerService 86d35949-83c9-4044-b424-db363231fd0c v1.0
 ``wmi``, ``pla``  DCOM servers (WMI; Performance Logs and Alerts, MS-PLA). DCOM hands
-              their port out only through an authenticated activation, which this probe
-              does not do, so it proves two things instead: the DCOM resolver
-              (IObjectExporter 99fcfec4-5260-101b-bbcb-00aa0021347a) answers a bind on
-              135, and the dynamic range answers (connect and bind to up to three
-              endpoints the mapper lists there). Without a DCOM resolver (Samba) the
-              interface is not-registered.
+              their port out only through an authenticated activation (the ``dcom``
+              probe does it when the inventory has credentials), so anonymously this
+              probe proves the DCOM resolver (IObjectExporter
+              99fcfec4-5260-101b-bbcb-00aa0021347a) answers a bind on 135, plus the
+              range proof below. Without a DCOM resolver (Samba) the interface is
+              not-registered.
 ``any``       every TCP endpoint the mapper lists in the range (one bind per port)
 ``uuid:<uuid>[:<major>.<minor>]``  an explicit interface; meant for tests against
               servers that lack the named ones (the lab's Samba DC registers netlogon,
@@ -28,10 +28,20 @@ Profile option ``interfaces`` (a list), names from the vendor's firewall rules:
 
 Option ``mapper_port`` (default 135) moves the mapper, for tests and odd deployments.
 
-Per interface the evidence says {interface, uuid, port, status, reason}; status is
-reachable, not-registered, filtered, refused, unreachable, protocol or unverified.
-The check fails when any registered interface cannot be reached, is inconclusive
-when none of them is registered, and passes otherwise.
+The range itself is proven whatever the named interfaces: the probe lists every
+endpoint the mapper has (ept_lookup) and binds to up to RANGE_PORTS distinct TCP ports
+of the row's range among them. A firewall that drops the range fails the row
+`filtered` even when the named service is missing on the host; "not registered"
+(Windows error 1753, EPT_S_NOT_REGISTERED) then says the service is missing, with the
+range verdict beside it, never a reason to skip the range.
+
+Evidence: ``interfaces`` (per named interface {interface, uuid, port, status, reason};
+status reachable, not-registered, filtered, refused, unreachable, protocol or
+unverified), ``range`` (per sampled port {interface, uuid, port, status}) and
+``range_verdict`` (reachable, filtered, refused, unreachable, protocol, or untested
+when the mapper lists nothing in the range). The check fails when any interface or
+sampled port cannot be reached, is inconclusive when a named interface is not
+registered (the range verdict in words beside it), and passes otherwise.
 """
 
 from __future__ import annotations
@@ -41,9 +51,9 @@ import re
 import uuid as uuid_module
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from scanner.models import Reason, Transport
+from scanner.models import Reason, Status, Transport
 from scanner.probes._rpc import (
     EPM,
     Endpoint,
@@ -53,6 +63,7 @@ from scanner.probes._rpc import (
     ept_map,
     interface_name,
 )
+from scanner.probes._stealth import second_signal
 from scanner.probes._windows_firewall import RPC_FIREWALL
 from scanner.probes.base import (
     Outcome,
@@ -85,8 +96,17 @@ PIPE_ONLY = {
 OBJECT_EXPORTER = Interface("99fcfec4-5260-101b-bbcb-00aa0021347a", 0, 0)
 _UUID_OPTION = re.compile(r"^uuid:([0-9a-fA-F-]{36})(?::(\d+)\.(\d+))?$")
 MAX_ANY_PORTS = 16
-DCOM_PROXY_PORTS = 3
-_BAD = ("filtered", "refused", "unreachable", "protocol")
+RANGE_PORTS = 3  # distinct dynamic ports bound to prove the range itself
+_BAD = ("filtered", "refused", "unreachable", "protocol")  # worst first; any other failure sorts last
+_NOT_BAD = ("reachable", "not-registered", "unverified")
+
+
+def _is_bad(status: str) -> bool:
+    return status not in _NOT_BAD
+
+
+def _severity(status: str) -> int:
+    return _BAD.index(status) if status in _BAD else len(_BAD)
 
 
 @dataclass
@@ -165,8 +185,9 @@ class RpcDynamicProbe(Probe):
     accepts_range = True
     transports = (Transport.TCP,)
     summary = "Dynamic RPC ports: ept_map on 135 per interface, then connect and bind to the port it gives"
-    exchanges = 5  # mapper bind + ept_map calls, then binds on the dynamic ports (in parallel)
+    exchanges = 6  # mapper bind, ept_map calls, ept_lookup, then binds on the dynamic ports (in parallel)
     firewall = RPC_FIREWALL
+    footprint: ClassVar[str] = "none in the Security log (anonymous binds, no call on the dynamic ports)"
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
@@ -186,16 +207,12 @@ class RpcDynamicProbe(Probe):
             reader, writer = await connect_tcp(mctx)
         except ProbeError as exc:
             o = exc.outcome
-            raise ProbeError(
-                failed(
-                    o.reason,
-                    f"the endpoint mapper cannot be asked which dynamic ports to check — {o.detail}",
-                    **dict(o.evidence),
-                )
-            ) from None
+            text = f"the endpoint mapper cannot be asked which dynamic ports to check — {o.detail}"
+            if o.reason is Reason.FILTERED:
+                text += ". " + await second_signal(mctx, mapper_port)
+            raise ProbeError(failed(o.reason, text, **dict(o.evidence))) from None
         mapper = RpcConnection(mctx, reader, writer)
         mapped: dict[str, list[Endpoint]] = {}
-        listing: list[Endpoint] | None = None
         try:
             ack = await mapper.bind(EPM)
             if not ack.accepted:
@@ -209,26 +226,26 @@ class RpcDynamicProbe(Probe):
                     key = str(iface)
                     if key not in mapped:
                         mapped[key] = await ept_map(mapper, iface)
-                if (want.any or want.dcom) and listing is None:
-                    listing = await ept_lookup(mapper)
+            listing = await ept_lookup(mapper)
         finally:
             mapper.close()
 
-        jobs: list[asyncio.Future[list[dict[str, Any]]]] = []
-        for want in wanted:
-            jobs.append(asyncio.ensure_future(self._check(ctx, want, mapped, listing or [], mapper_port)))
-        per_want = await asyncio.gather(*jobs)
+        in_range = in_range_endpoints(ctx, listing, mapper_port)
+        checks = [self._check(ctx, want, mapped, in_range, mapper_port) for want in wanted]
+        per_want, sampled = await asyncio.gather(
+            asyncio.gather(*checks), self._sample_range(ctx, wanted, mapped, in_range)
+        )
         results = [r for group in per_want for r in group]
-        return self._verdict(ctx, results)
+        return self._verdict(ctx, results, sampled)
 
     async def _check(
         self, ctx: ProbeContext, want: Wanted, mapped: dict[str, list[Endpoint]],
-        listing: list[Endpoint], mapper_port: int,
+        in_range: list[Endpoint], mapper_port: int,
     ) -> list[dict[str, Any]]:  # fmt: skip
         if want.any:
-            return await self._check_any(ctx, listing, mapper_port)
+            return await self._check_any(ctx, in_range)
         if want.dcom:
-            return [await self._check_dcom(ctx, want, listing, mapper_port)]
+            return [await self._check_dcom(ctx, want, mapper_port)]
         for iface in want.candidates:
             towers = mapped.get(str(iface)) or []
             if towers:
@@ -244,13 +261,8 @@ class RpcDynamicProbe(Probe):
             words += f"; {PIPE_ONLY[want.label]}"
         return [_result(want.label, want.candidates[0].uuid, None, "not-registered", words)]
 
-    async def _check_any(self, ctx: ProbeContext, listing: list[Endpoint], mapper_port: int) -> list[dict[str, Any]]:
-        seen: dict[int, Endpoint] = {}
-        for e in listing:
-            if e.protocol == "tcp" and e.port and e.port != mapper_port and e.port not in seen:
-                if ctx.ports is None or e.port in ctx.ports:
-                    seen[e.port] = e
-        chosen = list(seen.values())[:MAX_ANY_PORTS]
+    async def _check_any(self, ctx: ProbeContext, in_range: list[Endpoint]) -> list[dict[str, Any]]:
+        chosen = in_range[:MAX_ANY_PORTS]
         if not chosen:
             return [
                 _result("any", None, None, "not-registered", "the endpoint mapper lists no TCP endpoint in the range")
@@ -264,9 +276,7 @@ class RpcDynamicProbe(Probe):
             )
         )
 
-    async def _check_dcom(
-        self, ctx: ProbeContext, want: Wanted, listing: list[Endpoint], mapper_port: int
-    ) -> dict[str, Any]:
+    async def _check_dcom(self, ctx: ProbeContext, want: Wanted, mapper_port: int) -> dict[str, Any]:
         what = DCOM_NAMES[want.label]
         resolver = await bind_at(ctx, OBJECT_EXPORTER, mapper_port, want.label)
         if resolver["status"] == "protocol":
@@ -277,74 +287,75 @@ class RpcDynamicProbe(Probe):
             )  # fmt: skip
         if resolver["status"] != "reachable":
             return resolver
-        proxies: dict[int, Endpoint] = {}
-        for e in listing:
-            if e.protocol == "tcp" and e.port and e.port != mapper_port and e.port not in proxies:
-                if ctx.ports is None or e.port in ctx.ports:
-                    proxies[e.port] = e
-        chosen = list(proxies.values())[:DCOM_PROXY_PORTS]
-        if not chosen:
-            return _result(
-                want.label, None, None, "unverified",
-                f"DCOM answers on {mapper_port}, but the mapper lists no endpoint in the dynamic range to "
-                f"test the path with; {what}'s own port is handed out by an authenticated DCOM activation",
-            )  # fmt: skip
-        tried = await asyncio.gather(*(bind_at(ctx, e.interface, e.port or 0, want.label) for e in chosen))
-        ok = [t for t in tried if t["status"] == "reachable"]
-        if ok:
-            return _result(
-                want.label, None, ok[0]["port"], "reachable",
-                f"DCOM resolver answers on TCP {mapper_port} and the dynamic range answers "
-                f"(bound {ok[0].get('name', ok[0].get('uuid'))} on TCP {ok[0]['port']}); {what}'s own port is "
-                "handed out by an authenticated DCOM activation, so this is a range-level proof",
-                via=[{"uuid": t.get("uuid"), "port": t.get("port"), "status": t["status"]} for t in tried],
-            )  # fmt: skip
-        first = tried[0]
         return _result(
-            want.label, None, first.get("port"), first["status"],
-            f"the dynamic range does not answer: {first['reason']}",
-            via=[{"uuid": t.get("uuid"), "port": t.get("port"), "status": t["status"]} for t in tried],
+            want.label, OBJECT_EXPORTER.uuid, mapper_port, "unverified",
+            f"the DCOM resolver answers on TCP {mapper_port}; {what}'s own port is handed out only by an "
+            "authenticated DCOM activation (a credentialed run adds it)", dcom=what,
         )  # fmt: skip
 
-    def _verdict(self, ctx: ProbeContext, results: list[dict[str, Any]]) -> Outcome:
-        evidence: dict[str, Any] = {"interfaces": results}
-        bad = [r for r in results if r["status"] in _BAD]
+    async def _sample_range(
+        self, ctx: ProbeContext, wanted: list[Wanted], mapped: dict[str, list[Endpoint]], in_range: list[Endpoint]
+    ) -> list[dict[str, Any]]:
+        """Bind a few distinct listed ports of the range, whatever interface each one serves."""
+        if any(w.any for w in wanted):
+            return []  # `any` already binds every listed port
+        taken = {t.port for towers in mapped.values() for t in towers[:1]}
+        spare = [e for e in in_range if e.port not in taken]
+        chosen = _spread(spare, RANGE_PORTS)
+        tried = await asyncio.gather(
+            *(bind_at(ctx, e.interface, e.port or 0, e.annotation or interface_name(e.uuid)) for e in chosen)
+        )
+        return [
+            {k: v for k, v in t.items() if k in ("interface", "uuid", "name", "port", "status", "reason")}
+            for t in tried
+        ]
+
+    def _verdict(self, ctx: ProbeContext, results: list[dict[str, Any]], sampled: list[dict[str, Any]]) -> Outcome:
+        outcome = self._judge(ctx, results, sampled)
+        adds = credentialed_adds(ctx)
+        if adds and outcome.status is not Status.FAIL:
+            outcome = Outcome(outcome.status, outcome.reason, f"{outcome.detail}. {adds}", outcome.evidence)
+        return outcome
+
+    def _judge(self, ctx: ProbeContext, results: list[dict[str, Any]], sampled: list[dict[str, Any]]) -> Outcome:
+        proven = sampled + [r for r in results if r.get("port") is not None and r["status"] != "unverified"]
+        verdict = range_verdict(proven)
+        if verdict == "reachable":
+            results = [_range_level(r, proven) if r.get("dcom") else r for r in results]
+        results = [{k: v for k, v in r.items() if k != "dcom"} for r in results]
+        evidence: dict[str, Any] = {"interfaces": results, "range": sampled, "range_verdict": verdict}
+        bad = [r for r in results + sampled if _is_bad(r["status"])]
         if bad:
-            order = {s: i for i, s in enumerate(_BAD)}
-            worst = min(bad, key=lambda r: order[r["status"]])
+            worst = min(bad, key=lambda r: _severity(r["status"]))
             names = ", ".join(f"{r['interface']} (TCP {r.get('port', '?')}: {r['status']})" for r in bad)
             reason = Reason(worst["status"])
-            text = worst["reason"]
             if worst["status"] == "filtered":
                 text = (
-                    f"filtered: the endpoint mapper answers, but the dynamic port it gives is dropped — "
+                    f"filtered: the endpoint mapper answers, but the dynamic ports it lists are dropped — "
                     f"{names}. A firewall lets TCP 135 through and blocks the dynamic RPC range "
-                    f"{ctx.ports or ''} between this host and {ctx.host}"
+                    f"{ctx.ports or ''} between this host and {ctx.host}. {STEALTH_WORDS}"
                 )
             else:
-                text = f"{names}: {text}"
+                text = f"{names}: {worst['reason']}"
             return failed(reason, text, **evidence)
         reachable = [r for r in results if r["status"] == "reachable"]
-        missing = [r for r in results if r["status"] == "not-registered"]
-        unverified = [r for r in results if r["status"] == "unverified"]
-        if not reachable and missing and not unverified:
+        missing = [r for r in results if r["status"] in ("not-registered", "unverified")]
+        range_words = _range_words(proven, verdict)
+        if missing:
             names = ", ".join(r["interface"] for r in missing)
-            return inconclusive(
-                Reason.NOT_REGISTERED,
-                f"not registered: {ctx.host}'s endpoint mapper has none of the interfaces this row needs "
-                f"({names}); the services are not running or not installed there, so the dynamic ports "
-                "cannot be tested",
-                **evidence,
-            )
-        if not reachable:
-            return inconclusive(Reason.NOT_REGISTERED, "; ".join(r["reason"] for r in unverified + missing), **evidence)
+            text = "; ".join(r["reason"] for r in missing)
+            if verdict == "reachable":
+                head = f"{names} cannot be tested on {ctx.host}, but the dynamic RPC range answers: {range_words}"
+            else:
+                head = f"{names} cannot be tested on {ctx.host}, and {range_words}"
+            if reachable:
+                head += "; reachable: " + ", ".join(r["interface"] for r in reachable)
+            return inconclusive(Reason.NOT_REGISTERED, f"not registered: {head}. {text}", **evidence)
         ports = sorted({r["port"] for r in reachable if r.get("port")})
         text = (
             f"dynamic RPC answers: {', '.join(r['interface'] for r in reachable)} bound on TCP "
-            f"{', '.join(map(str, ports))} (ports from the endpoint mapper)"
+            f"{', '.join(map(str, ports))} (ports from the endpoint mapper); {range_words}"
         )
-        if missing or unverified:
-            text += "; not registered there: " + ", ".join(r["interface"] for r in missing + unverified)
         return passed(text, **evidence)
 
     def summarize(self, evidence: Mapping[str, Any]) -> str:
@@ -355,3 +366,72 @@ class RpcDynamicProbe(Probe):
                 port = f" on {evidence_text(item, 'port', 8)}" if item.get("port") else ""
                 parts.append(f"{evidence_text(item, 'interface', 40) or '?'}: {evidence_text(item, 'status', 20) or '?'}{port}")
         return "; ".join(parts)
+
+# Windows Firewall drops both a blocked port and one where nothing listens ("stealth mode"):
+# silence alone cannot tell them apart, the mapper's listing can.
+STEALTH_WORDS = (
+    "A Windows firewall drops both blocked ports and ports where nothing listens (stealth mode); "
+    "here the endpoint mapper lists a service on each of these ports, so they are listening: "
+    "a firewall drops them"
+)
+
+
+def credentialed_adds(ctx: ProbeContext) -> str:
+    """Words for a row whose dcom check needs credentials that this run does not have."""
+    if ctx.credentials is not None:
+        return ""
+    servers = [str(c.options.get("server", "wmi")).upper() for c in ctx.row.checks if c.probe == "dcom"]
+    if not servers:
+        return ""
+    return (
+        f"Without credentials this is what can be proven anonymously; a credentialed run adds the "
+        f"authenticated DCOM activation of {', '.join(servers)} and the port it hands out (check dcom)"
+    )
+
+
+def in_range_endpoints(ctx: ProbeContext, listing: list[Endpoint], mapper_port: int) -> list[Endpoint]:
+    """The mapper's TCP endpoints inside the row's range, one per port (not the mapper itself)."""
+    seen: dict[int, Endpoint] = {}
+    for e in listing:
+        if e.protocol == "tcp" and e.port and e.port != mapper_port and e.port not in seen:
+            if ctx.ports is None or e.port in ctx.ports:
+                seen[e.port] = e
+    return [seen[p] for p in sorted(seen)]
+
+
+def _spread(endpoints: list[Endpoint], n: int) -> list[Endpoint]:
+    """Up to n endpoints spread over the sorted list (lowest, highest, then between)."""
+    if len(endpoints) <= n:
+        return list(endpoints)
+    picks = sorted({round(i * (len(endpoints) - 1) / (n - 1)) for i in range(n)}) if n > 1 else [0]
+    return [endpoints[i] for i in picks]
+
+
+def _range_level(entry: dict[str, Any], proven: list[dict[str, Any]]) -> dict[str, Any]:
+    """A DCOM server whose resolver and range answer: reachable, at range level (anonymous proof)."""
+    ok = next(r for r in proven if r["status"] == "reachable")
+    return _result(
+        entry["interface"], None, ok["port"], "reachable",
+        f"DCOM resolver answers on TCP {entry['port']} and the dynamic range answers (bound "
+        f"{ok.get('name', ok.get('uuid'))} on TCP {ok['port']}); {entry['dcom']}'s own port is handed out "
+        "by an authenticated DCOM activation, so this is a range-level proof (a credentialed run adds "
+        "the activation itself: the dcom check)",
+    )  # fmt: skip
+
+
+def range_verdict(proven: list[dict[str, Any]]) -> str:
+    """reachable when any bound port answered; else the worst failure; untested without ports."""
+    if not proven:
+        return "untested"
+    if any(r["status"] == "reachable" for r in proven):
+        bad = [r["status"] for r in proven if _is_bad(r["status"])]
+        return min(bad, key=_severity) if bad else "reachable"
+    bad = [r["status"] for r in proven if _is_bad(r["status"])]
+    return min(bad, key=_severity) if bad else "untested"
+
+
+def _range_words(proven: list[dict[str, Any]], verdict: str) -> str:
+    if verdict == "untested":
+        return "the endpoint mapper lists no TCP endpoint in the range, so the range itself cannot be tested"
+    ports = sorted({int(r["port"]) for r in proven if r["status"] == "reachable"})
+    return f"range reachable (bound on TCP {', '.join(map(str, ports))})"
