@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from scanner.models import Transport
 from scanner.probes._http import host_header, http_outcome, http_request, validate_http_options
 from scanner.probes._proxy import ProxyAware
-from scanner.probes._tlsinfo import judge, open_tls, tls_summary
+from scanner.probes._tls import judge, open_tls, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
 
 

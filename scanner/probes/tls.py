@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from scanner.models import Transport
 from scanner.probes._proxy import ProxyAware, validate_via_proxy
-from scanner.probes._tlsinfo import judge, open_tls, tls_summary
+from scanner.probes._tls import judge, open_tls, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register
 
 

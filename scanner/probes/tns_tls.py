@@ -1,6 +1,6 @@
 """Oracle over TLS (TCPS, TCP 2484): the TLS handshake, then a TNS CONNECT inside it.
 
-The handshake and the certificate judgement are the shared ones of `_tlsinfo`
+The handshake and the certificate judgement are the shared ones of the TLS kit `_tls`
 (system CAs plus ``--ca-bundle``, or the bundle only with the trust-private-CA flag;
 expired, not yet valid, misnamed or untrusted certificates in words). The listener
 must still answer the TNS CONNECT inside TLS: a certificate problem then makes the
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from scanner.models import Transport
-from scanner.probes._tlsinfo import judge, open_tls
+from scanner.probes._tls import judge, open_tls
 from scanner.probes._tns import exchange, outcome_for, service_name
 from scanner.probes.base import Outcome, Probe, ProbeContext, register
 from scanner.probes.tns import validate_tns_options

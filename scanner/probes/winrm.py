@@ -20,7 +20,7 @@ from typing import Any
 
 from scanner.models import Reason, Transport
 from scanner.probes._http import HttpResponse, clip
-from scanner.probes._tlsinfo import WebClient, local_name, safe_xml
+from scanner.probes._web import WebClient, local_name, safe_xml
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, inconclusive, passed, register
 
 SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"

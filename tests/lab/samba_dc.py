@@ -23,7 +23,9 @@ How it is kept inside the lab:
 * ``interfaces = lo eth0`` + ``bind interfaces only``: every lab namespace has ``eth0``, so
   the template needs no address.
 * ``ldap server require strong auth`` stays at its default (yes): simple binds on 389 are
-  refused with strongerAuthRequired, as on hardened Windows DCs.
+  refused with strongerAuthRequired, as on hardened Windows DCs. ``SambaDC(..., conf={...})``
+  sets [global] options for one DC (e.g. ``{"ldap server require strong auth": "no"}``) in
+  its own copy of the template.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
     from tests.lab.netns import Host
@@ -237,8 +239,13 @@ class SambaDC:
     domain = DOMAIN
     admin_user = "Administrator"
 
-    def __init__(self, host: Host, template: Path, max_runtime: int = 3 * 3600) -> None:
+    def __init__(
+        self, host: Host, template: Path, max_runtime: int = 3 * 3600, conf: Mapping[str, str] | None = None
+    ) -> None:
         self.host = host
+        # smb.conf [global] settings of this DC only, e.g. {"ldap server require strong auth":
+        # "no"}; written into its copy of the template at start (the template is untouched).
+        self.conf = dict(conf or {})
         self.template = Path(template)
         self.hostname = DC_HOSTNAME
         self.fqdn = f"{DC_HOSTNAME}.{REALM.lower()}"
@@ -285,6 +292,8 @@ class SambaDC:
         lib = folders["/var/lib/samba"]
         lib.rmdir()
         subprocess.run(["cp", "-a", "--reflink=auto", str(self.template / "lib"), str(lib)], check=True)
+        if self.conf:
+            _set_global(lib / "etc" / "smb.conf", self.conf)
         fixer = self.root / "fix_dns.py"
         fixer.write_text(_FIX_DNS)
         self._write_krb5_conf()
@@ -373,6 +382,18 @@ class SambaDC:
             "[domain_realm]\n"
             f"  .{self.realm.lower()} = {self.realm}\n  {self.realm.lower()} = {self.realm}\n"
         )
+
+
+def _set_global(path: Path, settings: Mapping[str, str]) -> None:
+    """Set `settings` in smb.conf's [global] section (replacing a line already there)."""
+    text = path.read_text()
+    for key, value in settings.items():
+        if not re.fullmatch(r"[a-z0-9 :_]+", key) or "\n" in value:
+            raise ValueError(f"not an smb.conf setting: {key!r}")
+        line = f"\t{key} = {value}\n"
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=.*\n", re.MULTILINE)
+        text = pattern.sub(line, text, count=1) if pattern.search(text) else text.replace("[global]\n", "[global]\n" + line, 1)
+    path.write_text(text)
 
 
 def _tcp_open(address: str, port: int, timeout: float = 0.5) -> bool:
