@@ -180,29 +180,41 @@ def split_account(username: str, domain: str) -> tuple[str, str]:
     return username, domain
 
 
-# Windows' own codes inside a bind diagnostic: the only parts of a peer's diagnostic text we
-# keep, so nothing a hostile peer echoes (our password in any case or encoding) can reach a
-# report: redaction by construction, not by search-and-replace.
+# Windows' own codes inside a bind diagnostic are the only parts of a peer's diagnostic text
+# we keep, and only codes from this fixed list: nothing a hostile peer echoes (our password
+# in any case or encoding, even one that looks like a code) can reach a report. Redaction
+# by construction, not by search-and-replace.
 _CODE = re.compile(r"\b(?:[0-9A-Fa-f]{8}|data [0-9A-Fa-f]{1,8})\b")
 CHANNEL_BINDING_REQUIRED = "80090346"  # SEC_E_BAD_BINDINGS
 SIGNING_REQUIRED = "00002028"  # the DC requires integrity (LDAP signing) without TLS
 _CODE_WORDS = {
     CHANNEL_BINDING_REQUIRED: "the DC requires LDAP channel binding (80090346)",
     SIGNING_REQUIRED: "the DC requires LDAP signing (00002028)",
+    "00002029": "the DC refuses signing or sealing over TLS (00002029)",
+    "8009030c": "the logon was refused (8009030C)",
+    "80090308": "the security token was refused (80090308)",
     "data 52e": "unknown account or wrong password (data 52e)",
+    "data 525": "unknown account (data 525)",
+    "data 530": "the account may not log on at this time (data 530)",
+    "data 531": "the account may not log on from this workstation (data 531)",
+    "data 532": "the password has expired (data 532)",
     "data 533": "the account is disabled (data 533)",
     "data 701": "the account has expired (data 701)",
     "data 773": "the password must be changed (data 773)",
     "data 775": "the account is locked out (data 775)",
-    "data 530": "the account may not log on at this time (data 530)",
-    "data 531": "the account may not log on from this workstation (data 531)",
-    "data 532": "the password has expired (data 532)",
+    "data 57": "the bind parameters were refused (data 57)",
+    "data 80090346": "the channel binding token was refused (data 80090346)",
 }
 
 
 def diagnostic_codes(diagnostic: str) -> list[str]:
-    """The error codes in a peer's diagnostic ('80090346', 'data 52e'), lower-cased; no free text."""
-    return [m.group(0).lower() for m in _CODE.finditer(diagnostic[:4096])][:6]
+    """The known error codes in a peer's diagnostic ('80090346', 'data 52e'); no free text."""
+    found: list[str] = []
+    for match in _CODE.finditer(diagnostic[:4096]):
+        code = match.group(0).lower()
+        if code in _CODE_WORDS and code not in found:
+            found.append(code)
+    return found
 
 
 def bind_outcome(ctx: ProbeContext, method: str, result: wire.LdapResult) -> Outcome | None:
@@ -220,7 +232,7 @@ def bind_outcome(ctx: ProbeContext, method: str, result: wire.LdapResult) -> Out
     words = [_CODE_WORDS[c] for c in codes if c in _CODE_WORDS]
     said = f" ({result.name}{': ' + '; '.join(words) if words else ''})"
     account = str(ctx.credentials) if ctx.credentials else "the account"
-    if CHANNEL_BINDING_REQUIRED in codes:
+    if CHANNEL_BINDING_REQUIRED in codes or "data 80090346" in codes:
         return failed(
             Reason.POLICY,
             f"LDAP on {ctx.where()} works, but the DC refuses the {method} bind by policy: it "
@@ -427,7 +439,8 @@ def channel_binding_reading(without: wire.LdapResult | None, wrong: wire.LdapRes
     def verdict(result: wire.LdapResult | None) -> str:
         if result is None:
             return "none"
-        if CHANNEL_BINDING_REQUIRED in diagnostic_codes(result.diagnostic):
+        codes = diagnostic_codes(result.diagnostic)
+        if CHANNEL_BINDING_REQUIRED in codes or "data 80090346" in codes:
             return "binding"
         return "weighed" if result.code in (0, 49) else "other"
 

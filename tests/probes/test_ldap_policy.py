@@ -1,0 +1,226 @@
+"""LDAP policy as evidence: `ldap_signing` (389/3268) and `channel_binding` (636/3269).
+
+Proven against real Samba DCs started with each `ldap server require strong auth` value,
+and, for the channel-binding states Samba cannot serve, through the decision logic on
+answers shaped like the ones Windows DCs send (their exact diagnostic texts below).
+Hostile LDAP peers (tests/lab/hostile.py) echo what they are sent and flood answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from scanner.models import CheckResult, Reason, Status
+from scanner.probes import _ldapwire as wire
+from scanner.probes.base import Credentials, Settings
+from scanner.probes.ldap import (
+    POLICY_ACCOUNT,
+    bind_outcome,
+    channel_binding_reading,
+    diagnostic_codes,
+    signing_reading,
+)
+from scanner.testing import make_context, run_probe
+from tests.lab.hostile import HostileServer
+from tests.lab.netns import Lab
+from tests.lab.samba_dc import SambaDC
+
+# Diagnostics as Windows Server 2019/2022 DCs word them (LdapRelayScan / NetExec read the same).
+WIN_BAD_CREDENTIALS = "80090308: LdapErr: DSID-0C090439, comment: AcceptSecurityContext error, data 52e, v4563"
+WIN_BAD_BINDINGS = "80090346: LdapErr: DSID-0C090635, comment: AcceptSecurityContext error, data 80090346, v4563"
+WIN_SIGNING = (
+    "00002028: LdapErr: DSID-0C090259, comment: The server requires binds to turn on integrity "
+    "checking if SSL\\TLS are not already active on the connection, data 0, v4563"
+)
+# Samba 4.17's own words.
+SAMBA_BAD_CREDENTIALS = "8009030C: LdapErr: DSID-0C0904DC, comment: AcceptSecurityContext error, data 52e, v1db1"
+SAMBA_SIMPLE_REFUSED = "BindSimple: Transport encryption required."
+
+
+def answer(code: int, diagnostic: str) -> wire.LdapResult:
+    return wire.LdapResult(code, "", diagnostic)
+
+
+async def probe(name: str, address: str, port: int, host: str = "dc1", **kw: Any) -> CheckResult:
+    ctx = make_context(host, address, port, probe=name, **kw)
+    return await run_probe(name, ctx)
+
+
+# -- the decision logic ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("result", "reading"),
+    [
+        (answer(8, WIN_SIGNING), "required"),
+        (answer(8, SAMBA_SIMPLE_REFUSED), "required"),
+        (answer(49, WIN_BAD_CREDENTIALS), "not-required"),
+        (answer(49, SAMBA_BAD_CREDENTIALS), "not-required"),
+        (answer(53, "unwilling"), "unknown"),
+        (answer(1, ""), "unknown"),
+        (None, "unknown"),
+    ],
+)
+def test_signing_reading_from_the_made_up_accounts_simple_bind(result: wire.LdapResult | None, reading: str) -> None:
+    assert signing_reading(result) == reading
+
+
+@pytest.mark.parametrize(
+    ("without", "wrong", "reading"),
+    [
+        # Windows "Always": a bind without a token is refused for the binding itself.
+        (answer(49, WIN_BAD_BINDINGS), None, "always"),
+        # Windows "When supported": no token is fine, a wrong token is refused.
+        (answer(49, WIN_BAD_CREDENTIALS), answer(49, WIN_BAD_BINDINGS), "when-supported"),
+        # Windows "Never" (and Samba, which has no channel binding mode): tokens are ignored.
+        (answer(49, WIN_BAD_CREDENTIALS), answer(49, WIN_BAD_CREDENTIALS), "never"),
+        (answer(49, SAMBA_BAD_CREDENTIALS), answer(49, SAMBA_BAD_CREDENTIALS), "never"),
+        # A DC that refuses NTLM inside TLS outright cannot tell us: unknown, never a guess.
+        (answer(53, "SASL:[GSS-SPNEGO]: Sign or Seal are not allowed if TLS is used"), None, "unknown"),
+        (answer(49, WIN_BAD_CREDENTIALS), None, "unknown"),
+        (None, None, "unknown"),
+    ],
+)
+def test_channel_binding_reading(without: wire.LdapResult | None, wrong: wire.LdapResult | None, reading: str) -> None:
+    assert channel_binding_reading(without, wrong) == reading
+
+
+async def test_channel_binding_refusal_is_policy_in_those_words_not_invalid_credentials() -> None:
+    ctx = make_context("dc1", "127.0.0.1", 636, probe="ldaps", credentials=Credentials("auditor", "pw", "LAB"))
+    outcome = bind_outcome(ctx, "ntlm", answer(49, WIN_BAD_BINDINGS))
+    assert outcome is not None and outcome.reason is Reason.POLICY
+    assert "channel binding" in outcome.detail and "80090346" in outcome.detail
+    assert "password" not in outcome.detail and "rejected" not in outcome.detail
+
+
+@pytest.mark.parametrize("code", [8, 49])
+async def test_signing_refusal_is_policy_in_those_words(code: int) -> None:
+    ctx = make_context("dc1", "127.0.0.1", 389, probe="ldap", credentials=Credentials("auditor", "pw", "LAB"))
+    outcome = bind_outcome(ctx, "simple", answer(code, WIN_SIGNING))
+    assert outcome is not None and outcome.reason is Reason.POLICY
+    assert "requires LDAP signing" in outcome.detail
+
+
+@pytest.mark.parametrize(
+    "secret", ["deadbeef", "80090346", "Data 52E", "Winter2026!", "pässwörd", "c2VjcmV0"]
+)  # fmt: skip
+async def test_a_diagnostic_keeps_only_known_codes_whatever_the_peer_echoes(secret: str) -> None:
+    ctx = make_context("dc1", "127.0.0.1", 389, probe="ldap", credentials=Credentials("auditor", secret, "LAB"))
+    said = f"{WIN_BAD_CREDENTIALS} {secret} {secret.upper()} {secret.swapcase()} {secret.encode('utf-16-le').hex()}"
+    outcome = bind_outcome(ctx, "simple", answer(49, said))
+    assert outcome is not None
+    text = json.dumps(outcome.evidence) + outcome.detail
+    for form in (secret, secret.upper(), secret.swapcase(), secret.encode("utf-16-le").hex()):
+        if form.lower() not in ("80090346", "data 52e"):  # a secret equal to a code shows as that code only
+            assert form not in text
+    assert set(diagnostic_codes(said)) <= {"80090308", "data 52e", "80090346"}
+
+
+# -- hostile LDAP peers ----------------------------------------------------------------------
+async def test_a_peer_echoing_the_password_in_other_forms_never_gets_it_into_the_result(hostile) -> None:
+    secret = "Sekret-Pa55word-x"
+    address, port = hostile("ldap-echo")
+    creds = Credentials("auditor", secret, "corp.example")
+    result = await probe("ldap", address, port, credentials=creds, options={"bind": "simple"}, timeout=2.0)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.AUTH), result.detail
+    assert result.evidence["ldap_signing"] == "not-required"  # the made-up account was weighed
+    text = json.dumps(result.to_dict())
+    import base64
+
+    for form in (secret, secret.upper(), secret.lower(), secret.swapcase(), secret.encode().hex(),
+                 base64.b64encode(secret.encode()).decode()[:12], " ".join(secret)):  # fmt: skip
+        assert form not in text, form
+
+
+async def test_a_flood_of_huge_answers_is_bounded_and_a_protocol_failure() -> None:
+    """256 x 500 KiB entries (each under the per-message cap) once made one check hold
+    ~128 MiB; the exchange now stops at MAX_EXCHANGE_KEPT and reads no further."""
+    server = HostileServer("ldap-flood", cap=150 * 1024 * 1024, lifetime=60.0)
+    address, port = server.start()
+    try:
+        result = await probe("ldap", address, port, timeout=5.0, retries=0)
+    finally:
+        server.stop()
+    assert (result.status, result.reason) == (Status.FAIL, Reason.PROTOCOL), result.detail
+    assert f"{wire.MAX_EXCHANGE_KEPT // 1024} KiB" in result.detail
+    # What the peer got into our socket: the kept answers plus kernel buffers, not 150 MiB.
+    assert server.stats.bytes_sent < 16 * 1024 * 1024, server.stats.bytes_sent
+
+
+# -- real Samba DCs, one per `ldap server require strong auth` value ------------------------
+STRONG_AUTH = {"yes": "required", "allow_sasl_over_tls": "required", "no": "not-required"}
+
+
+@pytest.fixture(scope="module", params=sorted(STRONG_AUTH))
+def policy_dc(request: pytest.FixtureRequest, lab: Lab, samba_template: Any) -> Iterator[tuple[str, SambaDC]]:
+    mode: str = request.param
+    name = {"yes": "pdcyes", "no": "pdcno", "allow_sasl_over_tls": "pdctls"}[mode]
+    host = lab.hosts[name] if name in lab.hosts else lab.add_host(name)
+    controller = SambaDC(host, samba_template, conf={"ldap server require strong auth": mode})
+    controller.start()
+    try:
+        yield mode, controller
+    finally:
+        controller.stop()
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(("port", "options"), [(389, {}), (3268, {"gc": True})])
+async def test_ldap_signing_reading_matches_the_dcs_setting(
+    policy_dc: tuple[str, SambaDC], port: int, options: dict[str, Any]
+) -> None:
+    mode, dc = policy_dc
+    result = await probe("ldap", dc.address, port, host=dc.fqdn, options=options)
+    assert result.status is Status.PASS, result.detail
+    assert result.evidence["ldap_signing"] == STRONG_AUTH[mode], (mode, result.evidence.get("ldap_signing_result"))
+    assert f"LDAP signing {STRONG_AUTH[mode]}" in result.detail
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(("port", "options"), [(636, {}), (3269, {"gc": True})])
+async def test_channel_binding_on_samba_reads_never(
+    policy_dc: tuple[str, SambaDC], port: int, options: dict[str, Any]
+) -> None:
+    """Samba 4.17 has no LDAP channel binding mode (no 'always' or 'when supported'): it
+    weighs the made-up account whatever token comes, which is what "never" means. The other
+    states are proven by test_channel_binding_reading on Windows-shaped answers."""
+    _mode, dc = policy_dc
+    result = await probe("ldaps", dc.address, port, host=dc.fqdn, options=options)
+    assert result.status is Status.WARN and result.reason is Reason.CERTIFICATE, result.detail  # self-signed
+    assert result.evidence["channel_binding"] == "never", result.evidence.get("channel_binding_results")
+    assert result.evidence["channel_binding_results"] == ["invalidCredentials", "invalidCredentials"]
+
+
+@pytest.mark.lab
+async def test_credentialed_bind_says_which_mechanism_was_used(policy_dc: tuple[str, SambaDC]) -> None:
+    mode, dc = policy_dc
+    creds = Credentials(dc.admin_user, dc.admin_password, dc.domain)
+    result = await probe("ldap", dc.address, 389, host=dc.fqdn, credentials=creds)
+    assert result.status is Status.PASS, result.detail
+    # Negotiate: Kerberos for ldap/<host> where this host has it, else NTLM (Linux without gssapi).
+    assert result.evidence["bind_requested"] == "negotiate"
+    assert result.evidence["bind_method"] in ("kerberos", "ntlm")
+    assert result.evidence["sealed_search"] is True
+    assert dc.admin_password not in json.dumps(result.to_dict())
+
+
+@pytest.mark.lab
+async def test_made_up_policy_account_is_what_the_dc_sees(policy_dc: tuple[str, SambaDC]) -> None:
+    """The policy bind names POLICY_ACCOUNT, never a real account (no lockout risk)."""
+    _mode, dc = policy_dc
+    result = await probe("ldap", dc.address, 389, host=dc.fqdn, settings=Settings(timeout=3.0, values={"domain": "lab.test"}))
+    assert result.evidence["ldap_signing_result"] in ("strongerAuthRequired", "invalidCredentials")
+    assert POLICY_ACCOUNT.startswith("portready-")
+
+
+@pytest.mark.lab
+async def test_dropped_and_rejected_ports_still_read_as_network_reasons(dc: SambaDC, dc_firewall: Any) -> None:
+    dc_firewall.drop(3269)
+    dc_firewall.reject(3268)
+    dropped = await probe("ldaps", dc.address, 3269, options={"gc": True}, timeout=1.0, retries=0)
+    rejected = await probe("ldap", dc.address, 3268, options={"gc": True}, timeout=1.0, retries=0)
+    assert (dropped.status, dropped.reason) == (Status.FAIL, Reason.FILTERED)
+    assert (rejected.status, rejected.reason) == (Status.FAIL, Reason.REFUSED)
+    assert "channel_binding" not in dropped.evidence and "ldap_signing" not in rejected.evidence
