@@ -12,7 +12,7 @@ from typing import Any
 from scanner.probes._http import HttpResponse, close_writer, host_header, http_request
 from scanner.probes._proxy import Stream, open_stream
 from scanner.probes._tls import TlsSession, handshake, judge, open_tls, sni_for, unverified_context
-from scanner.probes.base import Outcome, ProbeContext
+from scanner.probes.base import Outcome, ProbeContext, ProbeError
 
 
 class WebClient:
@@ -53,15 +53,26 @@ class WebClient:
         body: bytes = b"",
         max_body: int = 256 * 1024,
     ) -> HttpResponse:
-        stream = await self._stream()
+        try:
+            stream = await self._stream()
+        except ProbeError as exc:
+            raise self._with_tls(exc) from exc
         try:
             return await http_request(
                 self.ctx, stream.reader, stream.writer, method, path,
                 host=host_header(self.ctx.host, self.port, 443 if self.tls else 80),
                 headers=headers, body=body, max_body=max_body,
             )  # fmt: skip
+        except ProbeError as exc:
+            raise self._with_tls(exc) from exc
         finally:
             await close_writer(stream.writer)
+
+    def _with_tls(self, error: ProbeError) -> ProbeError:
+        """A failed request still carries the judged certificate (diff and HTML read it)."""
+        if self.session is None:
+            return error
+        return ProbeError(judge(self.ctx, self.session, error.outcome))
 
     def finish(self, outcome: Outcome) -> Outcome:
         if self.session is not None:

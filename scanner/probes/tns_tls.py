@@ -15,7 +15,7 @@ from typing import Any
 from scanner.models import Transport
 from scanner.probes._tls import judge, open_tls
 from scanner.probes._tns import exchange, outcome_for, service_name
-from scanner.probes.base import Outcome, Probe, ProbeContext, register
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
 from scanner.probes.tns import validate_tns_options
 
 
@@ -35,6 +35,8 @@ class TnsTlsProbe(Probe):
         session = await open_tls(ctx)
         try:
             answer = await exchange(ctx, session.reader, session.writer, service)
+        except ProbeError as exc:  # not TNS inside TLS: the certificate is still evidence
+            return judge(ctx, session, exc.outcome)
         finally:
             await session.close()
         return judge(ctx, session, outcome_for(ctx, answer, configured, service=service))
