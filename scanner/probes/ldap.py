@@ -35,9 +35,11 @@ bind diagnostic only the error codes are kept (it may echo what we sent).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import re
 import secrets
+import sys
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -260,11 +262,23 @@ def bind_outcome(ctx: ProbeContext, method: str, result: wire.LdapResult) -> Out
     return failed(Reason.PROTOCOL, f"the {method} bind on {ctx.where()} ended with{said}", **evidence)
 
 
+def kerberos_possible(host: str, account: str) -> bool:
+    """Whether a Negotiate bind may try Kerberos: the target is named (a ticket is for
+    ldap/<name>, never an address) and, off Windows, the account is in a DNS domain (else
+    MIT krb5 would look for the KDC of a realm that does not exist). Else NTLM only."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return False
+    except ValueError:
+        pass
+    return sys.platform == "win32" or "@" in account and "." in account.rsplit("@", 1)[1]
+
+
 def _spnego_client(
     ctx: ProbeContext, *, protocol: str, sign: bool, channel_binding: bytes | None,
     username: str | None = None, password: str | None = None,
 ) -> Any:  # fmt: skip
-    """A pyspnego client context for service ldap/<host> (Kerberos needs the host's name)."""
+    """A pyspnego client context for service ldap/<host> (SSPI on Windows)."""
     import spnego
     from spnego.channel_bindings import GssChannelBindings
 
@@ -272,13 +286,19 @@ def _spnego_client(
         creds = ctx.credentials
         assert creds is not None
         user, domain = split_account(creds.username, creds.domain)
-        username, password = (f"{domain}\\{user}" if domain else user), creds.password
+        # A DNS domain makes a UPN (the principal Kerberos needs; NTLM takes it too).
+        account = f"{user}@{domain.upper()}" if "." in domain else (f"{domain}\\{user}" if domain else user)
+        username, password = account, creds.password
+    host = ctx.host.strip("[]")
     bindings = GssChannelBindings(application_data=channel_binding) if channel_binding else None
     # Unsigned binds ask for no integrity at all (SSPI would add it otherwise).
     flags = spnego.ContextReq.default if sign else spnego.ContextReq.no_integrity
-    options = spnego.NegotiateOptions.use_ntlm if protocol == "ntlm" else spnego.NegotiateOptions.none
+    if protocol == "negotiate" and kerberos_possible(host, username):
+        options = spnego.NegotiateOptions.none  # Kerberos where this host can, NTLM otherwise
+    else:
+        options = spnego.NegotiateOptions.use_ntlm  # NTLMSSP, which GSS-SPNEGO also carries bare
     return spnego.client(
-        username, password, hostname=ctx.host.strip("[]"), service="ldap",
+        username, password, hostname=host, service="ldap",
         protocol="negotiate", channel_bindings=bindings, context_req=flags, options=options,
     )  # fmt: skip
 
@@ -326,6 +346,11 @@ async def sasl_bind(
                     f"{ctx.host} sent a bind challenge on {ctx.where()} that cannot be used ({type(exc).__name__})",
                 )
             ) from None
+    if result.code == 0 and not client.complete and result.sasl_credentials:
+        try:  # Kerberos' mutual authentication: the server's AP-REP rides on the success
+            client.step(result.sasl_credentials)
+        except Exception:  # noqa: BLE001 - a bad final token: the session cannot be proven
+            pass
     extra: dict[str, Any] = {"bind_mechanism": client.negotiated_protocol or protocol, "ntlm_signing": sign}
     if result.code == 0 and sign and seal_check:
         extra["sealed_search"] = await _sealed_search(ctx, reader, writer, ids, client)
@@ -355,7 +380,10 @@ async def _sealed_search(
     """
     mid = ids.next()
     request = wire.search_request(mid, "", ["dnsHostName"], wire.present("objectClass"), 10)
-    frame = client.wrap(request, encrypt=True).data
+    try:
+        frame = client.wrap(request, encrypt=True).data
+    except Exception:  # noqa: BLE001 - no usable session keys: the signed session is not proven
+        return False
     writer.write(len(frame).to_bytes(4, "big") + frame)
     await asyncio.wait_for(writer.drain(), ctx.step_timeout())
     for _frame in range(8):

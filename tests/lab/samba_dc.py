@@ -240,12 +240,20 @@ class SambaDC:
     admin_user = "Administrator"
 
     def __init__(
-        self, host: Host, template: Path, max_runtime: int = 3 * 3600, conf: Mapping[str, str] | None = None
+        self,
+        host: Host,
+        template: Path,
+        max_runtime: int = 3 * 3600,
+        conf: Mapping[str, str] | None = None,
+        spns: tuple[str, ...] = (),
     ) -> None:
         self.host = host
         # smb.conf [global] settings of this DC only, e.g. {"ldap server require strong auth":
         # "no"}; written into its copy of the template at start (the template is untouched).
         self.conf = dict(conf or {})
+        # Service principals a Windows DC registers itself (samba_spnupdate is off in the lab),
+        # e.g. ("ldap/dc1.lab.test",) so clients bind with Kerberos by host name. Opt-in per DC.
+        self.spns: tuple[str, ...] = tuple(spns)
         self.template = Path(template)
         self.hostname = DC_HOSTNAME
         self.fqdn = f"{DC_HOSTNAME}.{REALM.lower()}"
@@ -300,7 +308,8 @@ class SambaDC:
         command = (
             f"{SYSTEM_PYTHON} {fixer} /var/lib/samba/etc/smb.conf "
             f"{PLACEHOLDER4} {self.address} {PLACEHOLDER6} {self.address6}\n"
-            "exec samba --foreground --no-process-group --debug-stdout --debuglevel=1 "
+            + self._spn_commands()
+            + "exec samba --foreground --no-process-group --debug-stdout --debuglevel=1 "
             f"--maximum-runtime={int(self.max_runtime)} -s /var/lib/samba/etc/smb.conf"
         )
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
@@ -327,6 +336,14 @@ class SambaDC:
                 time.sleep(0.1)
         self.start_seconds = time.monotonic() - started
         return self
+
+    def _spn_commands(self) -> str:
+        """Shell lines adding self.spns to the DC's account, offline, before samba starts."""
+        for spn in self.spns:
+            if not re.fullmatch(r"[A-Za-z]+/[A-Za-z0-9.-]+", spn):
+                raise ValueError(f"not a service principal name: {spn!r}")
+        sam = "/var/lib/samba/private/sam.ldb"
+        return "".join(f"samba-tool spn add {spn} '{DC_HOSTNAME.upper()}$' -H {sam} >/dev/null\n" for spn in self.spns)
 
     def stop(self) -> None:
         """SIGTERM samba's process group (by PID), SIGKILL after a grace period."""

@@ -224,3 +224,67 @@ async def test_dropped_and_rejected_ports_still_read_as_network_reasons(dc: Samb
     assert (dropped.status, dropped.reason) == (Status.FAIL, Reason.FILTERED)
     assert (rejected.status, rejected.reason) == (Status.FAIL, Reason.REFUSED)
     assert "channel_binding" not in dropped.evidence and "ldap_signing" not in rejected.evidence
+
+
+@pytest.fixture
+def kerberos_dc(lab: Lab, samba_template: Any) -> Iterator[SambaDC]:
+    """A DC with ldap/dc1.lab.test registered, as a Windows DC registers it itself."""
+    pytest.importorskip("gssapi")
+    pytest.importorskip("krb5")
+    host = lab.hosts["pdckrb"] if "pdckrb" in lab.hosts else lab.add_host("pdckrb")
+    controller = SambaDC(host, samba_template, spns=("ldap/dc1.lab.test",))
+    controller.start()
+    try:
+        yield controller
+    finally:
+        controller.stop()
+
+
+@pytest.mark.lab
+async def test_negotiate_binds_with_kerberos_by_host_name_when_this_host_can(
+    kerberos_dc: SambaDC, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Auditor's bind: Kerberos for ldap/<DC name>, here through MIT krb5 + python-gssapi
+    (Windows uses SSPI through the same pyspnego call). The krb5.conf names the KDC by
+    address and never asks DNS, so no query leaves the lab."""
+    dc = kerberos_dc
+    conf = tmp_path / "krb5.conf"
+    conf.write_text(
+        "[libdefaults]\n"
+        f"  default_realm = {dc.realm}\n  dns_lookup_realm = false\n  dns_lookup_kdc = false\n"
+        "  rdns = false\n  dns_canonicalize_hostname = false\n  udp_preference_limit = 0\n"
+        f"[realms]\n  {dc.realm} = {{\n    kdc = {dc.address}\n  }}\n"
+        f"[domain_realm]\n  .{dc.realm.lower()} = {dc.realm}\n  {dc.realm.lower()} = {dc.realm}\n"
+    )
+    monkeypatch.setenv("KRB5_CONFIG", str(conf))
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path / 'ccache'}")
+    creds = Credentials(dc.admin_user, dc.admin_password, dc.realm.lower())
+    result = await probe("ldap", dc.address, 389, host=dc.fqdn, credentials=creds)
+    assert result.status is Status.PASS, result.detail
+    assert result.evidence["bind_method"] == "kerberos", result.evidence
+    assert result.evidence["sealed_search"] is True
+    assert dc.admin_password not in json.dumps(result.to_dict())
+    # By address there is no service principal to ask for: NTLM, and the evidence says so.
+    by_address = await probe("ldap", dc.address, 389, host=dc.address, credentials=creds)
+    assert by_address.status is Status.PASS, by_address.detail
+    assert by_address.evidence["bind_method"] == "ntlm"
+
+
+@pytest.mark.parametrize(
+    ("host", "account", "expected"),
+    [
+        ("dc1.corp.example", "auditor@CORP.EXAMPLE", True),
+        ("192.0.2.10", "auditor@CORP.EXAMPLE", False),  # no ticket for an address
+        ("[2001:db8::1]", "auditor@CORP.EXAMPLE", False),
+        ("dc1.corp.example", "CORP\\auditor", False),  # off Windows: no realm to find a KDC for
+    ],
+)
+def test_kerberos_is_tried_only_where_a_ticket_can_exist(
+    host: str, account: str, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scanner.probes import ldap
+
+    monkeypatch.setattr(ldap.sys, "platform", "linux")
+    assert ldap.kerberos_possible(host, account) is expected
+    monkeypatch.setattr(ldap.sys, "platform", "win32")  # SSPI maps NetBIOS domains itself
+    assert ldap.kerberos_possible(host, account) is (expected or (host == "dc1.corp.example"))
