@@ -280,3 +280,24 @@ async def test_winrm_peer_declaring_an_unknown_encoding_fails_protocol_not_inter
     finally:
         listener.close()
     assert result.status is Status.FAIL and result.reason is Reason.PROTOCOL, result.detail
+
+
+async def test_diff_and_html_see_a_replaced_dc_certificate_on_ldaps(loopback_tls_certs: TlsCerts) -> None:
+    """The gap the kit closes: LDAPS evidence now carries the keys diff and the HTML read."""
+    from scanner.diff import _cert_changes
+    from scanner.reporters.html import evidence_summary
+    from tests.probes.test_ldap import canned_tcp, rootdse_answer
+
+    answer = rootdse_answer({"defaultNamingContext": ["DC=lab,DC=test"]})
+    results = []
+    for kind in ("valid", "expired"):
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(loopback_tls_certs.cert(kind), loopback_tls_certs.key(kind))
+        async with canned_tcp(answer, server) as port:
+            results.append(await probe("ldaps", port, settings=settings_for(loopback_tls_certs)))
+    before, after = (r.evidence for r in results)
+    changes = {kind for kind, *_ in _cert_changes(before, after)}
+    assert "certificate-replaced" in changes and "expires-sooner" in changes
+    assert "certificate" in evidence_summary({"evidence": after}) and after["not_after"][:10] in evidence_summary(
+        {"evidence": after}
+    )
