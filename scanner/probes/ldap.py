@@ -40,6 +40,7 @@ import os
 import re
 import secrets
 import sys
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -139,36 +140,59 @@ async def read_rootdse(
         ) from None
 
 
+@dataclass(frozen=True)
+class RootDseEvidence:
+    """What a DC's RootDSE showed; field names are the documented evidence keys (the
+    time-skew check in `local` reads `current_time` and `observed_at`)."""
+
+    naming_contexts: tuple[str, ...]
+    default_naming_context: str | None
+    dns_host_name: str | None
+    supported_sasl_mechanisms: tuple[str, ...]
+    supported_ldap_versions: tuple[str, ...]
+    is_global_catalog_ready: bool | None = None
+    dc_functionality: str | None = None
+    current_time_raw: str | None = None
+    current_time: str | None = None
+    observed_at: str | None = None  # our clock when the answer came
+
+    @classmethod
+    def of(cls, entry: Mapping[str, list[bytes]]) -> RootDseEvidence:
+        lower = {k.lower(): v for k, v in entry.items()}
+
+        def one(name: str) -> str | None:
+            values = lower.get(name.lower())
+            return wire.text(values[0]) if values else None
+
+        def many(name: str) -> tuple[str, ...]:
+            return tuple(wire.text(v) for v in lower.get(name.lower(), []))[:64]
+
+        gc_ready = one("isGlobalCatalogReady")
+        raw_time = one("currentTime")
+        return cls(
+            naming_contexts=many("namingContexts"),
+            default_naming_context=one("defaultNamingContext"),
+            dns_host_name=one("dnsHostName"),
+            supported_sasl_mechanisms=many("supportedSASLMechanisms"),
+            supported_ldap_versions=many("supportedLDAPVersion"),
+            is_global_catalog_ready=None if gc_ready is None else gc_ready.upper() == "TRUE",
+            dc_functionality=one("domainControllerFunctionality"),
+            current_time_raw=raw_time,
+            current_time=None if raw_time is None else generalized_time_to_iso(raw_time),
+            observed_at=None if raw_time is None else utc_now_iso(),
+        )
+
+    def to_evidence(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if value is not None:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
 def rootdse_evidence(entry: Mapping[str, list[bytes]]) -> dict[str, Any]:
     """The RootDSE attributes an admin (and the time-skew check) reads."""
-    lower = {k.lower(): v for k, v in entry.items()}
-
-    def one(name: str) -> str | None:
-        values = lower.get(name.lower())
-        return wire.text(values[0]) if values else None
-
-    def many(name: str) -> list[str]:
-        return [wire.text(v) for v in lower.get(name.lower(), [])][:64]
-
-    evidence: dict[str, Any] = {
-        "naming_contexts": many("namingContexts"),
-        "default_naming_context": one("defaultNamingContext"),
-        "dns_host_name": one("dnsHostName"),
-        "supported_sasl_mechanisms": many("supportedSASLMechanisms"),
-        "supported_ldap_versions": many("supportedLDAPVersion"),
-    }
-    gc_ready = one("isGlobalCatalogReady")
-    if gc_ready is not None:
-        evidence["is_global_catalog_ready"] = gc_ready.upper() == "TRUE"
-    level = one("domainControllerFunctionality")
-    if level is not None:
-        evidence["dc_functionality"] = level
-    raw_time = one("currentTime")
-    if raw_time is not None:
-        evidence["current_time_raw"] = raw_time
-        evidence["current_time"] = generalized_time_to_iso(raw_time)
-        evidence["observed_at"] = utc_now_iso()  # our clock when the answer came
-    return {k: v for k, v in evidence.items() if v is not None}
+    return RootDseEvidence.of(entry).to_evidence()
 
 
 def split_account(username: str, domain: str) -> tuple[str, str]:
