@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from scanner.models import Transport
+from scanner.models import Reason, Transport
 from scanner.probes._tls import TlsSession, judge, open_tls
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
 from scanner.probes.ldap import (
@@ -69,7 +69,13 @@ class LdapsProbe(Probe):
         validate_directory_options(cls.name, options, BIND_METHODS)
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        session = await open_tls(ctx)
+        try:
+            session = await open_tls(ctx)
+        except ProbeError as exc:
+            if exc.outcome.reason is not Reason.TLS:
+                raise
+            # The port answers, but without TLS there is no channel to bind a token to.
+            raise ProbeError(with_evidence(exc.outcome, {"channel_binding": "no-tls"})) from exc
         label = "Global Catalog over TLS" if ctx.options.get("gc") else "LDAPS"
         try:
             outcome = await self._directory(ctx, session, label)

@@ -288,3 +288,10 @@ def test_kerberos_is_tried_only_where_a_ticket_can_exist(
     assert ldap.kerberos_possible(host, account) is expected
     monkeypatch.setattr(ldap.sys, "platform", "win32")  # SSPI maps NetBIOS domains itself
     assert ldap.kerberos_possible(host, account) is (expected or (host == "dc1.corp.example"))
+
+
+@pytest.mark.lab
+async def test_ldaps_against_a_plain_ldap_port_is_a_tls_failure_with_no_tls(dc: SambaDC) -> None:
+    result = await probe("ldaps", dc.address, 389, host=dc.fqdn, timeout=2.0, retries=0)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.TLS), result.detail
+    assert result.evidence["channel_binding"] == "no-tls"

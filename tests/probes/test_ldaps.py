@@ -36,6 +36,9 @@ async def test_trusted_certificate_for_the_name_passes_with_tls_evidence(loopbac
     assert result.evidence["cert_trusted"] is True
     assert result.evidence["cert_days_left"] > 0
     assert result.evidence["default_naming_context"] == "DC=lab,DC=test"
+    # This peer answers one request per connection: the policy binds get no answer, so the
+    # reading says it cannot tell rather than guess.
+    assert result.evidence["channel_binding"] == "unknown"
 
 
 @pytest.mark.parametrize(
@@ -63,6 +66,7 @@ async def test_peer_that_does_not_complete_tls_fails_tls(hostile, mode: str) -> 
     address, port = hostile(mode, flavor="tls")
     result = await run_ldaps(address, port, timeout=1.0, retries=0)
     assert (result.status, result.reason) == (Status.FAIL, Reason.TLS), result.detail
+    assert result.evidence["channel_binding"] == "no-tls"
 
 
 async def test_tls_peer_speaking_something_else_fails_protocol(loopback_tls_certs) -> None:
