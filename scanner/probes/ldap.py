@@ -35,6 +35,7 @@ bind diagnostic only the error codes are kept (it may echo what we sent).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import os
 import re
@@ -42,7 +43,7 @@ import secrets
 import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from scanner.models import Reason, Transport
 from scanner.probes import _ldapwire as wire
@@ -59,6 +60,8 @@ from scanner.probes.base import (
     warned,
 )
 from scanner.probes.netio import close_quietly, connect_tcp, read_exactly
+
+T = TypeVar("T")
 
 ROOTDSE_ATTRIBUTES = [
     "namingContexts",
@@ -327,6 +330,21 @@ def _spnego_client(
     )  # fmt: skip
 
 
+async def _off_loop(ctx: ProbeContext, work: Callable[[], T]) -> T:
+    """Run a pyspnego call in a thread: Kerberos asks the KDC (AS-REQ, TGS-REQ) synchronously,
+    which must never stall the event loop; the wait ends at the check's deadline."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(work), max(0.05, ctx.remaining()))
+    except asyncio.TimeoutError:
+        raise ProbeError(
+            inconclusive(
+                Reason.AUTH,
+                f"no answer from the Kerberos KDC for ldap/{ctx.host} in time — check that this host "
+                "reaches a domain controller on TCP/UDP 88, or bind with NTLM (bind: ntlm)",
+            )
+        ) from None
+
+
 async def sasl_bind(
     ctx: ProbeContext,
     reader: asyncio.StreamReader,
@@ -343,10 +361,15 @@ async def sasl_bind(
     """SASL GSS-SPNEGO bind through pyspnego (`protocol` 'ntlm', or 'negotiate': Kerberos
     by host name where the platform has it, NTLM otherwise); our own I/O."""
     try:
-        client = _spnego_client(
-            ctx, protocol=protocol, sign=sign, channel_binding=channel_binding, username=username, password=password
+        client = await _off_loop(
+            ctx,
+            lambda: _spnego_client(
+                ctx, protocol=protocol, sign=sign, channel_binding=channel_binding, username=username, password=password
+            ),
         )
-        token = client.step()
+        token = await _off_loop(ctx, client.step)
+    except ProbeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - no usable mechanism / credentials here
         raise ProbeError(
             inconclusive(
@@ -362,7 +385,10 @@ async def sasl_bind(
         if result.code != 14:
             break
         try:
-            token = client.step(result.sasl_credentials or b"")
+            challenge = result.sasl_credentials or b""
+            token = await _off_loop(ctx, functools.partial(client.step, challenge))
+        except ProbeError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a malformed challenge from the peer
             raise ProbeError(
                 failed(
@@ -372,7 +398,7 @@ async def sasl_bind(
             ) from None
     if result.code == 0 and not client.complete and result.sasl_credentials:
         try:  # Kerberos' mutual authentication: the server's AP-REP rides on the success
-            client.step(result.sasl_credentials)
+            await _off_loop(ctx, functools.partial(client.step, result.sasl_credentials))
         except Exception:  # noqa: BLE001 - a bad final token: the session cannot be proven
             pass
     extra: dict[str, Any] = {"bind_mechanism": client.negotiated_protocol or protocol, "ntlm_signing": sign}
