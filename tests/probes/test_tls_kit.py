@@ -301,3 +301,17 @@ async def test_diff_and_html_see_a_replaced_dc_certificate_on_ldaps(loopback_tls
     assert "certificate" in evidence_summary({"evidence": after}) and after["not_after"][:10] in evidence_summary(
         {"evidence": after}
     )
+
+
+def test_tls_contexts_are_built_in_one_module() -> None:
+    """Only scanner/probes/_tls.py creates an SSLContext for a peer (issue 15's done-means)."""
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "scanner"
+    builders = re.compile(r"SSLContext\(|create_default_context\(|truststore\.SSLContext")
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if path.name != "_tls.py" and builders.search(path.read_text())
+    ]
+    assert offenders == []
