@@ -295,3 +295,66 @@ async def test_ldaps_against_a_plain_ldap_port_is_a_tls_failure_with_no_tls(dc: 
     result = await probe("ldaps", dc.address, 389, host=dc.fqdn, timeout=2.0, retries=0)
     assert (result.status, result.reason) == (Status.FAIL, Reason.TLS), result.detail
     assert result.evidence["channel_binding"] == "no-tls"
+
+
+# -- peers that answer the RootDSE and then misbehave on the policy binds --------------------
+def _rootdse(mid: int) -> bytes:
+    attrs = wire.sequence(wire.octets("defaultNamingContext"), wire.sequence(wire.octets("DC=h,DC=test"), tag=0x31))
+    entry = wire.message(mid, wire.tlv(wire.SEARCH_ENTRY, wire.octets("") + wire.sequence(attrs)))
+    return entry + wire.message(mid, wire.tlv(wire.SEARCH_DONE, wire.integer(0, 0x0A) + wire.octets("") * 2))
+
+
+BIND_ANSWERS = {
+    "malformed": lambda mid: wire.message(mid, wire.tlv(wire.BIND_RESPONSE, b"\x0a\x01")),  # truncated LDAPResult
+    "garbage": lambda mid: b"\x30\x03\x02\x01\x01" + bytes(range(200)),
+    "silent": lambda mid: b"",
+    "notice": lambda mid: wire.message(0, wire.tlv(wire.EXTENDED_RESPONSE, wire.integer(52, 0x0A) + wire.octets("") * 2)),
+}
+
+
+async def _misbehaving_ldap(kind: str, tls: Any = None) -> tuple[Any, int]:
+    import asyncio
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readexactly(2)
+                extra = await reader.readexactly(head[1] & 0x7F) if head[1] & 0x80 else b""
+                body = await reader.readexactly(int.from_bytes(extra, "big") if extra else head[1])
+                msg = wire.parse_message(head + extra + body)
+                writer.write(_rootdse(msg.message_id) if msg.op == wire.SEARCH_REQUEST else BIND_ANSWERS[kind](msg.message_id))
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, wire.BerError):
+            pass
+        finally:
+            writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", sorted(BIND_ANSWERS))
+async def test_a_peer_misbehaving_on_the_signing_bind_reads_unknown_not_a_crash(kind: str) -> None:
+    server, port = await _misbehaving_ldap(kind)
+    try:
+        result = await probe("ldap", "127.0.0.1", port, timeout=1.0, retries=0)
+    finally:
+        server.close()
+    assert result.status is Status.PASS, result.detail  # the RootDSE answered: LDAP is there
+    assert result.evidence["ldap_signing"] == "unknown"
+
+
+@pytest.mark.parametrize("kind", sorted(BIND_ANSWERS))
+async def test_a_peer_misbehaving_on_the_channel_binding_binds_reads_unknown(kind: str, loopback_tls_certs: Any) -> None:
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(loopback_tls_certs.cert("valid"), loopback_tls_certs.key("valid"))
+    server, port = await _misbehaving_ldap(kind, context)
+    try:
+        settings = Settings(timeout=1.0, retries=0, ca_bundle=str(loopback_tls_certs.ca_bundle))
+        result = await probe("ldaps", "127.0.0.1", port, host="127.0.0.1", settings=settings)
+    finally:
+        server.close()
+    assert result.status is Status.PASS, result.detail
+    assert result.evidence["channel_binding"] == "unknown"
