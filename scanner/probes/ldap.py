@@ -48,6 +48,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from scanner.models import Reason, Transport
 from scanner.probes import _ldapwire as wire
 from scanner.probes._http import clip
+from scanner.probes._tls import TlsSession, handshake, sni_for, unverified_context
 from scanner.probes.base import (
     Outcome,
     Probe,
@@ -550,10 +551,8 @@ async def read_ldap_signing(
     return {"ldap_signing": signing_reading(result), "ldap_signing_result": result.name}
 
 
-async def read_channel_binding(ctx: ProbeContext, session: Any, label: str) -> dict[str, Any]:
+async def read_channel_binding(ctx: ProbeContext, session: TlsSession | None) -> dict[str, Any]:
     """Evidence `channel_binding` from a second TLS connection (`session`: the judged one)."""
-    from scanner.probes._tls import handshake, sni_for, unverified_context
-
     token = session.channel_binding() if session is not None else None
     if token is None:
         return {"channel_binding": "no-tls" if session is None else "unknown"}

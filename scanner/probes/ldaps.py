@@ -99,6 +99,6 @@ class LdapsProbe(Probe):
         except ProbeError as exc:
             return exc.outcome
         if outcome.status.value in ("pass", "warn"):
-            policy = await read_channel_binding(ctx, session, label)
+            policy = await read_channel_binding(ctx, session)
             outcome = with_evidence(outcome, policy)
         return outcome

@@ -6,8 +6,8 @@ refuse (expired, not yet valid, issued for another name, not trusted) make the c
 still refuse the certificate. A failed handshake is `fail tls`.
 
 Options: ``via_proxy`` (true/false; see scanner.probes._proxy for the default).
-Evidence: tls_version, cipher, subject, issuer, san, not_before, not_after, days_left,
-trusted (+ trust_error), name_matches, sha256, via_proxy.
+Evidence (`_tls.TlsEvidence`): tls_version, cipher, subject, issuer, san, not_before, not_after, days_left,
+trusted (+ trust_error), trust_store, name_matches, sha256, via_proxy.
 """
 
 from __future__ import annotations
