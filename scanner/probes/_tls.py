@@ -10,12 +10,12 @@ the handshake work (else `fail tls`), and would a careful client accept the cert
     session.reader, session.writer           # the TLS stream (HTTP, LDAP, TNS go on it)
     outcome = judge(ctx, session, passed("HTTP answered"))   # pass -> warn on cert problems
 
-Trust: the chain is verified against the platform's own store through ``truststore``
-(Windows CryptoAPI, macOS Security framework, the distribution's CA files on Linux), so
-an enterprise CA that Windows already trusts (AD CS) is trusted here too; ``--ca-bundle``
-adds to it, and with ``trust_private_ca`` the bundle alone is trusted. Without
-truststore the certifi bundle is the fallback, and evidence ``trust_store`` says which
-store judged. Dates (OpenSSL's X509_V_FLAG_NO_CHECK_TIME) and names are judged by us with
+Trust: the chain is verified against the platform's own store (``truststore`` on
+Windows and macOS: CryptoAPI, Security framework; the distribution's CA files on Linux),
+so an enterprise CA that Windows already trusts (AD CS) is trusted here too;
+``--ca-bundle`` adds to it, and with ``trust_private_ca`` the bundle alone is trusted.
+Without truststore (or a Linux CA store) the certifi bundle is the fallback, and
+evidence ``trust_store`` says which store judged. Dates (OpenSSL's X509_V_FLAG_NO_CHECK_TIME) and names are judged by us with
 ``cryptography``, in words. If the chain is rejected, a second handshake with
 verification off fetches the certificate anyway, so an untrusted one is still described.
 
@@ -31,7 +31,10 @@ import datetime as dt
 import functools
 import hashlib
 import ipaddress
+import os
+import re
 import ssl
+import sys
 import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -66,14 +69,53 @@ def _lenient(context: ssl.SSLContext) -> ssl.SSLContext:
     return context
 
 
+# Where Linux/BSD distributions keep their CA bundle when OpenSSL's compiled-in paths hold
+# none (the list truststore uses).
+_CA_FILES = (
+    "/etc/ssl/cert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/pki/tls/cert.pem",
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/ssl/ca-bundle.pem",
+)
+
+
+def _distribution_store(context: ssl.SSLContext) -> bool:
+    """Load the distribution's CAs (SSL_CERT_FILE / SSL_CERT_DIR honoured); False if none."""
+    defaults = ssl.get_default_verify_paths()
+    capath = defaults.capath
+    hashed = bool(capath) and os.path.isdir(capath) and any(
+        re.fullmatch(r"[0-9a-fA-F]{8}\.[0-9]", name) for name in os.listdir(capath)
+    )
+    if defaults.cafile or hashed:
+        context.load_default_certs()
+        return True
+    for cafile in _CA_FILES:
+        if os.path.isfile(cafile):
+            context.load_verify_locations(cafile=cafile)
+            return True
+    return False
+
+
 def _system_store() -> tuple[ssl.SSLContext, str]:
-    """A client context over the platform store (truststore), else certifi, else OpenSSL's."""
-    try:
-        import truststore
-    except ImportError:
-        truststore = None  # type: ignore[assignment]
-    if truststore is not None:
-        return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT), STORE_SYSTEM
+    """A client context over the platform's store, else the certifi bundle, else OpenSSL's.
+
+    Windows and macOS: truststore, which asks the OS verifier (CryptoAPI, Security
+    framework) after each handshake. Linux/BSD: the distribution's CA files, loaded once;
+    that is all truststore does there, but it reloads them for every handshake (about
+    30 ms of CPU on the event loop each).
+    """
+    if sys.platform in ("win32", "darwin"):
+        try:
+            import truststore
+        except ImportError:
+            pass
+        else:
+            return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT), STORE_SYSTEM
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if _distribution_store(context):
+            return context, STORE_SYSTEM
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         import certifi

@@ -94,10 +94,33 @@ def fresh_contexts() -> Iterator[None]:
     _tls._verifying.cache_clear()
 
 
-def test_platform_store_is_the_default_and_the_bundle_adds_to_it(fresh_contexts: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("platform", ["win32", "darwin"])
+def test_windows_and_macos_judge_with_truststore(
+    fresh_contexts: None, monkeypatch: pytest.MonkeyPatch, platform: str
+) -> None:
     pytest.importorskip("truststore")
+    monkeypatch.setattr(_tls.sys, "platform", platform)
     assert _tls.trust_store_name(None, False) == "system"
     assert type(_tls.verifying_context(None, False)).__module__.startswith("truststore")
+
+
+def test_linux_judges_with_the_distribution_store_loaded_once(fresh_contexts: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_tls.sys, "platform", "linux")
+    context = _tls.verifying_context(None, False)
+    assert _tls.trust_store_name(None, False) == "system"
+    assert type(context) is ssl.SSLContext and context.get_ca_certs()  # the distribution's CAs
+    assert _tls.verifying_context(None, False) is context  # built once per run
+
+
+def test_linux_without_any_ca_store_falls_back_to_certifi(
+    fresh_contexts: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip("certifi")
+    monkeypatch.setattr(_tls.sys, "platform", "linux")
+    monkeypatch.setattr(_tls, "_CA_FILES", ())
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    assert _tls.trust_store_name(None, False) == "certifi"
 
 
 def test_bundle_only_with_trust_private_ca(fresh_contexts: None, loopback_tls_certs: TlsCerts) -> None:
@@ -110,6 +133,7 @@ def test_bundle_only_with_trust_private_ca(fresh_contexts: None, loopback_tls_ce
 
 def test_certifi_is_the_fallback_without_truststore(fresh_contexts: None, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("certifi")
+    monkeypatch.setattr(_tls.sys, "platform", "win32")
     monkeypatch.setitem(sys.modules, "truststore", None)  # import truststore -> ImportError
     assert _tls.trust_store_name(None, False) == "certifi"
     assert _tls.verifying_context(None, False).get_ca_certs()  # certifi's CAs loaded
@@ -119,6 +143,7 @@ async def test_untrusted_words_name_the_store_that_judged(
     fresh_contexts: None, monkeypatch: pytest.MonkeyPatch, loopback_tls_peer: Callable[..., TlsPeer]
 ) -> None:
     pytest.importorskip("certifi")
+    monkeypatch.setattr(_tls.sys, "platform", "win32")
     monkeypatch.setitem(sys.modules, "truststore", None)
     peer = loopback_tls_peer("valid")
     result = await probe("tls", peer.port)
@@ -152,7 +177,6 @@ def test_a_ca_in_the_system_store_is_trusted_without_ca_bundle(
 ) -> None:
     """A lab CA 'installed' into a temporary system-style store (SSL_CERT_FILE/SSL_CERT_DIR of a
     subprocess: this machine's real store is never touched) is trusted with no --ca-bundle."""
-    pytest.importorskip("truststore")
     from tests.lab.tls import TLS_HOSTNAME
 
     peer = loopback_tls_peer("valid")
