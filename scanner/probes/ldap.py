@@ -325,10 +325,28 @@ def _spnego_client(
         options = spnego.NegotiateOptions.none  # Kerberos where this host can, NTLM otherwise
     else:
         options = spnego.NegotiateOptions.use_ntlm  # NTLMSSP, which GSS-SPNEGO also carries bare
-    return spnego.client(
+    client = spnego.client(
         username, password, hostname=host, service="ldap",
         protocol="negotiate", channel_bindings=bindings, context_req=flags, options=options,
     )  # fmt: skip
+    if not sign:
+        _without_key_exchange(client)
+    return client
+
+
+def _without_key_exchange(client: Any) -> None:
+    """An unsigned NTLM bind asks for no session key exchange.
+
+    pyspnego keeps NTLMSSP_NEGOTIATE_KEY_EXCH without signing or sealing and then sends a
+    1-byte EncryptedRandomSessionKey, which Samba refuses (invalidCredentials, data 57) even
+    for a correct password. Without signing there is no key to exchange.
+    """
+    try:
+        from spnego._ntlm_raw.messages import NegotiateFlags
+    except ImportError:  # another pyspnego layout: leave it as it is
+        return
+    if type(client).__name__ == "NTLMProxy" and isinstance(getattr(client, "_context_req", None), int):
+        client._context_req &= ~NegotiateFlags.key_exch
 
 
 async def _off_loop(ctx: ProbeContext, work: Callable[[], T]) -> T:

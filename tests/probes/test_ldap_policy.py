@@ -358,3 +358,20 @@ async def test_a_peer_misbehaving_on_the_channel_binding_binds_reads_unknown(kin
         server.close()
     assert result.status is Status.PASS, result.detail
     assert result.evidence["channel_binding"] == "unknown"
+
+
+@pytest.mark.lab
+async def test_credentialed_ntlm_bind_inside_tls_follows_the_dcs_setting(policy_dc: tuple[str, SambaDC]) -> None:
+    """NTLM inside TLS, unsigned with the channel binding token: Samba allows it with
+    'require strong auth = no' / allow_sasl_over_tls, and refuses it by policy with yes."""
+    mode, dc = policy_dc
+    creds = Credentials(dc.admin_user, dc.admin_password, dc.domain)
+    result = await probe("ldaps", dc.address, 636, host=dc.fqdn, credentials=creds, options={"bind": "ntlm"})
+    text = json.dumps(result.to_dict())
+    assert dc.admin_password not in text
+    if mode == "yes":
+        assert (result.status, result.reason) == (Status.FAIL, Reason.POLICY), result.detail
+        assert "requires LDAP signing" in result.detail and "rejected" not in result.detail
+    else:
+        assert (result.status, result.reason) == (Status.WARN, Reason.CERTIFICATE), result.detail
+        assert result.evidence["bind_result"] == "success" and result.evidence["bind_method"] == "ntlm"
