@@ -542,26 +542,22 @@ class TlsEvidence:
     def of(cls, ctx: ProbeContext, session: TlsSession, now: dt.datetime | None = None) -> TlsEvidence:
         now = now or dt.datetime.now(dt.timezone.utc)
         cert = session.certificate
-        common = dict(
+        return cls(
             tls_version=session.tls_version,
             cipher=session.cipher,
             trusted=session.trusted,
             trust_store=session.trust_store,
+            name_matches=cert is not None and name_matches(cert, ctx.host),
             trust_error=session.trust_error,
+            subject=cert.subject if cert else None,
+            issuer=cert.issuer if cert else None,
+            san=tuple(cert.san) if cert else None,
+            not_before=cert.not_before.isoformat() if cert else None,
+            not_after=cert.not_after.isoformat() if cert else None,
+            days_left=cert.days_left(now) if cert else None,
+            sha256=cert.sha256 if cert else None,
+            certificate_error=session.certificate_error if cert is None else None,
             via_proxy=session.stream.via_proxy,
-        )
-        if cert is None:
-            return cls(name_matches=False, certificate_error=session.certificate_error, **common)  # type: ignore[arg-type]
-        return cls(
-            name_matches=name_matches(cert, ctx.host),
-            subject=cert.subject,
-            issuer=cert.issuer,
-            san=tuple(cert.san),
-            not_before=cert.not_before.isoformat(),
-            not_after=cert.not_after.isoformat(),
-            days_left=cert.days_left(now),
-            sha256=cert.sha256,
-            **common,  # type: ignore[arg-type]
         )
 
     def to_evidence(self) -> dict[str, Any]:
