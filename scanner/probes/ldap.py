@@ -47,7 +47,6 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from scanner.models import Reason, Transport
 from scanner.probes import _ldapwire as wire
-from scanner.probes._http import clip
 from scanner.probes._tls import TlsSession, handshake, sni_for, unverified_context
 from scanner.probes.base import (
     Outcome,
@@ -247,6 +246,12 @@ def diagnostic_codes(diagnostic: str) -> list[str]:
     return found
 
 
+def _code_words(diagnostic: str) -> str:
+    """': <words for the known codes>' of a peer's diagnostic, or ''; never its own text."""
+    words = [_CODE_WORDS[c] for c in diagnostic_codes(diagnostic)]
+    return ": " + "; ".join(words) if words else ""
+
+
 def bind_outcome(ctx: ProbeContext, method: str, result: wire.LdapResult) -> Outcome | None:
     """None for success, else the outcome for a refused bind.
 
@@ -259,8 +264,7 @@ def bind_outcome(ctx: ProbeContext, method: str, result: wire.LdapResult) -> Out
     evidence: dict[str, Any] = {"bind_method": method, "bind_result": result.name, "bind_result_code": result.code}
     if codes:
         evidence["bind_diagnostic_codes"] = codes
-    words = [_CODE_WORDS[c] for c in codes if c in _CODE_WORDS]
-    said = f" ({result.name}{': ' + '; '.join(words) if words else ''})"
+    said = f" ({result.name}{_code_words(result.diagnostic)})"
     account = str(ctx.credentials) if ctx.credentials else "the account"
     if CHANNEL_BINDING_REQUIRED in codes or "data 80090346" in codes:
         return failed(
@@ -626,7 +630,7 @@ async def directory_check(
         return warned(
             Reason.POLICY,
             f"{label} answers on {ctx.where()}, but refused the anonymous RootDSE read "
-            f"({result.name}{': ' + clip(result.diagnostic, 200) if result.diagnostic else ''}) — "
+            f"({result.name}{_code_words(result.diagnostic)}) — "
             "the service is there; the Auditor's bind was not tested",
             **evidence,
         )
