@@ -703,7 +703,7 @@ async def within_deadline(ctx: ProbeContext, work: Any, label: str) -> Outcome:
 class LdapProbe(Probe):
     name = "ldap"
     transports = (Transport.TCP,)
-    summary = "LDAP/GC: anonymous RootDSE read (naming contexts, GC ready), optional NTLM or simple bind"
+    summary = "LDAP/GC: anonymous RootDSE read (naming contexts, GC ready), signing policy, optional bind"
     exchanges = 5  # connect, RootDSE, the signing policy bind, the optional bind (2 rounds)
 
     @classmethod

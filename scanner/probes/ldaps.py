@@ -46,14 +46,15 @@ _LEGACY_KEYS = {
 }
 
 
-def legacy_keys(evidence: Mapping[str, Any]) -> dict[str, Any]:
+def legacy_keys(evidence: Mapping[str, Any], session: TlsSession) -> dict[str, Any]:
     """The pre-kit `cert_*` / `tls_cipher` aliases of the kit's evidence keys."""
     out = {old: evidence[new] for old, new in _LEGACY_KEYS.items() if new in evidence}
     for old, new in (("cert_not_before", "not_before"), ("cert_not_after", "not_after")):
         if isinstance(evidence.get(new), str):
             out[old] = evidence[new].replace("+00:00", "Z")
-    if "san" in evidence:
-        out["cert_names"] = list(evidence["san"])[:32]
+    cert = session.certificate
+    if cert is not None:  # as before: the SAN names, or the subject CN without a SAN
+        out["cert_names"] = (cert.san if cert.has_san else [n for n in [cert.common_name] if n])[:32]
     return out
 
 
@@ -61,7 +62,7 @@ def legacy_keys(evidence: Mapping[str, Any]) -> dict[str, Any]:
 class LdapsProbe(Probe):
     name = "ldaps"
     transports = (Transport.TCP,)
-    summary = "LDAPS/GC-SSL: TLS handshake and certificate, then RootDSE over TLS, optional bind"
+    summary = "LDAPS/GC-SSL: TLS handshake and certificate, RootDSE over TLS, channel binding policy, optional bind"
     exchanges = 7  # TLS (twice if untrusted), RootDSE, two policy binds, the optional bind
 
     @classmethod
@@ -84,7 +85,7 @@ class LdapsProbe(Probe):
             # left to that handshake outlives the probe (and the test's event loop).
             session.abort()
         judged = judge(ctx, session, outcome)
-        return with_evidence(judged, {**legacy_keys(judged.evidence), **dict(judged.evidence)})
+        return with_evidence(judged, {**legacy_keys(judged.evidence, session), **dict(judged.evidence)})
 
     async def _directory(self, ctx: ProbeContext, session: TlsSession, label: str) -> Outcome:
         try:

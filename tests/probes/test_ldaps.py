@@ -35,6 +35,9 @@ async def test_trusted_certificate_for_the_name_passes_with_tls_evidence(loopbac
     assert result.evidence["tls_version"].startswith("TLS")
     assert result.evidence["cert_trusted"] is True
     assert result.evidence["cert_days_left"] > 0
+    # The kit's keys, and the pre-kit aliases beside them (same facts, old spelling).
+    assert result.evidence["days_left"] == result.evidence["cert_days_left"]
+    assert result.evidence["cert_not_after"].endswith("Z") and "127.0.0.1" in result.evidence["cert_names"]
     assert result.evidence["default_naming_context"] == "DC=lab,DC=test"
     # This peer answers one request per connection: the policy binds get no answer, so the
     # reading says it cannot tell rather than guess.
