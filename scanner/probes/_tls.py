@@ -37,7 +37,7 @@ import ssl
 import sys
 import warnings
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Mapping
 
 from scanner.models import Reason, Status
 from scanner.probes._http import clip, close_writer
@@ -568,11 +568,33 @@ class TlsEvidence:
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(TlsEvidence))
+# The key names as constants, for readers outside this module (diff, reports, summaries).
+TLS_VERSION, TRUSTED, TRUST_STORE, SUBJECT, SAN = "tls_version", "trusted", "trust_store", "subject", "san"
+NOT_AFTER, DAYS_LEFT, SHA256, CERTIFICATE_ERROR = "not_after", "days_left", "sha256", "certificate_error"
 
 
 def tls_evidence(ctx: ProbeContext, session: TlsSession, now: dt.datetime | None = None) -> dict[str, Any]:
     """The documented evidence keys (JSON-ready, bounded)."""
     return TlsEvidence.of(ctx, session, now).to_evidence()
+
+
+def summarize_evidence(evidence: Mapping[str, Any]) -> str:
+    """One line from the TLS evidence keys (for `Probe.summarize`): 'TLSv1.3, certificate
+    dc1.corp.example until 2027-03-01 (120 days), trusted'; '' without TLS evidence."""
+    version = evidence.get(TLS_VERSION)
+    if not isinstance(version, str):
+        return ""
+    parts = [version]
+    not_after = evidence.get(NOT_AFTER)
+    if isinstance(not_after, str):
+        san = evidence.get(SAN)
+        names = ", ".join(str(n) for n in san[:2]) if isinstance(san, list) and san else str(evidence.get(SUBJECT, ""))
+        days = evidence.get(DAYS_LEFT)
+        parts.append(f"certificate {clip(names, 120)} until {not_after[:10]}" + (f" ({days} days)" if isinstance(days, int) else ""))
+    elif evidence.get(CERTIFICATE_ERROR):
+        parts.append("certificate unreadable")
+    parts.append("trusted" if evidence.get(TRUSTED) is True else "not trusted")
+    return ", ".join(parts)
 
 
 def tls_summary(ctx: ProbeContext, session: TlsSession, now: dt.datetime | None = None) -> str:

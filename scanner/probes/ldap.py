@@ -705,6 +705,20 @@ class LdapProbe(Probe):
     transports = (Transport.TCP,)
     summary = "LDAP/GC: anonymous RootDSE read (naming contexts, GC ready), signing policy, optional bind"
     exchanges = 5  # connect, RootDSE, the signing policy bind, the optional bind (2 rounds)
+    footprint = (
+        "one failed simple bind of the made-up account portready-policy-check (event 4625) where "
+        "LDAP signing is not required; with credentials, one logon of that account"
+    )
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        parts = []
+        if evidence.get("default_naming_context"):
+            parts.append(str(evidence["default_naming_context"]))
+        if evidence.get("ldap_signing"):
+            parts.append(f"LDAP signing {evidence['ldap_signing']}")
+        if evidence.get("bind_method") and evidence.get("bind_result") == "success":
+            parts.append(f"{evidence['bind_method']} bind")
+        return ", ".join(parts)
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:

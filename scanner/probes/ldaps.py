@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from scanner.models import Reason, Transport
-from scanner.probes._tls import TlsSession, judge, open_tls
+from scanner.probes._tls import TlsSession, judge, open_tls, summarize_evidence
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
 from scanner.probes.ldap import (
     BIND_METHODS,
@@ -64,6 +64,16 @@ class LdapsProbe(Probe):
     transports = (Transport.TCP,)
     summary = "LDAPS/GC-SSL: TLS handshake and certificate, RootDSE over TLS, channel binding policy, optional bind"
     exchanges = 7  # TLS (twice if untrusted), RootDSE, two policy binds, the optional bind
+    footprint = (
+        "up to two failed NTLM logons of the made-up account portready-policy-check (events 4625, "
+        "4776) where channel binding is not enforced; with credentials, one logon of that account"
+    )
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        parts = [summarize_evidence(evidence)]
+        if evidence.get("channel_binding"):
+            parts.append(f"channel binding {evidence['channel_binding']}")
+        return ", ".join(p for p in parts if p)
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:

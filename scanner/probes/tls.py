@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from scanner.models import Transport
 from scanner.probes._proxy import ProxyAware, validate_via_proxy
-from scanner.probes._tls import judge, open_tls, tls_summary
+from scanner.probes._tls import judge, open_tls, summarize_evidence, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register
 
 
@@ -35,6 +35,9 @@ class TlsHandshakeProbe(ProxyAware, Probe):
     transports = (Transport.TCP,)
     summary = "TLS handshake: version, cipher, certificate names, issuer, trust and expiry"
     exchanges = 3  # TCP connect, handshake, and a second handshake for untrusted certificates
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        return summarize_evidence(evidence)
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from scanner.models import Transport
-from scanner.probes._tls import judge, open_tls
+from scanner.probes._tls import judge, open_tls, summarize_evidence
 from scanner.probes._tns import exchange, outcome_for, service_name
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
 from scanner.probes.tns import validate_tns_options
@@ -25,6 +25,9 @@ class TnsTlsProbe(Probe):
     transports = (Transport.TCP,)
     summary = "Oracle TCPS: TLS handshake (certificate) then TNS CONNECT answered"
     exchanges = 3  # handshake (twice when the certificate fails verification) + CONNECT
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        return summarize_evidence(evidence)
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:

@@ -375,3 +375,12 @@ async def test_credentialed_ntlm_bind_inside_tls_follows_the_dcs_setting(policy_
     else:
         assert (result.status, result.reason) == (Status.WARN, Reason.CERTIFICATE), result.detail
         assert result.evidence["bind_result"] == "success" and result.evidence["bind_method"] == "ntlm"
+
+
+def test_ldap_summary_names_the_domain_policy_and_bind() -> None:
+    from scanner.probes import registry
+
+    evidence = {"default_naming_context": "DC=lab,DC=test", "ldap_signing": "required",
+                "bind_method": "kerberos", "bind_result": "success"}  # fmt: skip
+    assert registry()["ldap"]().summarize(evidence) == "DC=lab,DC=test, LDAP signing required, kerberos bind"  # type: ignore[attr-defined]
+    assert "portready-policy-check" in registry()["ldap"].footprint  # type: ignore[attr-defined]

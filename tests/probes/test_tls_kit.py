@@ -339,3 +339,28 @@ def test_tls_contexts_are_built_in_one_module() -> None:
         if path.name != "_tls.py" and builders.search(path.read_text())
     ]
     assert offenders == []
+
+
+async def test_tls_probes_summarize_their_evidence_in_one_line(
+    loopback_tls_peer: Callable[..., TlsPeer], loopback_tls_certs: TlsCerts
+) -> None:
+    from scanner.probes import registry
+
+    REGISTRY = registry()
+
+    peer = loopback_tls_peer("valid")
+    result = await probe("tls", peer.port, settings=settings_for(loopback_tls_certs))
+    line = REGISTRY["tls"]().summarize(result.evidence)  # type: ignore[attr-defined]
+    assert line.startswith(result.evidence["tls_version"]) and line.endswith(", trusted")
+    assert result.evidence["not_after"][:10] in line and f"({result.evidence['days_left']} days)" in line
+    assert REGISTRY["https"]().summarize({}) == ""  # type: ignore[attr-defined]
+    unreadable = {"tls_version": "TLSv1.2", "trusted": False, "certificate_error": "x"}
+    assert REGISTRY["ldaps"]().summarize({**unreadable, "channel_binding": "never"}) == (  # type: ignore[attr-defined]
+        "TLSv1.2, certificate unreadable, not trusted, channel binding never"
+    )
+
+
+def test_key_constants_are_record_fields() -> None:
+    names = {_tls.TLS_VERSION, _tls.TRUSTED, _tls.TRUST_STORE, _tls.SUBJECT, _tls.SAN, _tls.NOT_AFTER,
+             _tls.DAYS_LEFT, _tls.SHA256, _tls.CERTIFICATE_ERROR}  # fmt: skip
+    assert names <= set(_tls.KEYS)
