@@ -47,7 +47,6 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from scanner.models import Reason, Transport
 from scanner.probes import _ldapwire as wire
-from scanner.probes._tls import TlsSession, handshake, sni_for, unverified_context
 from scanner.probes.base import (
     Outcome,
     Probe,
@@ -573,41 +572,38 @@ async def read_ldap_signing(
     return {"ldap_signing": signing_reading(result), "ldap_signing_result": result.name}
 
 
-async def read_channel_binding(ctx: ProbeContext, session: TlsSession | None) -> dict[str, Any]:
-    """Evidence `channel_binding` from a second TLS connection (`session`: the judged one)."""
-    token = session.channel_binding() if session is not None else None
+async def read_channel_binding(
+    ctx: ProbeContext,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    ids: MessageIds,
+    token: bytes | None,
+) -> dict[str, Any]:
+    """Evidence `channel_binding` on this (still anonymous) TLS connection.
+
+    `token` is the session's tls-server-end-point data; None (no certificate) reads unknown.
+    Failed binds leave an LDAP connection anonymous, so the credentialed bind may follow.
+    """
     if token is None:
-        return {"channel_binding": "no-tls" if session is None else "unknown"}
-    port = ctx.port or 636
-    try:
-        stream = await handshake(ctx, port, unverified_context(), sni_for(ctx))
-    except ProbeError:
         return {"channel_binding": "unknown"}
     domain = _policy_domain(ctx)
 
     async def bind(binding: bytes | None) -> wire.LdapResult:
         result, _ = await sasl_bind(
-            ctx, stream.reader, stream.writer, ids, protocol="ntlm", sign=False, seal_check=False,
+            ctx, reader, writer, ids, protocol="ntlm", sign=False, seal_check=False,
             channel_binding=binding, username=f"{domain}\\{POLICY_ACCOUNT}" if domain else POLICY_ACCOUNT,
             password=_made_up_password(),
         )  # fmt: skip
         return result
 
-    ids = MessageIds()
-    without: wire.LdapResult | None = None
+    without = await bind(None)
     wrong: wire.LdapResult | None = None
-    try:
-        without = await asyncio.wait_for(bind(None), max(0.05, ctx.remaining()))
-        if channel_binding_reading(without, None) == "unknown" and without.code in (0, 49):
-            wrong = await asyncio.wait_for(bind(b"tls-server-end-point:" + bytes(32)), max(0.05, ctx.remaining()))
-    except (ProbeError, asyncio.TimeoutError):
-        pass
-    finally:
-        stream.writer.transport.abort()
-    evidence: dict[str, Any] = {"channel_binding": channel_binding_reading(without, wrong)}
-    if without is not None:
-        evidence["channel_binding_results"] = [r.name for r in (without, wrong) if r is not None]
-    return evidence
+    if channel_binding_reading(without, None) == "unknown" and without.code in (0, 49):
+        wrong = await bind(b"tls-server-end-point:" + bytes(len(token) - len(b"tls-server-end-point:")))
+    return {
+        "channel_binding": channel_binding_reading(without, wrong),
+        "channel_binding_results": [r.name for r in (without, wrong) if r is not None],
+    }
 
 
 async def directory_check(
@@ -648,12 +644,16 @@ async def directory_check(
     if evidence.get("default_naming_context"):
         what += f" (domain {evidence['default_naming_context']}"
         what += f", host {evidence['dns_host_name']})" if evidence.get("dns_host_name") else ")"
-    if not tls:
-        try:
+    # The DC's policy, read with a made-up account before any real bind on this connection.
+    key = "channel_binding" if tls else "ldap_signing"
+    try:
+        if tls:
+            evidence.update(await read_channel_binding(ctx, reader, writer, ids, channel_binding))
+        else:
             evidence.update(await read_ldap_signing(ctx, reader, writer, ids))
-        except ProbeError:
-            evidence["ldap_signing"] = "unknown"
-        what += f", LDAP signing {evidence['ldap_signing']}"
+    except ProbeError:  # the peer spoke no LDAP to the policy bind: it cannot tell
+        evidence[key] = "unknown"
+    what += f", {'channel binding' if tls else 'LDAP signing'} {evidence[key]}"
     creds = ctx.credentials
     if creds is None:
         return passed(what + "; no credentials for this role, so no bind was tried", **evidence)

@@ -28,7 +28,6 @@ from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, regist
 from scanner.probes.ldap import (
     BIND_METHODS,
     directory_check,
-    read_channel_binding,
     validate_directory_options,
     with_evidence,
     within_deadline,
@@ -63,7 +62,7 @@ class LdapsProbe(Probe):
     name = "ldaps"
     transports = (Transport.TCP,)
     summary = "LDAPS/GC-SSL: TLS handshake and certificate, RootDSE over TLS, channel binding policy, optional bind"
-    exchanges = 7  # TLS (twice if untrusted), RootDSE, two policy binds, the optional bind
+    exchanges = 6  # TLS (twice if untrusted), RootDSE, two policy binds, the optional bind
     footprint = (
         "up to two failed NTLM logons of the made-up account portready-policy-check (events 4625, "
         "4776) where channel binding is not enforced; with credentials, one logon of that account"
@@ -109,7 +108,4 @@ class LdapsProbe(Probe):
             )  # fmt: skip
         except ProbeError as exc:
             return exc.outcome
-        if outcome.status.value in ("pass", "warn"):
-            policy = await read_channel_binding(ctx, session)
-            outcome = with_evidence(outcome, policy)
         return outcome
