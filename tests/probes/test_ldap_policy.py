@@ -384,3 +384,35 @@ def test_ldap_summary_names_the_domain_policy_and_bind() -> None:
                 "bind_method": "kerberos", "bind_result": "success"}  # fmt: skip
     assert registry()["ldap"]().summarize(evidence) == "DC=lab,DC=test, LDAP signing required, kerberos bind"  # type: ignore[attr-defined]
     assert "portready-policy-check" in registry()["ldap"].footprint  # type: ignore[attr-defined]
+
+
+@pytest.mark.lab
+def test_the_real_command_reports_policy_trust_store_and_the_dc_certificate(dc: SambaDC, tmp_path: Any) -> None:
+    """`portready scan` as a user runs it (a subprocess, real files): the AD profile's LDAP
+    rows carry the policy readings, GC over TLS honours --trust-private-ca, and the HTML
+    report shows the DC's certificate."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, html = tmp_path / "ad.json", tmp_path / "ad.html"
+    ca = dc.root / "lib" / "private" / "tls" / "ca.pem"
+    proc = subprocess.run(
+        [sys.executable, "-m", "scanner", "scan", "--target", f"domain-controllers={dc.address}",
+         "--profile", "active-directory", "--set", "domain=lab.test", "--timeout", "2",
+         "--ca-bundle", str(ca), "--trust-private-ca", "--json", str(out), "--html", str(html), "--quiet"],
+        capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    rows = {r["row"]: r for r in json.loads(out.read_text())["rows"]}
+
+    def evidence(row: str, probe_name: str) -> dict[str, Any]:
+        return next(c["evidence"] for c in rows[row]["checks"] if c["probe"] == probe_name)
+
+    assert evidence("ldap-389", "ldap")["ldap_signing"] == "required"
+    assert evidence("gc-3268", "ldap")["ldap_signing"] == "required"
+    gc_ssl = evidence("gc-ssl-3269", "ldaps")
+    assert gc_ssl["trust_store"] == "ca-bundle-only" and gc_ssl["trusted"] is True
+    assert gc_ssl["channel_binding"] == "never"
+    assert rows["gc-ssl-3269"]["reason"] == "certificate"  # by address: the name does not match
+    assert gc_ssl["not_after"][:10] in html.read_text()
