@@ -12,8 +12,8 @@ inside the tunnel (with `gc: true`, isGlobalCatalogReady=TRUE). A certificate pr
 `fail`/`tls`.
 
 Channel binding policy (evidence `channel_binding`, see `ldap.read_channel_binding`) is
-read without valid credentials: NTLM binds with a made-up account, with no channel binding
-token and with a wrong one. With credentials the probe also binds inside TLS: a simple bind
+read without valid credentials, on the same connection before any real bind: NTLM binds
+of a made-up account with no channel binding token and with a wrong one. With credentials the probe also binds inside TLS: a simple bind
 by default (the documented "simple over TLS"), or `bind: ntlm` / `bind: negotiate`
 (GSS-SPNEGO with the tls-server-end-point channel binding).
 """
