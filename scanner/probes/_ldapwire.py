@@ -23,6 +23,12 @@ from scanner.models import Reason
 from scanner.probes.base import ProbeContext, ProbeError, failed
 
 MAX_LDAP_MESSAGE = 512 * 1024  # a RootDSE or bind answer is a few KiB
+# What one exchange may hold in memory (all answers to one request together), and what it
+# may read in all (answers to other message ids are read and dropped): one check stays
+# bounded whatever a peer sends.
+MAX_EXCHANGE_KEPT = 1024 * 1024
+MAX_EXCHANGE_READ = 4 * 1024 * 1024
+MAX_ANSWERS = 256
 MAX_DEPTH = 16
 MAX_ITEMS = 4096
 
@@ -312,17 +318,21 @@ async def exchange(
             raise ProbeError(outcome_for_oserror(ctx, exc)) from None
         raise _protocol(ctx, what, "the peer does not read our request") from None
     out: list[LdapMessage] = []
+    kept = read = 0
     while True:
         raw = await read_ldap_message(ctx, reader, what)
+        read += len(raw)
+        if read > MAX_EXCHANGE_READ:
+            raise _protocol(ctx, what, f"more than {MAX_EXCHANGE_READ // 1024} KiB of answers to one request")
         try:
             msg = parse_message(raw)
         except BerError as exc:
             raise _protocol(ctx, what, str(exc)) from None
         if msg.message_id == 0 and msg.op == EXTENDED_RESPONSE:
             # Notice of disconnection (RFC 4511 4.4.1): the server is dropping us.
+            # Only the result name: the notice's text is the peer's and may echo what we sent.
             try:
-                result = parse_result(msg.body)
-                said = f"{result.name}: {result.diagnostic}"
+                said = parse_result(msg.body).name
             except BerError:
                 said = "unparsable notice"
             raise ProbeError(
@@ -334,8 +344,9 @@ async def exchange(
         if msg.message_id != message_id:
             continue
         out.append(msg)
-        if len(out) > 256:
-            raise _protocol(ctx, what, "too many answers")
+        kept += len(raw)
+        if len(out) > MAX_ANSWERS or kept > MAX_EXCHANGE_KEPT:
+            raise _protocol(ctx, what, f"too many answers (over {MAX_ANSWERS} or {MAX_EXCHANGE_KEPT // 1024} KiB)")
         if msg.op in (SEARCH_DONE, BIND_RESPONSE, EXTENDED_RESPONSE):
             return out
         if msg.op not in (SEARCH_ENTRY, SEARCH_REFERENCE):

@@ -216,11 +216,9 @@ class _MaybeStrict(Exception):
 
 def strict_context() -> ssl.SSLContext:
     """TLS for TDS 8.0 "strict" servers: ALPN tds/8.0, no verification (we only look)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["tds/8.0"])
-    return context
+    from scanner.probes._tls import alpn_context  # the one module that builds TLS contexts
+
+    return alpn_context(["tds/8.0"])
 
 
 async def _exchange(

@@ -152,7 +152,7 @@ def _first_entry(data: bytes, message_id: int) -> bytes | None:
         if msg.op == wire.SEARCH_DONE:
             result = wire.parse_result(msg.body)
             if result.code != 0:
-                raise wire.BerError(f"the ping ended with {result.name}: {result.diagnostic[:200]}")
+                raise wire.BerError(f"the ping ended with {result.name}")  # not the peer's own text
     return None
 
 

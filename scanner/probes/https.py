@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from scanner.models import Transport
 from scanner.probes._http import host_header, http_outcome, http_request, validate_http_options
 from scanner.probes._proxy import ProxyAware
-from scanner.probes._tlsinfo import judge, open_tls, tls_evidence_summary, tls_summary
+from scanner.probes._tls import judge, open_tls, summarize_evidence, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
 
 
@@ -24,6 +24,9 @@ class HttpsProbe(ProxyAware, Probe):
     transports = (Transport.TCP,)
     summary = "HTTPS: TLS handshake and certificate, then the HTTP status of the documented path"
     exchanges = 4
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        return summarize_evidence(evidence)
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
@@ -49,6 +52,3 @@ class HttpsProbe(ProxyAware, Probe):
                 f"{outcome.detail}; {tls_summary(ctx, session)}", outcome.evidence,
             )  # fmt: skip
         return judge(ctx, session, outcome)
-
-    def summarize(self, evidence: Mapping[str, Any]) -> str:
-        return tls_evidence_summary(evidence)

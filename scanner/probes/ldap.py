@@ -1,28 +1,49 @@
-"""LDAP (TCP 389) and Global Catalog (TCP 3268): anonymous RootDSE read, then an optional bind.
+"""LDAP (TCP 389) and Global Catalog (TCP 3268): anonymous RootDSE read, the DC's LDAP
+policy, then an optional bind.
 
 What a pass proves: the port accepts TCP and an LDAP server answered a RootDSE
 search (every AD DC answers it anonymously). With `gc: true` the server must
-also say isGlobalCatalogReady=TRUE. With credentials for the target's role,
-the probe binds on the same connection:
+also say isGlobalCatalogReady=TRUE.
 
-* `bind: ntlm` (default): SASL GSS-SPNEGO carrying NTLMv2 with signing and
-  sealing, the bind Windows clients (and the Auditor) use; impacket builds the
-  NTLM messages, the I/O is ours. A sealed WhoAmI proves signing works.
+Policy as evidence, without valid credentials (as NetExec and LdapRelayScan read it):
+
+* `ldap_signing` (389, 3268): `required` / `not-required` / `unknown`, from a simple
+  bind of a made-up account (`POLICY_ACCOUNT`) on the same connection: a DC that requires
+  signing refuses it with strongerAuthRequired (00002028) before weighing credentials.
+* `channel_binding` (636, 3269, probe `ldaps`): `always` / `when-supported` / `never` /
+  `no-tls` / `unknown`, from NTLM binds of the made-up account over TLS without a channel
+  binding token and with a wrong one (80090346 = the DC checks the token).
+
+With credentials for the target's role, the probe binds on the same connection the way
+the Auditor does, through pyspnego:
+
+* `bind: negotiate` (default): SASL GSS-SPNEGO, Kerberos for ldap/<host name> where this
+  host can get a ticket (Windows SSPI; the target must be named, not an address), NTLMv2
+  otherwise, with signing and sealing; a sealed RootDSE search proves the session works.
+  Evidence `bind_method` says which mechanism was used (`kerberos` or `ntlm`).
+* `bind: ntlm`: the same, NTLM only.
 * `bind: simple`: a simple bind; on 389 hardened DCs (and Samba by default)
   refuse it with strongerAuthRequired, which is reported as reason `policy`.
 
-Result codes: invalidCredentials → `auth`; strongerAuthRequired,
-confidentialityRequired, inappropriateAuthentication, authMethodNotSupported
-(channel binding, signing policy) → `policy`: the port is fine, the method is not.
-The password and NTLM messages never reach evidence, details or logs.
+Result codes: invalidCredentials → `auth`; strongerAuthRequired, 00002028 (signing),
+80090346 (channel binding), confidentialityRequired, inappropriateAuthentication,
+authMethodNotSupported → `policy`, in those words: the port is fine, the method is not.
+The password and the SPNEGO messages never reach evidence, details or logs; of a peer's
+bind diagnostic only the error codes are kept (it may echo what we sent).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import os
+import re
+import secrets
+import sys
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from scanner.models import Reason, Transport
 from scanner.probes import _ldapwire as wire
@@ -32,11 +53,14 @@ from scanner.probes.base import (
     ProbeContext,
     ProbeError,
     failed,
+    inconclusive,
     passed,
     register,
     warned,
 )
 from scanner.probes.netio import close_quietly, connect_tcp, read_exactly
+
+T = TypeVar("T")
 
 ROOTDSE_ATTRIBUTES = [
     "namingContexts",
@@ -50,7 +74,7 @@ ROOTDSE_ATTRIBUTES = [
     "currentTime",
     "domainControllerFunctionality",
 ]
-BIND_METHODS = ("ntlm", "simple")
+BIND_METHODS = ("negotiate", "ntlm", "simple")
 _POLICY_CODES = {7, 8, 13, 48}  # authMethodNotSupported, strongerAuth, confidentiality, inappropriate
 _AUTH_CODES = {49, 50}  # invalidCredentials, insufficientAccessRights
 
@@ -118,36 +142,59 @@ async def read_rootdse(
         ) from None
 
 
+@dataclass(frozen=True)
+class RootDseEvidence:
+    """What a DC's RootDSE showed; field names are the documented evidence keys (the
+    time-skew check in `local` reads `current_time` and `observed_at`)."""
+
+    naming_contexts: tuple[str, ...]
+    default_naming_context: str | None
+    dns_host_name: str | None
+    supported_sasl_mechanisms: tuple[str, ...]
+    supported_ldap_versions: tuple[str, ...]
+    is_global_catalog_ready: bool | None = None
+    dc_functionality: str | None = None
+    current_time_raw: str | None = None
+    current_time: str | None = None
+    observed_at: str | None = None  # our clock when the answer came
+
+    @classmethod
+    def of(cls, entry: Mapping[str, list[bytes]]) -> RootDseEvidence:
+        lower = {k.lower(): v for k, v in entry.items()}
+
+        def one(name: str) -> str | None:
+            values = lower.get(name.lower())
+            return wire.text(values[0]) if values else None
+
+        def many(name: str) -> tuple[str, ...]:
+            return tuple(wire.text(v) for v in lower.get(name.lower(), []))[:64]
+
+        gc_ready = one("isGlobalCatalogReady")
+        raw_time = one("currentTime")
+        return cls(
+            naming_contexts=many("namingContexts"),
+            default_naming_context=one("defaultNamingContext"),
+            dns_host_name=one("dnsHostName"),
+            supported_sasl_mechanisms=many("supportedSASLMechanisms"),
+            supported_ldap_versions=many("supportedLDAPVersion"),
+            is_global_catalog_ready=None if gc_ready is None else gc_ready.upper() == "TRUE",
+            dc_functionality=one("domainControllerFunctionality"),
+            current_time_raw=raw_time,
+            current_time=None if raw_time is None else generalized_time_to_iso(raw_time),
+            observed_at=None if raw_time is None else utc_now_iso(),
+        )
+
+    def to_evidence(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if value is not None:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
 def rootdse_evidence(entry: Mapping[str, list[bytes]]) -> dict[str, Any]:
     """The RootDSE attributes an admin (and the time-skew check) reads."""
-    lower = {k.lower(): v for k, v in entry.items()}
-
-    def one(name: str) -> str | None:
-        values = lower.get(name.lower())
-        return wire.text(values[0]) if values else None
-
-    def many(name: str) -> list[str]:
-        return [wire.text(v) for v in lower.get(name.lower(), [])][:64]
-
-    evidence: dict[str, Any] = {
-        "naming_contexts": many("namingContexts"),
-        "default_naming_context": one("defaultNamingContext"),
-        "dns_host_name": one("dnsHostName"),
-        "supported_sasl_mechanisms": many("supportedSASLMechanisms"),
-        "supported_ldap_versions": many("supportedLDAPVersion"),
-    }
-    gc_ready = one("isGlobalCatalogReady")
-    if gc_ready is not None:
-        evidence["is_global_catalog_ready"] = gc_ready.upper() == "TRUE"
-    level = one("domainControllerFunctionality")
-    if level is not None:
-        evidence["dc_functionality"] = level
-    raw_time = one("currentTime")
-    if raw_time is not None:
-        evidence["current_time_raw"] = raw_time
-        evidence["current_time"] = generalized_time_to_iso(raw_time)
-        evidence["observed_at"] = utc_now_iso()  # our clock when the answer came
-    return {k: v for k, v in evidence.items() if v is not None}
+    return RootDseEvidence.of(entry).to_evidence()
 
 
 def split_account(username: str, domain: str) -> tuple[str, str]:
@@ -161,95 +208,224 @@ def split_account(username: str, domain: str) -> tuple[str, str]:
     return username, domain
 
 
-def bind_outcome(ctx: ProbeContext, method: str, result: wire.LdapResult, secret: str) -> Outcome | None:
-    """None for success, else the outcome for a refused bind (never echoing the secret)."""
+# Windows' own codes inside a bind diagnostic are the only parts of a peer's diagnostic text
+# we keep, and only codes from this fixed list: nothing a hostile peer echoes (our password
+# in any case or encoding, even one that looks like a code) can reach a report. Redaction
+# by construction, not by search-and-replace.
+_CODE = re.compile(r"\b(?:[0-9A-Fa-f]{8}|data [0-9A-Fa-f]{1,8})\b")
+CHANNEL_BINDING_REQUIRED = "80090346"  # SEC_E_BAD_BINDINGS
+SIGNING_REQUIRED = "00002028"  # the DC requires integrity (LDAP signing) without TLS
+_CODE_WORDS = {
+    CHANNEL_BINDING_REQUIRED: "the DC requires LDAP channel binding (80090346)",
+    SIGNING_REQUIRED: "the DC requires LDAP signing (00002028)",
+    "00002029": "the DC refuses signing or sealing over TLS (00002029)",
+    "8009030c": "the logon was refused (8009030C)",
+    "80090308": "the security token was refused (80090308)",
+    "data 52e": "unknown account or wrong password (data 52e)",
+    "data 525": "unknown account (data 525)",
+    "data 530": "the account may not log on at this time (data 530)",
+    "data 531": "the account may not log on from this workstation (data 531)",
+    "data 532": "the password has expired (data 532)",
+    "data 533": "the account is disabled (data 533)",
+    "data 701": "the account has expired (data 701)",
+    "data 773": "the password must be changed (data 773)",
+    "data 775": "the account is locked out (data 775)",
+    "data 57": "the bind parameters were refused (data 57)",
+    "data 80090346": "the channel binding token was refused (data 80090346)",
+}
+
+
+def diagnostic_codes(diagnostic: str) -> list[str]:
+    """The known error codes in a peer's diagnostic ('80090346', 'data 52e'); no free text."""
+    found: list[str] = []
+    for match in _CODE.finditer(diagnostic[:4096]):
+        code = match.group(0).lower()
+        if code in _CODE_WORDS and code not in found:
+            found.append(code)
+    return found
+
+
+def _code_words(diagnostic: str) -> str:
+    """': <words for the known codes>' of a peer's diagnostic, or ''; never its own text."""
+    words = [_CODE_WORDS[c] for c in diagnostic_codes(diagnostic)]
+    return ": " + "; ".join(words) if words else ""
+
+
+def bind_outcome(ctx: ProbeContext, method: str, result: wire.LdapResult) -> Outcome | None:
+    """None for success, else the outcome for a refused bind.
+
+    Never echoes the peer's diagnostic text (it may carry what we sent): only the result
+    name and the error codes found in it, each with fixed words.
+    """
     if result.code == 0:
         return None
-    said = result.diagnostic.replace(secret, "***") if secret else result.diagnostic
-    said = said.strip()[:300]
-    evidence = {"bind_method": method, "bind_result": result.name, "bind_result_code": result.code}
-    if said:
-        evidence["bind_diagnostic"] = said
+    codes = diagnostic_codes(result.diagnostic)
+    evidence: dict[str, Any] = {"bind_method": method, "bind_result": result.name, "bind_result_code": result.code}
+    if codes:
+        evidence["bind_diagnostic_codes"] = codes
+    said = f" ({result.name}{_code_words(result.diagnostic)})"
     account = str(ctx.credentials) if ctx.credentials else "the account"
-    if result.code in _POLICY_CODES:
+    if CHANNEL_BINDING_REQUIRED in codes or "data 80090346" in codes:
         return failed(
             Reason.POLICY,
-            f"LDAP on {ctx.where()} works, but the server refuses a {method} bind by policy "
-            f"({result.name}{': ' + said if said else ''}) — use a method the DC allows "
-            "(signing/sealing, channel binding or LDAPS) for the Auditor's account",
+            f"LDAP on {ctx.where()} works, but the DC refuses the {method} bind by policy: it "
+            f"requires LDAP channel binding{said} — the Auditor must bind over LDAPS with a "
+            "channel binding token (current Windows does), or relax 'LDAP server channel binding "
+            "token requirements' on the DC",
+            **evidence,
+        )
+    if result.code in _POLICY_CODES or SIGNING_REQUIRED in codes:
+        why = "it requires LDAP signing" if result.code == 8 or SIGNING_REQUIRED in codes else "of its policy"
+        return failed(
+            Reason.POLICY,
+            f"LDAP on {ctx.where()} works, but the DC refuses a {method} bind because {why}{said} "
+            "— use a method the DC allows (signing/sealing, channel binding or LDAPS) for the "
+            "Auditor's account",
             **evidence,
         )
     if result.code in _AUTH_CODES:
         return failed(
             Reason.AUTH,
-            f"LDAP on {ctx.where()} works, but the {method} bind as {account} was rejected "
-            f"({result.name}) — check the account name, password and that it is not locked",
+            f"LDAP on {ctx.where()} works, but the {method} bind as {account} was rejected{said} "
+            "— check the account name, password and that it is not locked",
             **evidence,
         )
-    return failed(
-        Reason.PROTOCOL,
-        f"the {method} bind on {ctx.where()} ended with {result.name}{': ' + said if said else ''}",
-        **evidence,
-    )
+    return failed(Reason.PROTOCOL, f"the {method} bind on {ctx.where()} ended with{said}", **evidence)
 
 
-async def ntlm_bind(
+def kerberos_possible(host: str, account: str) -> bool:
+    """Whether a Negotiate bind may try Kerberos: the target is named (a ticket is for
+    ldap/<name>, never an address) and, off Windows, the account is in a DNS domain (else
+    MIT krb5 would look for the KDC of a realm that does not exist). Else NTLM only."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return False
+    except ValueError:
+        pass
+    return sys.platform == "win32" or "@" in account and "." in account.rsplit("@", 1)[1]
+
+
+def _spnego_client(
+    ctx: ProbeContext, *, protocol: str, sign: bool, channel_binding: bytes | None,
+    username: str | None = None, password: str | None = None,
+) -> Any:  # fmt: skip
+    """A pyspnego client context for service ldap/<host> (SSPI on Windows)."""
+    import spnego
+    from spnego.channel_bindings import GssChannelBindings
+
+    if username is None:
+        creds = ctx.credentials
+        assert creds is not None
+        user, domain = split_account(creds.username, creds.domain)
+        # A DNS domain makes a UPN (the principal Kerberos needs; NTLM takes it too).
+        account = f"{user}@{domain.upper()}" if "." in domain else (f"{domain}\\{user}" if domain else user)
+        username, password = account, creds.password
+    host = ctx.host.strip("[]")
+    bindings = GssChannelBindings(application_data=channel_binding) if channel_binding else None
+    # Unsigned binds ask for no integrity at all (SSPI would add it otherwise).
+    flags = spnego.ContextReq.default if sign else spnego.ContextReq.no_integrity
+    if protocol == "negotiate" and kerberos_possible(host, username):
+        options = spnego.NegotiateOptions.none  # Kerberos where this host can, NTLM otherwise
+    else:
+        options = spnego.NegotiateOptions.use_ntlm  # NTLMSSP, which GSS-SPNEGO also carries bare
+    client = spnego.client(
+        username, password, hostname=host, service="ldap",
+        protocol="negotiate", channel_bindings=bindings, context_req=flags, options=options,
+    )  # fmt: skip
+    if not sign:
+        _without_key_exchange(client)
+    return client
+
+
+def _without_key_exchange(client: Any) -> None:
+    """An unsigned NTLM bind asks for no session key exchange.
+
+    pyspnego keeps NTLMSSP_NEGOTIATE_KEY_EXCH without signing or sealing and then sends a
+    1-byte EncryptedRandomSessionKey, which Samba refuses (invalidCredentials, data 57) even
+    for a correct password. Without signing there is no key to exchange.
+    """
+    try:
+        from spnego._ntlm_raw.messages import NegotiateFlags
+    except ImportError:  # another pyspnego layout: leave it as it is
+        return
+    if type(client).__name__ == "NTLMProxy" and isinstance(getattr(client, "_context_req", None), int):
+        client._context_req &= ~NegotiateFlags.key_exch
+
+
+async def _off_loop(ctx: ProbeContext, work: Callable[[], T]) -> T:
+    """Run a pyspnego call in a thread: Kerberos asks the KDC (AS-REQ, TGS-REQ) synchronously,
+    which must never stall the event loop; the wait ends at the check's deadline."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(work), max(0.05, ctx.remaining()))
+    except asyncio.TimeoutError:
+        raise ProbeError(
+            inconclusive(
+                Reason.AUTH,
+                f"no answer from the Kerberos KDC for ldap/{ctx.host} in time — check that this host "
+                "reaches a domain controller on TCP/UDP 88, or bind with NTLM (bind: ntlm)",
+            )
+        ) from None
+
+
+async def sasl_bind(
     ctx: ProbeContext,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     ids: MessageIds,
     *,
+    protocol: str,
     sign: bool,
     seal_check: bool,
-    channel_binding: bytes = b"",
+    channel_binding: bytes | None = None,
+    username: str | None = None,
+    password: str | None = None,
 ) -> tuple[wire.LdapResult, dict[str, Any]]:
-    """SASL GSS-SPNEGO/NTLMv2 bind (as impacket's LDAPConnection.login, our own I/O)."""
-    from impacket.ntlm import VERSION, NTLMAuthChallenge, getNTLMSSPType1, getNTLMSSPType3, hmac_md5
-    from impacket.spnego import SPNEGO_NegTokenInit, SPNEGO_NegTokenResp, SPNEGOCipher, TypesMech
-
-    creds = ctx.credentials
-    assert creds is not None
-    user, domain = split_account(creds.username, creds.domain)
-    version = VERSION()
-    version["ProductMajorVersion"], version["ProductMinorVersion"], version["ProductBuild"] = 10, 0, 19041
-    negotiate = getNTLMSSPType1("", domain, signingRequired=sign, use_ntlmv2=True, version=version)
-    init = SPNEGO_NegTokenInit()
-    init["MechTypes"] = [TypesMech["NTLMSSP - Microsoft NTLM Security Support Provider"]]
-    init["MechToken"] = negotiate.getData()
-    mid = ids.next()
-    first = await _bind_exchange(ctx, reader, writer, wire.sasl_bind_request(mid, "GSS-SPNEGO", init.getData()), mid)
-    if first.code != 14 or not first.sasl_credentials:  # saslBindInProgress with a challenge
-        return first, {}
+    """SASL GSS-SPNEGO bind through pyspnego (`protocol` 'ntlm', or 'negotiate': Kerberos
+    by host name where the platform has it, NTLM otherwise); our own I/O."""
     try:
-        challenge = SPNEGO_NegTokenResp(first.sasl_credentials)["ResponseToken"]
-        type3, session_key = getNTLMSSPType3(
-            negotiate, challenge, user, creds.password, domain, "", "",
-            service="ldap", version=version, use_ntlmv2=True, channel_binding_value=channel_binding,
-        )  # fmt: skip
-        type3["MIC"] = hmac_md5(
-            session_key, negotiate.getData() + NTLMAuthChallenge(challenge).getData() + type3.getData()
+        client = await _off_loop(
+            ctx,
+            lambda: _spnego_client(
+                ctx, protocol=protocol, sign=sign, channel_binding=channel_binding, username=username, password=password
+            ),
         )
-        resp = SPNEGO_NegTokenResp()
-        resp["ResponseToken"] = type3.getData()
-        cipher = None
-        if sign:
-            cipher = SPNEGOCipher(flags=negotiate["flags"], randomSessionKey=session_key)
-            mech_list = b"0\x0c\x06\n+\x06\x01\x04\x01\x827\x02\x02\n"  # DER MechTypeList [NTLMSSP]
-            resp["mechListMIC"] = cipher.sign(mech_list, 0, reset_cipher=True).getData()
+        token = await _off_loop(ctx, client.step)
     except ProbeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a malformed challenge from the peer
+    except Exception as exc:  # noqa: BLE001 - no usable mechanism / credentials here
         raise ProbeError(
-            failed(
-                Reason.PROTOCOL,
-                f"{ctx.host} sent an NTLM challenge on {ctx.where()} that cannot be used ({type(exc).__name__})",
+            inconclusive(
+                Reason.AUTH,
+                f"cannot start a {protocol} bind to {ctx.where()} from this host ({type(exc).__name__}) — "
+                "check the account name and domain in the inventory",
             )
         ) from None
-    mid = ids.next()
-    result = await _bind_exchange(ctx, reader, writer, wire.sasl_bind_request(mid, "GSS-SPNEGO", resp.getData()), mid)
-    extra: dict[str, Any] = {"ntlm_signing": sign}
-    if result.code == 0 and cipher is not None and seal_check:
-        extra["sealed_search"] = await _sealed_search(ctx, reader, writer, ids, cipher)
+    result = wire.LdapResult(14, "", "")
+    for _round in range(4):  # NTLM needs 2, Kerberos 1-2
+        mid = ids.next()
+        result = await _bind_exchange(ctx, reader, writer, wire.sasl_bind_request(mid, "GSS-SPNEGO", token or b""), mid)
+        if result.code != 14:
+            break
+        try:
+            challenge = result.sasl_credentials or b""
+            token = await _off_loop(ctx, functools.partial(client.step, challenge))
+        except ProbeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a malformed challenge from the peer
+            raise ProbeError(
+                failed(
+                    Reason.PROTOCOL,
+                    f"{ctx.host} sent a bind challenge on {ctx.where()} that cannot be used ({type(exc).__name__})",
+                )
+            ) from None
+    if result.code == 0 and not client.complete and result.sasl_credentials:
+        try:  # Kerberos' mutual authentication: the server's AP-REP rides on the success
+            await _off_loop(ctx, functools.partial(client.step, result.sasl_credentials))
+        except Exception:  # noqa: BLE001 - a bad final token: the session cannot be proven
+            pass
+    extra: dict[str, Any] = {"bind_mechanism": client.negotiated_protocol or protocol, "ntlm_signing": sign}
+    if result.code == 0 and sign and seal_check:
+        extra["sealed_search"] = await _sealed_search(ctx, reader, writer, ids, client)
     return result, extra
 
 
@@ -268,7 +444,7 @@ async def _bind_exchange(
 
 
 async def _sealed_search(
-    ctx: ProbeContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ids: MessageIds, cipher: Any
+    ctx: ProbeContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ids: MessageIds, client: Any
 ) -> bool:
     """A RootDSE search sealed with the session keys: proves the signed session really works.
 
@@ -276,8 +452,10 @@ async def _sealed_search(
     """
     mid = ids.next()
     request = wire.search_request(mid, "", ["dnsHostName"], wire.present("objectClass"), 10)
-    signature, sealed = cipher.encrypt(request)
-    frame = signature.getData() + sealed
+    try:
+        frame = client.wrap(request, encrypt=True).data
+    except Exception:  # noqa: BLE001 - no usable session keys: the signed session is not proven
+        return False
     writer.write(len(frame).to_bytes(4, "big") + frame)
     await asyncio.wait_for(writer.drain(), ctx.step_timeout())
     for _frame in range(8):
@@ -288,13 +466,26 @@ async def _sealed_search(
             )
         payload = await read_exactly(ctx, reader, size, "sealed LDAP answer")
         try:
-            _sig, plain = cipher.decrypt(payload)
+            _expect_sequence(client, payload)
+            plain = client.unwrap(payload).data
             for msg in wire.split_messages(plain):
                 if msg.message_id == mid and msg.op == wire.SEARCH_DONE:
                     return wire.parse_result(msg.body).code == 0
-        except (wire.BerError, ValueError):
+        except Exception:  # noqa: BLE001 - a frame that does not unseal: the session does not work
             return False
     return False
+
+
+def _expect_sequence(client: Any, payload: bytes) -> None:
+    """NTLM only: take the sequence number the server signed with.
+
+    After SPNEGO's mechListMIC, Samba signs its first sealed answer with sequence number 1
+    where pyspnego expects 0 (MS-SPNG resets the RC4 state, not the counters). The number
+    is covered by the HMAC that unwrap still verifies, so taking it proves as much.
+    """
+    ntlm = getattr(client, "_context", None)
+    if getattr(client, "negotiated_protocol", None) == "ntlm" and hasattr(ntlm, "_NTLMProxy__seq_num_in"):
+        ntlm._NTLMProxy__seq_num_in = int.from_bytes(payload[12:16], "little")  # type: ignore[union-attr]
 
 
 async def simple_bind(
@@ -308,6 +499,113 @@ async def simple_bind(
     return await _bind_exchange(ctx, reader, writer, wire.simple_bind_request(mid, name, creds.password), mid)
 
 
+# -- LDAP policy, read without valid credentials ---------------------------------------------
+# A made-up account: its binds prove the DC's policy and never touch a real account (a DC
+# that weighs the credentials logs one failed logon for it: event 4625/4776).
+POLICY_ACCOUNT = "portready-policy-check"
+
+
+def _made_up_password() -> str:
+    return "pr-" + secrets.token_urlsafe(12)
+
+
+def signing_reading(result: wire.LdapResult | None) -> str:
+    """`ldap_signing` from a simple bind of a made-up account over plain LDAP.
+
+    A DC that requires signing refuses any bind without integrity before it looks at the
+    credentials (strongerAuthRequired / 00002028, Windows LDAPServerIntegrity=2, Samba
+    'ldap server require strong auth = yes'); one that weighs the credentials
+    (invalidCredentials) accepts binds without signing.
+    """
+    if result is None:
+        return "unknown"
+    codes = diagnostic_codes(result.diagnostic)
+    if result.code == 8 or SIGNING_REQUIRED in codes:
+        return "required"
+    if result.code in (0, 49):
+        return "not-required"
+    return "unknown"
+
+
+def channel_binding_reading(without: wire.LdapResult | None, wrong: wire.LdapResult | None) -> str:
+    """`channel_binding` from two NTLM binds of a made-up account over TLS.
+
+    Without a token, 80090346 means the DC demands one (Always). Otherwise a wrong token
+    tells the rest: refused with 80090346 when the DC checks tokens clients send (When
+    supported), weighed like any bind when it ignores them (Never). Anything else, e.g.
+    a DC that refuses NTLM inside TLS outright, cannot decide: unknown.
+    """
+
+    def verdict(result: wire.LdapResult | None) -> str:
+        if result is None:
+            return "none"
+        codes = diagnostic_codes(result.diagnostic)
+        if CHANNEL_BINDING_REQUIRED in codes or "data 80090346" in codes:
+            return "binding"
+        return "weighed" if result.code in (0, 49) else "other"
+
+    first = verdict(without)
+    if first == "binding":
+        return "always"
+    if first != "weighed":
+        return "unknown"
+    second = verdict(wrong)
+    if second == "binding":
+        return "when-supported"
+    return "never" if second == "weighed" else "unknown"
+
+
+def _policy_domain(ctx: ProbeContext) -> str:
+    if ctx.credentials is not None:
+        return split_account(ctx.credentials.username, ctx.credentials.domain)[1]
+    return str(ctx.settings.values.get("domain", "") or "")
+
+
+async def read_ldap_signing(
+    ctx: ProbeContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ids: MessageIds
+) -> dict[str, Any]:
+    """Evidence `ldap_signing` (+ `ldap_signing_result`) on this plain LDAP connection."""
+    domain = _policy_domain(ctx)
+    name = f"{POLICY_ACCOUNT}@{domain}" if domain else POLICY_ACCOUNT
+    mid = ids.next()
+    result = await _bind_exchange(ctx, reader, writer, wire.simple_bind_request(mid, name, _made_up_password()), mid)
+    return {"ldap_signing": signing_reading(result), "ldap_signing_result": result.name}
+
+
+async def read_channel_binding(
+    ctx: ProbeContext,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    ids: MessageIds,
+    token: bytes | None,
+) -> dict[str, Any]:
+    """Evidence `channel_binding` on this (still anonymous) TLS connection.
+
+    `token` is the session's tls-server-end-point data; None (no certificate) reads unknown.
+    Failed binds leave an LDAP connection anonymous, so the credentialed bind may follow.
+    """
+    if token is None:
+        return {"channel_binding": "unknown"}
+    domain = _policy_domain(ctx)
+
+    async def bind(binding: bytes | None) -> wire.LdapResult:
+        result, _ = await sasl_bind(
+            ctx, reader, writer, ids, protocol="ntlm", sign=False, seal_check=False,
+            channel_binding=binding, username=f"{domain}\\{POLICY_ACCOUNT}" if domain else POLICY_ACCOUNT,
+            password=_made_up_password(),
+        )  # fmt: skip
+        return result
+
+    without = await bind(None)
+    wrong: wire.LdapResult | None = None
+    if channel_binding_reading(without, None) == "unknown" and without.code in (0, 49):
+        wrong = await bind(b"tls-server-end-point:" + bytes(len(token) - len(b"tls-server-end-point:")))
+    return {
+        "channel_binding": channel_binding_reading(without, wrong),
+        "channel_binding_results": [r.name for r in (without, wrong) if r is not None],
+    }
+
+
 async def directory_check(
     ctx: ProbeContext,
     reader: asyncio.StreamReader,
@@ -316,10 +614,10 @@ async def directory_check(
     label: str,
     default_bind: str,
     tls: bool,
-    channel_binding: bytes = b"",
+    channel_binding: bytes | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Outcome:
-    """RootDSE, GC readiness and the optional bind: shared by `ldap` and `ldaps`."""
+    """RootDSE, GC readiness, the signing policy (plain LDAP) and the optional bind."""
     ids = MessageIds()
     result, entry = await read_rootdse(ctx, reader, writer, ids)
     evidence: dict[str, Any] = dict(extra or {})
@@ -328,7 +626,7 @@ async def directory_check(
         return warned(
             Reason.POLICY,
             f"{label} answers on {ctx.where()}, but refused the anonymous RootDSE read "
-            f"({result.name}{': ' + result.diagnostic[:200] if result.diagnostic else ''}) — "
+            f"({result.name}{_code_words(result.diagnostic)}) — "
             "the service is there; the Auditor's bind was not tested",
             **evidence,
         )
@@ -346,6 +644,16 @@ async def directory_check(
     if evidence.get("default_naming_context"):
         what += f" (domain {evidence['default_naming_context']}"
         what += f", host {evidence['dns_host_name']})" if evidence.get("dns_host_name") else ")"
+    # The DC's policy, read with a made-up account before any real bind on this connection.
+    key = "channel_binding" if tls else "ldap_signing"
+    try:
+        if tls:
+            evidence.update(await read_channel_binding(ctx, reader, writer, ids, channel_binding))
+        else:
+            evidence.update(await read_ldap_signing(ctx, reader, writer, ids))
+    except ProbeError:  # the peer spoke no LDAP to the policy bind: it cannot tell
+        evidence[key] = "unknown"
+    what += f", {'channel binding' if tls else 'LDAP signing'} {evidence[key]}"
     creds = ctx.credentials
     if creds is None:
         return passed(what + "; no credentials for this role, so no bind was tried", **evidence)
@@ -354,18 +662,21 @@ async def directory_check(
         bind = await simple_bind(ctx, reader, writer, ids)
         bind_extra: dict[str, Any] = {}
     else:
-        # Signing is negotiated inside TLS too (Samba demands it); the sealed follow-up
-        # search only makes sense without TLS (inside TLS the session is not wrapped).
-        bind, bind_extra = await ntlm_bind(
-            ctx, reader, writer, ids, sign=not tls, seal_check=not tls, channel_binding=channel_binding
-        )
-    refused = bind_outcome(ctx, method, bind, creds.password)
+        # Signing is negotiated on plain LDAP (the Auditor's bind); inside TLS the session
+        # is not wrapped (DCs refuse sign/seal over TLS), the channel binding token counts.
+        bind, bind_extra = await sasl_bind(
+            ctx, reader, writer, ids, protocol=method, sign=not tls, seal_check=not tls,
+            channel_binding=channel_binding if tls else None,
+        )  # fmt: skip
+        bind_extra["bind_requested"] = method
+    used = str(bind_extra.get("bind_mechanism", method))
+    refused = bind_outcome(ctx, used, bind)
     if refused is not None:
-        return with_evidence(refused, evidence)
+        return with_evidence(refused, {**evidence, **bind_extra})
     evidence.update(bind_extra)
-    evidence["bind_method"] = method
+    evidence["bind_method"] = used
     evidence["bind_result"] = bind.name
-    return passed(f"{what}; {method} bind as {creds} succeeded", **evidence)
+    return passed(f"{what}; {used} bind as {creds} succeeded", **evidence)
 
 
 def with_evidence(outcome: Outcome, evidence: Mapping[str, Any]) -> Outcome:
@@ -392,10 +703,23 @@ async def within_deadline(ctx: ProbeContext, work: Any, label: str) -> Outcome:
 class LdapProbe(Probe):
     name = "ldap"
     transports = (Transport.TCP,)
-    summary = "LDAP/GC: anonymous RootDSE read (naming contexts, GC ready), optional NTLM or simple bind"
-    exchanges = 4
+    summary = "LDAP/GC: anonymous RootDSE read (naming contexts, GC ready), signing policy, optional bind"
+    exchanges = 5  # connect, RootDSE, the signing policy bind, the optional bind (2 rounds)
     clock_evidence = "current_time"  # the RootDSE currentTime
-    footprint: ClassVar[str] = "with credentials: event 4624 (logon type 3), 4625 on a wrong password; RootDSE read logs nothing"
+    footprint = (
+        "one failed simple bind of the made-up account portready-policy-check (event 4625) where "
+        "LDAP signing is not required; with credentials, one logon of that account"
+    )
+
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        parts = []
+        if evidence.get("default_naming_context"):
+            parts.append(str(evidence["default_naming_context"]))
+        if evidence.get("ldap_signing"):
+            parts.append(f"LDAP signing {evidence['ldap_signing']}")
+        if evidence.get("bind_method") and evidence.get("bind_result") == "success":
+            parts.append(f"{evidence['bind_method']} bind")
+        return ", ".join(parts)
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
@@ -406,7 +730,7 @@ class LdapProbe(Probe):
         label = "Global Catalog LDAP" if ctx.options.get("gc") else "LDAP"
         try:
             return await within_deadline(
-                ctx, directory_check(ctx, reader, writer, label=label, default_bind="ntlm", tls=False), label
+                ctx, directory_check(ctx, reader, writer, label=label, default_bind="negotiate", tls=False), label
             )
         finally:
             close_quietly(writer)

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 from scanner.models import Reason, Transport
 from scanner.probes._http import HttpResponse, clip
 from scanner.probes._proxy import ProxyAware
-from scanner.probes._tlsinfo import WebClient, tls_evidence_summary, tls_summary
+from scanner.probes._tls import summarize_evidence, tls_summary
+from scanner.probes._web import WebClient
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
 from scanner.probes.tls import check_options
 
@@ -83,4 +84,4 @@ class PapiProbe(ProxyAware, Probe):
         )
 
     def summarize(self, evidence: Mapping[str, Any]) -> str:
-        return tls_evidence_summary(evidence)
+        return summarize_evidence(evidence)

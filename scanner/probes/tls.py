@@ -6,8 +6,8 @@ refuse (expired, not yet valid, issued for another name, not trusted) make the c
 still refuse the certificate. A failed handshake is `fail tls`.
 
 Options: ``via_proxy`` (true/false; see scanner.probes._proxy for the default).
-Evidence: tls_version, cipher, subject, issuer, san, not_before, not_after, days_left,
-trusted (+ trust_error), name_matches, sha256, via_proxy.
+Evidence (`_tls.TlsEvidence`): tls_version, cipher, subject, issuer, san, not_before, not_after, days_left,
+trusted (+ trust_error), trust_store, name_matches, sha256, via_proxy.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from scanner.models import Transport
 from scanner.probes._proxy import ProxyAware, validate_via_proxy
-from scanner.probes._tlsinfo import judge, open_tls, tls_evidence_summary, tls_summary
+from scanner.probes._tls import judge, open_tls, summarize_evidence, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register
 
 
@@ -36,6 +36,9 @@ class TlsHandshakeProbe(ProxyAware, Probe):
     summary = "TLS handshake: version, cipher, certificate names, issuer, trust and expiry"
     exchanges = 3  # TCP connect, handshake, and a second handshake for untrusted certificates
 
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        return summarize_evidence(evidence)
+
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
         check_options(cls.name, options, {"via_proxy"})
@@ -48,6 +51,3 @@ class TlsHandshakeProbe(ProxyAware, Probe):
             session,
             passed(f"TLS answers on {ctx.where()}: {tls_summary(ctx, session)}"),
         )
-
-    def summarize(self, evidence: Mapping[str, Any]) -> str:
-        return tls_evidence_summary(evidence)

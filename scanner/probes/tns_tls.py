@@ -1,6 +1,6 @@
 """Oracle over TLS (TCPS, TCP 2484): the TLS handshake, then a TNS CONNECT inside it.
 
-The handshake and the certificate judgement are the shared ones of `_tlsinfo`
+The handshake and the certificate judgement are the shared ones of the TLS kit `_tls`
 (system CAs plus ``--ca-bundle``, or the bundle only with the trust-private-CA flag;
 expired, not yet valid, misnamed or untrusted certificates in words). The listener
 must still answer the TNS CONNECT inside TLS: a certificate problem then makes the
@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from scanner.models import Transport
-from scanner.probes._tlsinfo import judge, open_tls, tls_evidence_summary
+from scanner.probes._tls import judge, open_tls, summarize_evidence
 from scanner.probes._tns import exchange, outcome_for, service_name
-from scanner.probes.base import Outcome, Probe, ProbeContext, register
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
 from scanner.probes.tns import validate_tns_options
 
 
@@ -26,6 +26,9 @@ class TnsTlsProbe(Probe):
     summary = "Oracle TCPS: TLS handshake (certificate) then TNS CONNECT answered"
     exchanges = 3  # handshake (twice when the certificate fails verification) + CONNECT
 
+    def summarize(self, evidence: Mapping[str, Any]) -> str:
+        return summarize_evidence(evidence)
+
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
         validate_tns_options(cls.name, options)
@@ -35,9 +38,8 @@ class TnsTlsProbe(Probe):
         session = await open_tls(ctx)
         try:
             answer = await exchange(ctx, session.reader, session.writer, service)
+        except ProbeError as exc:  # not TNS inside TLS: the certificate is still evidence
+            return judge(ctx, session, exc.outcome)
         finally:
             await session.close()
         return judge(ctx, session, outcome_for(ctx, answer, configured, service=service))
-
-    def summarize(self, evidence: Mapping[str, Any]) -> str:
-        return tls_evidence_summary(evidence)

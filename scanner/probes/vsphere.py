@@ -20,7 +20,8 @@ from typing import Any, Mapping
 from scanner.models import Reason, Transport
 from scanner.probes._http import HttpResponse, clip
 from scanner.probes._proxy import ProxyAware
-from scanner.probes._tlsinfo import WebClient, local_name, safe_xml, tls_evidence_summary, tls_summary
+from scanner.probes._tls import summarize_evidence, tls_summary
+from scanner.probes._web import WebClient, local_name, safe_xml
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register
 from scanner.probes.tls import check_options
 
@@ -147,4 +148,4 @@ class VsphereSdkProbe(ProxyAware, Probe):
         )
 
     def summarize(self, evidence: Mapping[str, Any]) -> str:
-        return tls_evidence_summary(evidence)
+        return summarize_evidence(evidence)

@@ -20,7 +20,8 @@ from typing import Any
 
 from scanner.models import Reason, Transport
 from scanner.probes._http import HttpResponse, clip
-from scanner.probes._tlsinfo import WebClient, local_name, safe_xml, tls_evidence_summary
+from scanner.probes._tls import summarize_evidence
+from scanner.probes._web import WebClient, local_name, safe_xml
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, inconclusive, passed, register
 
 SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
@@ -146,4 +147,4 @@ class WinRmProbe(Probe):
         )
 
     def summarize(self, evidence: Mapping[str, Any]) -> str:
-        return tls_evidence_summary(evidence)
+        return summarize_evidence(evidence)

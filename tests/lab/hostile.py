@@ -10,6 +10,12 @@ client-speaks-first protocols (TLS, SMB, HTTP) get their request out:
                    (64 MiB by default), close
 ``drip``           send the plausible answer one byte a second, never finishing
 ``silent``         accept, never send, never close (until the server's lifetime ends)
+``ldap-echo``      an LDAP server whose every bind fails with invalidCredentials and a
+                   diagnostic echoing the request in other cases and encodings (upper,
+                   swapped case, base64, UTF-16, hex, percent-encoded): what a peer may do
+                   with a password sent to it; RootDSE searches get a small entry
+``ldap-flood``     an LDAP server answering a search with ``cap`` bytes of 500 KiB entries
+                   for its message id (the DC-sized memory bomb), never a SearchResultDone
 ``udp-garbage``    (UDP) answer every datagram with 64..512 random bytes
 ``udp-oversized``  (UDP) answer every datagram with 8 datagrams of 65507 bytes
 
@@ -46,7 +52,8 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     from tests.lab.netns import Host
 
-TCP_MODES = ("garbage", "truncated", "oversized", "drip", "silent")
+TCP_MODES = ("garbage", "truncated", "oversized", "drip", "silent", "ldap-echo", "ldap-flood")
+LDAP_MODES = ("ldap-echo", "ldap-flood")
 UDP_MODES = ("udp-garbage", "udp-oversized")
 MODES = TCP_MODES + UDP_MODES
 DEFAULT_CAP = 64 * 1024 * 1024
@@ -183,6 +190,9 @@ class HostileServer:
         self._tasks.add(task)  # type: ignore[arg-type]
         self.stats.connections += 1
         try:
+            if self.mode in LDAP_MODES:
+                await _ldap_peer(self, reader, writer)
+                return
             if self.mode != "silent":
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(reader.read(4096), 0.3)
@@ -225,6 +235,60 @@ class HostileServer:
     async def _tcp_silent(self, writer: asyncio.StreamWriter) -> None:
         assert self._stop is not None
         await self._stop.wait()
+
+
+def _echoes(data: bytes) -> str:
+    """`data` (a request that may hold a password) in the forms a careless server might echo."""
+    import base64
+    import urllib.parse
+
+    text = data.decode("latin-1")
+    return " | ".join((
+        text.upper(), text.swapcase(), base64.b64encode(data).decode(), data.hex(), data.hex().upper(),
+        data.decode("latin-1").encode("utf-16-le").decode("latin-1"), urllib.parse.quote(text),
+        " ".join(text),
+    ))  # fmt: skip
+
+
+async def _ldap_peer(server: HostileServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The LDAP modes: read whole LDAPMessages, answer by protocolOp."""
+    from scanner.probes import _ldapwire as wire
+
+    while True:
+        try:
+            head = await reader.readexactly(2)
+            extra = b""
+            if head[1] & 0x80:
+                extra = await reader.readexactly(head[1] & 0x7F)
+            length = int.from_bytes(extra, "big") if extra else head[1]
+            request = head + extra + await reader.readexactly(min(length, 1 << 20))
+            msg = wire.parse_message(request)
+        except (asyncio.IncompleteReadError, wire.BerError):
+            return  # the client went away or spoke no LDAP
+        if msg.op == wire.SEARCH_REQUEST and server.mode == "ldap-flood":
+            value = wire.octets(os.urandom(500 * 1024))
+            attr = wire.sequence(wire.octets("junk"), wire.sequence(value, tag=0x31))
+            entry = wire.message(msg.message_id, wire.tlv(wire.SEARCH_ENTRY, wire.octets("") + wire.sequence(attr)))
+            sent = 0
+            try:
+                while sent < server.cap:
+                    await server._send(writer, entry)
+                    sent += len(entry)
+                await asyncio.sleep(30)
+            finally:
+                writer.transport.abort()  # unsent megabytes: do not wait to flush them
+            return
+        if msg.op == wire.SEARCH_REQUEST:
+            attrs = wire.sequence(wire.octets("defaultNamingContext"), wire.sequence(wire.octets("DC=h,DC=test"), tag=0x31))
+            entry = wire.message(msg.message_id, wire.tlv(wire.SEARCH_ENTRY, wire.octets("") + wire.sequence(attrs)))
+            done = wire.message(msg.message_id, wire.tlv(wire.SEARCH_DONE, wire.integer(0, 0x0A) + wire.octets("") * 2))
+            await server._send(writer, entry + done)
+        elif msg.op == wire.BIND_REQUEST:
+            said = "80090308: LdapErr: DSID-0C09041C, comment: AcceptSecurityContext error, data 52e, v4563 " + _echoes(request)
+            body = wire.integer(49, 0x0A) + wire.octets("") + wire.octets(said.encode("utf-8"))
+            await server._send(writer, wire.message(msg.message_id, wire.tlv(wire.BIND_RESPONSE, body)))
+        else:
+            return
 
 
 class _UdpHostile(asyncio.DatagramProtocol):

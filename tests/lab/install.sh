@@ -8,6 +8,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# libkrb5-dev: headers for pip's gssapi/krb5 (portready[kerberos]), so the LDAP tests can
+# bind with Kerberos from Linux as Windows does through SSPI.
 # samba-ad-provision is a Recommends of samba-ad-dc: name it, or provisioning fails under
 # --no-install-recommends. bind9-dnsutils gives dig for checking the DC by hand.
 # libkrb5-dev and gcc build python-gssapi and krb5 (the test extra's pyspnego[kerberos]).

@@ -23,7 +23,9 @@ How it is kept inside the lab:
 * ``interfaces = lo eth0`` + ``bind interfaces only``: every lab namespace has ``eth0``, so
   the template needs no address.
 * ``ldap server require strong auth`` stays at its default (yes): simple binds on 389 are
-  refused with strongerAuthRequired, as on hardened Windows DCs.
+  refused with strongerAuthRequired, as on hardened Windows DCs. ``SambaDC(..., conf={...})``
+  sets [global] options for one DC (e.g. ``{"ldap server require strong auth": "no"}``) in
+  its own copy of the template.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
     from tests.lab.netns import Host
@@ -237,8 +239,21 @@ class SambaDC:
     domain = DOMAIN
     admin_user = "Administrator"
 
-    def __init__(self, host: Host, template: Path, max_runtime: int = 3 * 3600) -> None:
+    def __init__(
+        self,
+        host: Host,
+        template: Path,
+        max_runtime: int = 3 * 3600,
+        conf: Mapping[str, str] | None = None,
+        spns: tuple[str, ...] = (),
+    ) -> None:
         self.host = host
+        # smb.conf [global] settings of this DC only, e.g. {"ldap server require strong auth":
+        # "no"}; written into its copy of the template at start (the template is untouched).
+        self.conf = dict(conf or {})
+        # Service principals a Windows DC registers itself (samba_spnupdate is off in the lab),
+        # e.g. ("ldap/dc1.lab.test",) so clients bind with Kerberos by host name. Opt-in per DC.
+        self.spns: tuple[str, ...] = tuple(spns)
         self.template = Path(template)
         self.hostname = DC_HOSTNAME
         self.fqdn = f"{DC_HOSTNAME}.{REALM.lower()}"
@@ -285,13 +300,16 @@ class SambaDC:
         lib = folders["/var/lib/samba"]
         lib.rmdir()
         subprocess.run(["cp", "-a", "--reflink=auto", str(self.template / "lib"), str(lib)], check=True)
+        if self.conf:
+            _set_global(lib / "etc" / "smb.conf", self.conf)
         fixer = self.root / "fix_dns.py"
         fixer.write_text(_FIX_DNS)
         self._write_krb5_conf()
         command = (
             f"{SYSTEM_PYTHON} {fixer} /var/lib/samba/etc/smb.conf "
             f"{PLACEHOLDER4} {self.address} {PLACEHOLDER6} {self.address6}\n"
-            "exec samba --foreground --no-process-group --debug-stdout --debuglevel=1 "
+            + self._spn_commands()
+            + "exec samba --foreground --no-process-group --debug-stdout --debuglevel=1 "
             f"--maximum-runtime={int(self.max_runtime)} -s /var/lib/samba/etc/smb.conf"
         )
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
@@ -318,6 +336,14 @@ class SambaDC:
                 time.sleep(0.1)
         self.start_seconds = time.monotonic() - started
         return self
+
+    def _spn_commands(self) -> str:
+        """Shell lines adding self.spns to the DC's account, offline, before samba starts."""
+        for spn in self.spns:
+            if not re.fullmatch(r"[A-Za-z]+/[A-Za-z0-9.-]+", spn):
+                raise ValueError(f"not a service principal name: {spn!r}")
+        sam = "/var/lib/samba/private/sam.ldb"
+        return "".join(f"samba-tool spn add {spn} '{DC_HOSTNAME.upper()}$' -H {sam} >/dev/null\n" for spn in self.spns)
 
     def stop(self) -> None:
         """SIGTERM samba's process group (by PID), SIGKILL after a grace period."""
@@ -373,6 +399,18 @@ class SambaDC:
             "[domain_realm]\n"
             f"  .{self.realm.lower()} = {self.realm}\n  {self.realm.lower()} = {self.realm}\n"
         )
+
+
+def _set_global(path: Path, settings: Mapping[str, str]) -> None:
+    """Set `settings` in smb.conf's [global] section (replacing a line already there)."""
+    text = path.read_text()
+    for key, value in settings.items():
+        if not re.fullmatch(r"[a-z0-9 :_]+", key) or "\n" in value:
+            raise ValueError(f"not an smb.conf setting: {key!r}")
+        line = f"\t{key} = {value}\n"
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=.*\n", re.MULTILINE)
+        text = pattern.sub(line, text, count=1) if pattern.search(text) else text.replace("[global]\n", "[global]\n" + line, 1)
+    path.write_text(text)
 
 
 def _tcp_open(address: str, port: int, timeout: float = 0.5) -> bool:

@@ -35,13 +35,19 @@ async def test_trusted_certificate_for_the_name_passes_with_tls_evidence(loopbac
     assert result.evidence["tls_version"].startswith("TLS")
     assert result.evidence["cert_trusted"] is True
     assert result.evidence["cert_days_left"] > 0
+    # The kit's keys, and the pre-kit aliases beside them (same facts, old spelling).
+    assert result.evidence["days_left"] == result.evidence["cert_days_left"]
+    assert result.evidence["cert_not_after"].endswith("Z") and "127.0.0.1" in result.evidence["cert_names"]
     assert result.evidence["default_naming_context"] == "DC=lab,DC=test"
+    # This peer answers one request per connection: the policy binds get no answer, so the
+    # reading says it cannot tell rather than guess.
+    assert result.evidence["channel_binding"] == "unknown"
 
 
 @pytest.mark.parametrize(
     ("kind", "words"),
-    [("expired", "expired"), ("self_signed", "self-signed"), ("wrong_name", "not for"),
-     ("not_yet_valid", "not valid before")],
+    [("expired", "expired"), ("self_signed", "self-signed"), ("wrong_name", "is issued for"),
+     ("not_yet_valid", "not valid until")],
 )  # fmt: skip
 async def test_certificate_problem_is_a_warning_with_words(loopback_tls_certs, kind: str, words: str) -> None:
     settings = Settings(timeout=2.0, retries=1, ca_bundle=str(loopback_tls_certs.ca_bundle))
@@ -55,7 +61,7 @@ async def test_untrusted_ca_without_bundle_is_a_warning(loopback_tls_certs) -> N
     async with canned_tcp(rootdse_answer(ROOTDSE), server_context(loopback_tls_certs, "valid")) as port:
         result = await run_ldaps("127.0.0.1", port, host="127.0.0.1")
     assert (result.status, result.reason) == (Status.WARN, Reason.CERTIFICATE)
-    assert "not a trusted CA" in result.detail
+    assert "not trusted" in result.detail and "--ca-bundle" in result.detail
 
 
 @pytest.mark.parametrize("mode", ["garbage", "truncated", "drip", "silent"])
@@ -63,6 +69,7 @@ async def test_peer_that_does_not_complete_tls_fails_tls(hostile, mode: str) -> 
     address, port = hostile(mode, flavor="tls")
     result = await run_ldaps(address, port, timeout=1.0, retries=0)
     assert (result.status, result.reason) == (Status.FAIL, Reason.TLS), result.detail
+    assert result.evidence["channel_binding"] == "no-tls"
 
 
 async def test_tls_peer_speaking_something_else_fails_protocol(loopback_tls_certs) -> None:
