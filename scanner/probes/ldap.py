@@ -263,6 +263,8 @@ def bind_outcome(ctx: ProbeContext, method: str, result: wire.LdapResult) -> Out
     evidence: dict[str, Any] = {"bind_method": method, "bind_result": result.name, "bind_result_code": result.code}
     if codes:
         evidence["bind_diagnostic_codes"] = codes
+        # The pre-existing key, kept for saved scripts: now only the known codes, never the peer's text.
+        evidence["bind_diagnostic"] = ", ".join(codes)
     said = f" ({result.name}{_code_words(result.diagnostic)})"
     account = str(ctx.credentials) if ctx.credentials else "the account"
     if CHANNEL_BINDING_REQUIRED in codes or "data 80090346" in codes:

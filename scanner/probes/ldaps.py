@@ -69,6 +69,9 @@ class LdapsProbe(Probe):
     )
 
     def summarize(self, evidence: Mapping[str, Any]) -> str:
+        if "not_after" not in evidence and "cert_not_after" in evidence:  # a report saved before the kit
+            evidence = {**evidence, **{new: evidence[old] for old, new in _LEGACY_KEYS.items() if old in evidence},
+                        "not_after": evidence["cert_not_after"]}  # fmt: skip
         parts = [summarize_evidence(evidence)]
         if evidence.get("channel_binding"):
             parts.append(f"channel binding {evidence['channel_binding']}")

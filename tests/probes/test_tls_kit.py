@@ -309,7 +309,7 @@ async def test_winrm_peer_declaring_an_unknown_encoding_fails_protocol_not_inter
 async def test_diff_and_html_see_a_replaced_dc_certificate_on_ldaps(loopback_tls_certs: TlsCerts) -> None:
     """The gap the kit closes: LDAPS evidence now carries the keys diff and the HTML read."""
     from scanner.diff import _cert_changes
-    from scanner.reporters.html import evidence_summary
+    from scanner.probes.base import registry
     from tests.probes.test_ldap import canned_tcp, rootdse_answer
 
     answer = rootdse_answer({"defaultNamingContext": ["DC=lab,DC=test"]})
@@ -322,9 +322,8 @@ async def test_diff_and_html_see_a_replaced_dc_certificate_on_ldaps(loopback_tls
     before, after = (r.evidence for r in results)
     changes = {kind for kind, *_ in _cert_changes(before, after)}
     assert "certificate-replaced" in changes and "expires-sooner" in changes
-    assert "certificate" in evidence_summary({"evidence": after}) and after["not_after"][:10] in evidence_summary(
-        {"evidence": after}
-    )
+    summary = registry()["ldaps"]().summarize(after)  # what every report prints for the check
+    assert "certificate" in summary and after["not_after"][:10] in summary
 
 
 def test_tls_contexts_are_built_in_one_module() -> None:

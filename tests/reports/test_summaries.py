@@ -116,9 +116,9 @@ EVIDENCE: dict[str, tuple[dict[str, Any], str]] = {
     "sql-named-instances": ({"instances": [{"name": "SQLEXPRESS", "tcp_port": 50123}]}, "instances SQLEXPRESS (TCP 50123)"),
     "listen": ({"syslog": {"message": "link up"}}, "syslog: link up"),
     "https": ({"tls_version": "TLSv1.3", "subject": "CN=x", "not_after": "2027-03-01T00:00:00+00:00", "days_left": 400},
-              "TLSv1.3; certificate CN=x until 2027-03-01 (400 days)"),
+              "TLSv1.3, certificate CN=x until 2027-03-01 (400 days), not trusted"),
     "ldaps": ({"tls_version": "TLSv1.2", "cert_subject": "CN=dc1", "cert_not_after": "2027-03-01T00:00:00Z",
-               "cert_days_left": 9}, "TLSv1.2; certificate CN=dc1 until 2027-03-01 (9 days)"),
+               "cert_days_left": 9, "cert_trusted": True}, "TLSv1.2, certificate CN=dc1 until 2027-03-01 (9 days), trusted"),
 }
 HOSTILE_EVIDENCE: list[dict[str, Any]] = [
     {}, {"dialect": ["3.1.1"]}, {"endpoint_count": "many"}, {"endpoint_count": True}, {"interfaces": "wmi"},
