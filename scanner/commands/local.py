@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         ),
     )  # fmt: skip
     add_input_options(p)
-    add_run_options(p)
+    add_run_options(p, only={"--timeout", "--retries"})  # no TLS, proxy, depth or concurrency here
     p.add_argument("--no-time-skew", action="store_true", help="skip the time-skew rows (no LDAP/SMB to the DCs)")
     add_report_options(p)
     p.set_defaults(func=run_local)

@@ -17,11 +17,12 @@ def _run(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     from scanner.engine import build_plan
-    from scanner.selection import require_targets, select_rows
+    from scanner.selection import check_plan_size, require_targets, select_rows
 
     inputs = load_run_inputs(args, need_credentials=False)
     require_targets(inputs.inventory, inputs.profiles)
     rows = select_rows(inputs.catalogue, inputs.profiles, inputs.inventory)
+    check_plan_size(rows, inputs.inventory)
     plan = build_plan(rows, inputs.inventory.targets, depth=Depth(inputs.depth), settings=inputs.settings,
                       use_endpoints=bool(inputs.profiles))
     items: list[dict[str, Any]] = [
@@ -55,8 +56,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("plan", help="show what a scan would do, sending nothing")
+    p = sub.add_parser(
+        "plan", help="show what a scan would do, sending nothing",
+        description=(
+            "List every row x target x check a scan with the same inputs would run, and which checks are "
+            "decided without sending anything (ports that need the inventory, inbound rows). Nothing is sent."
+        ),
+    )  # fmt: skip
     add_input_options(p)
-    add_run_options(p)
+    add_run_options(p, only={"--depth"})  # timeouts, TLS trust and the proxy change nothing in a plan
     p.add_argument("--json", action="store_true", help="the plan as JSON")
     p.set_defaults(func=_run)

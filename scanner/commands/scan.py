@@ -57,20 +57,27 @@ def add_discovered_targets(inputs: RunInputs, extra: list[str]) -> list[str]:
 
 def run_scan(args: argparse.Namespace) -> int:
     from scanner.engine import build_plan
-    from scanner.selection import require_targets, select_rows
+    from scanner.selection import check_plan_size, inbound_only_hint, require_targets, select_rows
 
     inputs = load_run_inputs(args)
     notes = add_discovered_targets(inputs, list(getattr(args, "discover", []) or []))
     require_targets(inputs.inventory, inputs.profiles)
     rows = select_rows(inputs.catalogue, inputs.profiles, inputs.inventory)
+    check_plan_size(rows, inputs.inventory)
     plan = build_plan(
         rows, inputs.inventory.targets, depth=Depth(inputs.depth), settings=inputs.settings,
         use_endpoints=bool(inputs.profiles),
     )
     if not plan.rows:
+        hint = inbound_only_hint(rows)
+        if hint is not None:
+            raise UsageError(hint)
+        roles = sorted({r.target for r in plan.untargeted})
+        if not roles:
+            raise UsageError("the selection has no row to scan; see `portready profiles`")
         raise UsageError(
             "none of the selected rows has a target: give hosts for the roles "
-            + ", ".join(sorted({r.target for r in plan.untargeted})[:8])
+            + ", ".join(roles[:8]) + " (--target ROLE=HOST or the inventory's targets:)"
         )
     if plan.untargeted:
         roles = sorted({r.target for r in plan.untargeted})
