@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import signal
 from typing import Any
 
 from scanner.cli_common import (
@@ -18,7 +19,7 @@ from scanner.cli_common import (
 )
 from scanner.errors import UsageError
 from scanner.models import Depth, RowResult, Target
-from scanner.report import build_document, now_iso
+from scanner.report import build_document, exit_code, now_iso
 
 
 def add_discovered_targets(inputs: RunInputs, extra: list[str]) -> list[str]:
@@ -85,7 +86,16 @@ def run_scan(args: argparse.Namespace) -> int:
     if plan.inbound:
         notes.append(f"{len(plan.inbound)} inbound row(s) flow to this host: prove them with `portready listen` and `portready send`")
     started = now_iso()
-    results = asyncio.run(_run_with_progress(plan, inputs, quiet=args.quiet))
+    results, signame = asyncio.run(_run_until_signal(plan, inputs, quiet=args.quiet))
+    interrupted: dict[str, Any] | None = None
+    if signame is not None:
+        planned = sum(len(r.checks) for r in plan.rows)
+        done = sum(len(r.checks) for r in results)
+        interrupted = {"signal": signame, "checks_done": done, "checks_planned": planned}
+        notes.append(
+            f"interrupted by {signame}: {done} of {planned} checks finished; this report holds only those, "
+            "and a row whose other checks did not finish shows the finished ones"
+        )
     options: dict[str, Any] = {
         "depth": inputs.depth, "timeout": inputs.settings.timeout, "retries": inputs.settings.retries,
         "concurrency": inputs.concurrency, "per_host": inputs.per_host, "strict": args.strict,
@@ -93,9 +103,66 @@ def run_scan(args: argparse.Namespace) -> int:
     }
     doc = build_document(
         "scan", results, started=started, finished=now_iso(), options=options,
-        inventory=inputs.inventory.describe(), strict=args.strict, extra={"notes": notes},
+        inventory=inputs.inventory.describe(), strict=args.strict,
+        extra={"notes": notes, "interrupted": interrupted},
     )
-    return write_reports(doc, args)
+    if signame is None:
+        args.verdict = exit_code(doc)  # what a closed stdout (`| head`) still returns
+        return write_reports(doc, args)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C ends at once
+    write_reports(doc, args)
+    return _SIGNAL_EXIT[signame]
+
+
+# The shell's codes for a process ended by the signal (128 + its number), kept on purpose.
+_SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGBREAK": 149}
+
+
+async def _run_until_signal(plan: Any, inputs: RunInputs, *, quiet: bool) -> tuple[list[RowResult], str | None]:
+    """Run the plan; SIGINT/SIGTERM (Ctrl-C, a CI timeout) stop it with what finished.
+
+    The signal cancels this task; the engine then raises Interrupted with every finished
+    check, so the reports can still be written and marked interrupted.
+    """
+    from scanner.engine import Interrupted
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    caught: list[str] = []
+
+    def on_signal(name: str) -> None:
+        if not caught and task is not None:
+            caught.append(name)
+            task.cancel()
+
+    def from_thread(signum: int, _frame: Any) -> None:
+        loop.call_soon_threadsafe(on_signal, signal.Signals(signum).name)
+
+    installed: list[signal.Signals] = []
+    previous: dict[signal.Signals, Any] = {}
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            loop.add_signal_handler(sig, on_signal, name)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows: no loop signal handlers
+            previous[sig] = signal.signal(sig, from_thread)
+    try:
+        return await _run_with_progress(plan, inputs, quiet=quiet), None
+    except Interrupted as exc:
+        if not caught:
+            raise  # cancelled by something else than a signal
+        uncancel = getattr(task, "uncancel", None)
+        if uncancel is not None:
+            uncancel()
+        return exc.rows, caught[0]
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 async def _run_with_progress(plan: Any, inputs: RunInputs, *, quiet: bool) -> list[RowResult]:
