@@ -61,6 +61,7 @@ _NOT_A_PORT = {
     "internal": "a portready failure, not a port: please report it with the detail",
     "permission": "a local permission issue, not a port: run portready with the rights the check needs",
     "not-configured": "set the port in the inventory so it can be checked",
+    "closed": "the port is open: the service accepted the connection, then closed or reset it; check whether it requires TLS, accepts only listed client addresses (add the Auditor's), or is overloaded",
 }
 
 

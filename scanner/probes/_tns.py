@@ -244,7 +244,7 @@ async def read_packet(ctx: ProbeContext, reader: asyncio.StreamReader, large: bo
     ptype = head[4]
     if ptype not in TYPE_NAMES and ptype != CONNECT:
         raise _protocol_error(ctx, f"packet type {ptype} is not a TNS packet type")
-    body = await read_exactly(ctx, reader, length - HEADER.size, "TNS answer")
+    body = await read_exactly(ctx, reader, length - HEADER.size, "TNS answer", started=True)
     return ptype, body
 
 

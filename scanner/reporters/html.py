@@ -40,6 +40,7 @@ REASON_WORDS: dict[str, str] = {
     "not-seen": "nothing arrived from that source",
     "permission": "the operating system refused the means (e.g. ICMP without rights)",
     "time-skew": "the clock differs from the domain controller's by more than Kerberos allows",
+    "closed": "the service accepted the connection, then closed or reset it (TLS required, address allow-list, overload)",
     "internal": "a portready bug; the detail says what",
 }
 STATUS_ORDER = ("fail", "error", "warn", "inconclusive", "pass", "skip")
