@@ -236,7 +236,8 @@ async def read_body(
     length_text = response.header("content-length")
     length: int | None = None
     if not chunked and length_text is not None:
-        length = int(length_text) if length_text.strip().isdigit() else None
+        digits = length_text.strip()  # ASCII and bounded: "²" passes isdigit(), 5000 digits overflow int()
+        length = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 18 else None
     try:
         if chunked:
             complete = await _read_chunked(reader, body, max_body, end)

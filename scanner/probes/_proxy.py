@@ -116,7 +116,7 @@ def _no_proxy_matches(host: str, port: int, no_proxy: str) -> bool:
         entry_port: int | None = None
         if entry.count(":") == 1 or (entry.startswith("[") and "]:" in entry):
             name, _, port_text = entry.rpartition(":")
-            if port_text.isdigit():
+            if port_text.isascii() and port_text.isdigit() and len(port_text) <= 5:
                 entry, entry_port = name, int(port_text)
         entry = entry.strip("[]")
         if entry_port is not None and entry_port != port:
