@@ -32,6 +32,7 @@ from scanner.models import (
     Transport,
 )
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, Settings, failed, get_probe, registry, skipped
+from scanner.redact import scrub, secret_fragments
 from scanner.timing import HostTiming
 
 # At --depth port each transport's plain reachability probe replaces the protocol probe.
@@ -200,14 +201,15 @@ async def execute_check(probe_name: str, ctx: ProbeContext) -> CheckResult:
             f"the {probe_name} probe failed unexpectedly ({type(exc).__name__}: {str(exc)[:300]}); "
             "this is a portready problem, please report it",
         )
+    secrets = secret_fragments(ctx.settings)  # whatever a peer echoed, our secrets stay out
     return CheckResult(
         protocol=ctx.protocol.value,
         port=port_label,
         probe=probe_name,
         status=outcome.status,
         reason=outcome.reason,
-        detail=outcome.detail[:_MAX_TEXT],
-        evidence=_bounded(dict(outcome.evidence)),
+        detail=scrub(outcome.detail, secrets)[:_MAX_TEXT],
+        evidence=scrub(_bounded(scrub(dict(outcome.evidence), secrets)), secrets),
         duration_ms=(time.perf_counter() - started) * 1000,
     )
 
