@@ -21,7 +21,7 @@ def test_every_form_of_a_secret_is_redacted() -> None:
         "echo: BASIC " + TOKEN.upper(),  # another case
         "password=dc-passw0rd-2026",
         "Pr0xy%21Pass and Pr0xy!Pass",
-        "first bytes " + "Dc-Passw0rd-2026".encode().hex(),
+        "first bytes " + b"Dc-Passw0rd-2026".hex(),
         "utf-16 " + "Dc-Passw0rd-2026".encode("utf-16-le").hex(),
         "clipped: Basic " + TOKEN[:14] + "…",
         "tail only: " + TOKEN[-10:],
