@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from scanner.models import Reason, Status
+from scanner.probes import _tns
 from scanner.probes._tns import REFUSE, descriptor_value, parse_answer
 from scanner.probes.base import Settings
 from scanner.testing import make_context, run_probe
@@ -131,3 +132,22 @@ async def test_http_content_length_that_is_not_a_plain_number_is_a_verdict(lengt
         ctx = make_context("h1", "127.0.0.1", port, probe="winrm", timeout=1.0)
         result = await run_probe("winrm", ctx)
     assert result.status is not Status.ERROR and result.reason is not Reason.INTERNAL, result.detail
+
+
+@pytest.mark.timeout(60)  # a guard: a super-linear pattern would take minutes here, these take ms
+def test_every_pattern_that_reads_peer_data_is_linear_on_bomb_shapes() -> None:
+    import re
+
+    from scanner.listener import syslog, tag
+    from scanner.probes import _http, icmp_echo
+
+    size = 200_000
+    text_bombs = [" " * size, "(" * size, "a" * size, "1" * size, "Jan 1" * (size // 5), "[" * size, ":" * size]
+    byte_bombs = [b.encode() for b in text_bombs] + [b"HTTP/1.1 200 " + b"x" * size, b"time=" + b"1" * size + b"x",
+                                                     b"portready-test " + b"a" * size]  # fmt: skip
+    for pattern in (syslog._BSD_TS, syslog._ISO_TS, syslog._BSD_TAG, re.compile(_tns._KEY_RE.format("ERR"), re.I)):
+        for bomb in text_bombs:
+            pattern.search(bomb)
+    for bpattern in (syslog._PRI, _http._STATUS_LINE, icmp_echo._RTT, tag._TAG_RE):
+        for bbomb in byte_bombs:
+            bpattern.search(bbomb)
