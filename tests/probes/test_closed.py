@@ -92,7 +92,7 @@ async def test_accepted_then_closed_is_closed_not_refused(closing_peer: ClosingP
     assert "listed client addresses" in result.detail
 
 
-TLS_PROBES = ["tls", "https", "ldaps", "tns-tls"]
+TLS_PROBES = ["tls", "https", "ldaps", "tns-tls", "papi", "vsphere", "ontap"]
 
 
 @pytest.mark.parametrize("probe", TLS_PROBES)
