@@ -381,7 +381,7 @@ async def connect_tcp(
     if ssl is not None:
         try:
             await asyncio.wait_for(start_tls(writer, ssl, server_hostname), ctx.step_timeout())
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError as exc:
             writer.close()
             raise ProbeError(
                 failed(
@@ -389,10 +389,10 @@ async def connect_tcp(
                     f"TLS handshake timed out on {ctx.where(port)}: the port accepts "
                     "connections but does not complete a TLS handshake",
                 )
-            ) from None
+            ) from exc
         except ssl_module.SSLError as tls_exc:
             writer.close()
-            raise ProbeError(outcome_for_oserror(ctx, tls_exc, port)) from None
+            raise ProbeError(outcome_for_oserror(ctx, tls_exc, port)) from tls_exc
         except (OSError, EOFError) as tls_exc:
             writer.close()
             # The port accepted TCP, so a reset now is the service rejecting us, not a refusal.
@@ -535,7 +535,7 @@ async def udp_exchange(
             _UdpClient, remote_addr=(ctx.address, port), family=family
         )
     except OSError as exc:
-        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
+        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from exc
     started = loop.time()
     try:
         for _attempt in range(ctx.settings.retries + 1):
