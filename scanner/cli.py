@@ -56,6 +56,14 @@ def _stdout_closed() -> None:
         pass
 
 
+def _raised_by_broken_pipe_handler(exc: BaseException) -> bool:
+    """Whether rich's Console.on_broken_pipe raised this SystemExit (on any platform)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == "on_broken_pipe"
+
+
 def _stdout_is_devnull() -> bool:
     try:
         out, null = os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except SystemExit as exc:
         # rich handles a broken pipe itself: stdout onto os.devnull, then SystemExit(1).
-        if exc.code == 1 and not was_devnull and _stdout_is_devnull():
+        if exc.code == 1 and (_raised_by_broken_pipe_handler(exc) or (not was_devnull and _stdout_is_devnull())):
             return int(getattr(args, "verdict", None) or 0)
         raise
     except PortreadyError as exc:
