@@ -27,16 +27,22 @@ from typing import Any, Callable, Iterator
 from scanner.models import Reason, Transport
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, inconclusive
 
+# The one table of OS error codes, kept by meaning, not by platform: errno values (Linux,
+# BSD/macOS), Winsock codes (WSAE*, which Python puts in errno and winerror on Windows) and
+# the Win32 codes asyncio's proactor loop raises (in winerror only). Win32 codes live in
+# their own range (_W + code), so ERROR_NETNAME_DELETED (64) never reads as Linux ENONET.
+_W = 1 << 20
 
-# The one table of OS error codes: errno values (Linux, BSD/macOS), Winsock codes (WSAE*,
-# which Python puts in errno on Windows) and the Win32 codes asyncio's proactor loop
-# raises (in winerror). Kept by meaning, not by platform.
+
 def _codes(*names_or_numbers: str | int) -> frozenset[int]:
     return frozenset(n if isinstance(n, int) else getattr(errno, n, -1) for n in names_or_numbers) - {-1}
 
 
-_UNREACHABLE = _codes(
-    "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN",
+def _win(*codes: int) -> frozenset[int]:
+    return frozenset(_W + c for c in codes)
+
+
+_UNREACHABLE = _codes("EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN", 10065, 10051, 10064, 10050) | _win(
     10065,  # WSAEHOSTUNREACH
     10051,  # WSAENETUNREACH
     10064,  # WSAEHOSTDOWN
@@ -44,29 +50,32 @@ _UNREACHABLE = _codes(
     1231,  # ERROR_NETWORK_UNREACHABLE (proactor)
     1232,  # ERROR_HOST_UNREACHABLE (proactor)
 )  # fmt: skip
-_TIMEDOUT = _codes("ETIMEDOUT", 10060, 121)  # WSAETIMEDOUT, ERROR_SEM_TIMEOUT (proactor)
-_REFUSED = _codes("ECONNREFUSED", 10061, 1225)  # WSAECONNREFUSED, ERROR_CONNECTION_REFUSED (proactor)
+_TIMEDOUT = _codes("ETIMEDOUT", 10060) | _win(10060, 121)  # WSAETIMEDOUT, ERROR_SEM_TIMEOUT (proactor)
+_REFUSED = _codes("ECONNREFUSED", 10061) | _win(10061, 1225)  # WSAECONNREFUSED, ERROR_CONNECTION_REFUSED
 # A reset: "refused" before a connection exists (ICMP port-unreachable on a connected UDP
 # socket surfaces as WSAECONNRESET on Windows), "closed" on an open connection.
-_RESET = _codes(
-    "ECONNRESET", "ECONNABORTED", "EPIPE", "ESHUTDOWN",
+_RESET = _codes("ECONNRESET", "ECONNABORTED", "EPIPE", "ESHUTDOWN", 10054, 10053, 10058) | _win(
     10054,  # WSAECONNRESET
     10053,  # WSAECONNABORTED
     10058,  # WSAESHUTDOWN
     64,  # ERROR_NETNAME_DELETED (proactor: the peer reset)
     1236,  # ERROR_CONNECTION_ABORTED (proactor)
 )  # fmt: skip
-_PERMISSION = _codes("EACCES", "EPERM", 10013)  # WSAEACCES: a local firewall or policy forbids it
+_PERMISSION = _codes("EACCES", "EPERM", 10013) | _win(10013, 5)  # WSAEACCES, ERROR_ACCESS_DENIED
 
 
 def _error_codes(exc: BaseException) -> set[int]:
-    return {c for c in (getattr(exc, "winerror", None), getattr(exc, "errno", None)) if isinstance(c, int)}
+    codes: set[int] = set()
+    if isinstance(getattr(exc, "errno", None), int):
+        codes.add(exc.errno)  # type: ignore[attr-defined]
+    if isinstance(getattr(exc, "winerror", None), int):
+        codes.add(_W + exc.winerror)  # type: ignore[attr-defined]
+    return codes
 
 
 def os_error_evidence(exc: BaseException) -> dict[str, Any]:
     """The OS error as evidence (aiohttp's `os_error`): the code and the system's words."""
-    codes = _error_codes(exc)
-    code = getattr(exc, "winerror", None) or getattr(exc, "errno", None) or (min(codes) if codes else None)
+    code = getattr(exc, "winerror", None) or getattr(exc, "errno", None)
     return {"os_error": {"errno": code, "strerror": str(getattr(exc, "strerror", None) or exc)[:200]}}
 
 

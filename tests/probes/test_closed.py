@@ -173,6 +173,16 @@ async def test_proactor_winerror_codes_are_mapped_too() -> None:
         assert outcome_for_oserror(ctx, exc).reason is reason
 
 
+async def test_win32_codes_do_not_collide_with_posix_errno() -> None:
+    ctx = make_context("h", "127.0.0.1", 9, settings=_SETTINGS)
+    # 64 is ERROR_NETNAME_DELETED as a winerror, but ENONET as a Linux errno; 121 likewise.
+    assert outcome_for_oserror(ctx, OSError(64, "Machine is not on the network"), connected=True).reason is not Reason.CLOSED
+    assert outcome_for_oserror(ctx, OSError(121, "Remote I/O error")).reason is not Reason.FILTERED
+    reset = OSError(22, "The specified network name is no longer available")
+    reset.winerror = 64  # type: ignore[attr-defined]
+    assert outcome_for_oserror(ctx, reset, connected=True).reason is Reason.CLOSED
+
+
 async def test_wire_errors_keeps_the_cause_chain() -> None:
     ctx = make_context("h", "127.0.0.1", 9, settings=_SETTINGS)
     with pytest.raises(ProbeError) as err:
