@@ -148,7 +148,10 @@ async def _run_until_signal(plan: Any, inputs: RunInputs, *, quiet: bool) -> tup
             loop.add_signal_handler(sig, on_signal, name)
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):  # Windows: no loop signal handlers
-            previous[sig] = signal.signal(sig, from_thread)
+            try:
+                previous[sig] = signal.signal(sig, from_thread)
+            except ValueError:  # not the main thread (an embedding caller): signals stay theirs
+                pass
     try:
         return await _run_with_progress(plan, inputs, quiet=quiet), None
     except Interrupted as exc:
