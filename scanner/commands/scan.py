@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import signal
-from typing import Any
+from typing import Any, Iterator
 
 from scanner.cli_common import (
     RunInputs,
@@ -61,7 +62,15 @@ def run_scan(args: argparse.Namespace) -> int:
     from scanner.selection import check_plan_size, inbound_only_hint, require_targets, select_rows
 
     inputs = load_run_inputs(args)
-    notes = add_discovered_targets(inputs, list(getattr(args, "discover", []) or []))
+    started = now_iso()
+    try:
+        with _signal_ends_discovery():
+            notes = add_discovered_targets(inputs, list(getattr(args, "discover", []) or []))
+    except _Stopped as stop:  # a CI timeout while asking DNS: still a report, with no check in it
+        info = {"signal": stop.signame, "checks_done": 0, "checks_planned": 0}
+        write_reports(_document(args, inputs, [], [f"interrupted by {stop.signame} during discovery: no check ran"],
+                                info, started), args)  # fmt: skip
+        return _SIGNAL_EXIT[stop.signame]
     require_targets(inputs.inventory, inputs.profiles)
     rows = select_rows(inputs.catalogue, inputs.profiles, inputs.inventory)
     check_plan_size(rows, inputs.inventory)
@@ -85,7 +94,6 @@ def run_scan(args: argparse.Namespace) -> int:
         notes.append(f"{len(plan.untargeted)} selected row(s) have no target and were not checked (roles: {', '.join(roles)})")
     if plan.inbound:
         notes.append(f"{len(plan.inbound)} inbound row(s) flow to this host: prove them with `portready listen` and `portready send`")
-    started = now_iso()
     results, signame = asyncio.run(_run_until_signal(plan, inputs, quiet=args.quiet))
     interrupted: dict[str, Any] | None = None
     if signame is not None:
@@ -96,22 +104,58 @@ def run_scan(args: argparse.Namespace) -> int:
             f"interrupted by {signame}: {done} of {planned} checks finished; this report holds only those, "
             "and a row whose other checks did not finish shows the finished ones"
         )
-    options: dict[str, Any] = {
-        "depth": inputs.depth, "timeout": inputs.settings.timeout, "retries": inputs.settings.retries,
-        "concurrency": inputs.concurrency, "per_host": inputs.per_host, "strict": args.strict,
-        "profiles": inputs.profiles or "auto", "proxy": bool(inputs.settings.proxy),
-    }
-    doc = build_document(
-        "scan", results, started=started, finished=now_iso(), options=options,
-        inventory=inputs.inventory.describe(), strict=args.strict,
-        extra={"notes": notes, "interrupted": interrupted},
-    )
+    doc = _document(args, inputs, results, notes, interrupted, started)
     if signame is None:
         args.verdict = exit_code(doc)  # what a closed stdout (`| head`) still returns
         return write_reports(doc, args)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C ends at once
     write_reports(doc, args)
     return _SIGNAL_EXIT[signame]
+
+
+def _document(
+    args: argparse.Namespace, inputs: RunInputs, results: list[RowResult], notes: list[str],
+    interrupted: dict[str, Any] | None, started: str,
+) -> dict[str, Any]:  # fmt: skip
+    options: dict[str, Any] = {
+        "depth": inputs.depth, "timeout": inputs.settings.timeout, "retries": inputs.settings.retries,
+        "concurrency": inputs.concurrency, "per_host": inputs.per_host, "strict": args.strict,
+        "profiles": inputs.profiles or "auto", "proxy": bool(inputs.settings.proxy),
+    }  # fmt: skip
+    return build_document(
+        "scan", results, started=started, finished=now_iso(), options=options,
+        inventory=inputs.inventory.describe(), strict=args.strict,
+        extra={"notes": notes, "interrupted": interrupted},
+    )
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGINT/SIGTERM before the checks start (asyncio treats it as it does Ctrl-C)."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+@contextlib.contextmanager
+def _signal_ends_discovery() -> Iterator[None]:
+    """While discovery asks DNS, SIGINT and SIGTERM raise _Stopped (main thread only)."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise _Stopped(signal.Signals(signum).name)
+
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        for name in ("SIGINT", "SIGTERM"):
+            sig = getattr(signal, name)
+            try:
+                previous[sig] = signal.signal(sig, stop)
+            except ValueError:  # not the main thread
+                break
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # The shell's codes for a process ended by the signal (128 + its number), kept on purpose.

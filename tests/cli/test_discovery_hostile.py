@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +128,36 @@ def test_scan_discover_with_another_class_exits_2_not_3() -> None:
     assert "internal error" not in proc.stderr
 
 
+
+
+def test_sigterm_while_discovery_waits_still_writes_the_reports(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("binding UDP 53 needs root")
+    address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        silent.bind((address, 53))  # receives the SRV query, never answers
+    except OSError as exc:
+        pytest.skip(f"cannot bind {address}:53 ({exc})")
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scanner", "scan", "--discover", f"lab.test@{address}", "--timeout", "60", "--quiet",
+         "--json", str(out / "r.json"), "--junit", str(out / "r.xml")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        silent.settimeout(60)
+        silent.recvfrom(4096)  # discovery is asking: the signal lands while it waits
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        silent.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    doc = json.loads((out / "r.json").read_text())
+    assert doc["interrupted"] == {"signal": "SIGTERM", "checks_done": 0, "checks_planned": 0}
+    assert doc["rows"] == [] and (out / "r.xml").exists()
