@@ -7,7 +7,9 @@ Each module of scanner/commands defines `add_parser(subparsers)` and sets
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -44,14 +46,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> None:
+    """The reader of our stdout went away (`| head`): stop writing, and let exit not fail on flush."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests capture it)
+        pass
+
+
+def _raised_by_broken_pipe_handler(exc: BaseException) -> bool:
+    """Whether rich's Console.on_broken_pipe raised this SystemExit (on any platform)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == "on_broken_pipe"
+
+
+def _stdout_is_devnull() -> bool:
+    try:
+        out, null = os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (out.st_dev, out.st_ino, out.st_rdev) == (null.st_dev, null.st_ino, null.st_rdev)
+
+
+def _is_broken_pipe(exc: BaseException) -> bool:
+    return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.EINVAL) and _stdout_gone())
+
+
+def _stdout_gone() -> bool:
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    was_devnull = _stdout_is_devnull()
     try:
         return int(args.func(args))
+    except SystemExit as exc:
+        # rich handles a broken pipe itself: stdout onto os.devnull, then SystemExit(1).
+        if exc.code == 1 and (_raised_by_broken_pipe_handler(exc) or (not was_devnull and _stdout_is_devnull())):
+            return int(getattr(args, "verdict", None) or 0)
+        raise
     except PortreadyError as exc:
         print(f"portready: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -59,9 +105,23 @@ def main(argv: list[str] | None = None) -> int:
         print("portready: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: say it, exit 3
+        if _is_broken_pipe(exc):
+            # A reader that stopped reading is ordinary; a command that already knows its
+            # verdict (scan, local) still returns it, a listing ends with 0.
+            _stdout_closed()
+            return int(getattr(args, "verdict", None) or 0)
         print(f"portready: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_TOOL
 
 
 def run() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C while starting up or parsing: no traceback either
+        print("portready: interrupted", file=sys.stderr)
+        code = 130
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        _stdout_closed()
+    sys.exit(code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,37 @@ def add_input_options(parser: argparse.ArgumentParser, *, target_flag: str = "--
                         help="a setting, as in the inventory's settings (e.g. domain=corp.example, ports.nutanix-port=9900)")
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
+class _OnlyOptions:
+    """A parser stand-in that adds only the named options: a command offers what it uses."""
+
+    def __init__(self, parser: argparse.ArgumentParser, only: set[str]) -> None:
+        self._parser, self._only = parser, only
+        self._ignored: list[str] = []
+        parser.set_defaults(ignored_run_options=self._ignored)
+
+    def add_argument(self, *flags: str, **kwargs: Any) -> None:
+        if set(flags) & self._only:
+            self._parser.add_argument(*flags, **kwargs)
+            return
+        # Options are contracts: a command line that passed one keeps working. Accepted,
+        # hidden from the help, and said to be ignored (warn_ignored_options).
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("help", "metavar")}
+        self._parser.add_argument(*flags, **kwargs, help=argparse.SUPPRESS, default=None)
+        self._ignored.append(flags[0])
+
+
+def warn_ignored_options(args: argparse.Namespace, command: str) -> None:
+    """Say on stderr which given options this command does not use (see `_OnlyOptions`)."""
+    for flag in getattr(args, "ignored_run_options", ()):
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value not in (None, False):
+            print(f"portready {command}: {flag} does nothing here; ignored", file=sys.stderr)
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, only: set[str] | None = None) -> None:
+    """The scan options; `only` (flags like {"--depth"}) limits them to what a command uses."""
+    if only is not None:
+        parser = _OnlyOptions(parser, only)  # type: ignore[assignment]
     parser.add_argument("--timeout", type=positive_float, metavar="S", help=f"longest wait for one answer (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--retries", type=bounded_int(0, 10), metavar="N", help=f"extra tries after silence (default {DEFAULT_RETRIES})")
     parser.add_argument("--concurrency", type=bounded_int(1, 10000), metavar="N", help=f"probes at once (default {DEFAULT_CONCURRENCY})")
@@ -84,17 +115,57 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
                         help="the console lists every row x target, not only the findings (large runs)")
 
 
-def _parse_set(values: list[str]) -> dict[str, Any]:
+_INT = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: str.isdigit() accepts superscripts
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_NESTED = ("ports", "sql_instances")  # --set ports.NAME=PORT, --set sql_instances.NAME=PORT
+_TEXT = ("domain", "ca_bundle", "proxy", "oracle_service")  # kept as typed, even when numeric
+
+
+def _scalar(value: str) -> Any:
+    """A --set value typed as the same text would be in the inventory's YAML."""
+    if _INT.fullmatch(value):
+        return int(value)
+    if _FLOAT.fullmatch(value):
+        return float(value)
+    if value.lower() in ("true", "false", "yes", "no"):
+        return value.lower() in ("true", "yes")
+    return value
+
+
+def _parse_set(values: list[str], port_settings: set[str] | None = None) -> dict[str, Any]:
+    """--set KEY=VALUE items, checked exactly as the inventory's `settings:` are (exit 2)."""
+    from scanner.errors import ConfigError
+    from scanner.inventory import check_settings
+
     out: dict[str, Any] = {}
     for item in values:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise UsageError(f"--set {item!r}: expected KEY=VALUE")
-        parsed: Any = int(value) if value.isdigit() else value
-        if key.startswith("ports."):
-            out.setdefault("ports", {})[key[6:]] = parsed
+        parsed = value.strip() if key in _TEXT else _scalar(value.strip())
+        head, dot, name = key.partition(".")
+        one: dict[str, Any]
+        if dot and head in _NESTED:
+            if not name:
+                raise UsageError(f"--set {key}: expected {head}.NAME=PORT")
+            if head == "ports" and port_settings is not None and name not in port_settings:
+                known = ", ".join(sorted(port_settings)) or "none"
+                raise UsageError(f"--set {key}: no profile has a port setting {name!r}; known: {known}")
+            one = {head: {name: parsed}}
+        elif key in _NESTED:
+            raise UsageError(f"--set {key}: give one entry at a time, as {key}.NAME=PORT")
         else:
-            out[key] = parsed
+            one = {key: parsed}
+        try:
+            check_settings(one, "--set", lambda _mapping, _key: None)
+        except ConfigError as exc:
+            raise UsageError(f"--set {item}: {exc.message}") from None
+        for k, v in one.items():
+            if k in _NESTED:
+                out.setdefault(k, {}).update(v)
+            else:
+                out[k] = v
     return out
 
 
@@ -125,9 +196,10 @@ def load_run_inputs(args: argparse.Namespace, *, need_credentials: bool = True) 
         if pid not in catalogue.profiles:
             raise UsageError(f"unknown profile {pid!r}; see `portready profiles`")
     values: dict[str, Any] = dict(inv.settings)
-    for key, value in _parse_set(getattr(args, "set_values", []) or []).items():
-        if key == "ports":
-            values["ports"] = {**(values.get("ports") or {}), **value}
+    port_settings = {spec.setting for p in catalogue.profiles.values() for r in p.rows for spec in r.checks if spec.setting}
+    for key, value in _parse_set(getattr(args, "set_values", []) or [], port_settings).items():
+        if key in _NESTED:
+            values[key] = {**(values.get(key) or {}), **value}
         else:
             values[key] = value
 

@@ -85,36 +85,65 @@ async def discover_with_addresses(
     The SRV answer usually carries the A/AAAA records in its additional section; the
     others are asked for one by one, at the same server.
     """
+    import dns.rdataclass
     import dns.rdatatype
 
     names, response = await _discover(domain, dns_server, timeout, port)
     glue: dict[str, list[str]] = {}
     for rrset in response.additional:
-        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and rrset.rdclass == dns.rdataclass.IN:
             owner = rrset.name.to_text(omit_final_dot=True).lower()
-            glue.setdefault(owner, []).extend(rr.to_text() for rr in rrset)
-    out: list[tuple[str, tuple[str, ...]]] = []
-    for name in names:
-        addresses = glue.get(name.lower()) or await _addresses(name, dns_server, timeout, port)
-        out.append((name, tuple(addresses)))
+            glue.setdefault(owner, []).extend(_address_texts(rrset))
+    # Names without glue are asked concurrently (bounded), not one after the other: 32
+    # glue-less names in sequence would cost 64 timeouts before the scan starts.
+    limit = asyncio.Semaphore(_CONCURRENT_LOOKUPS)
+
+    async def addresses(name: str) -> tuple[str, tuple[str, ...]]:
+        known = glue.get(name.lower())
+        if known:
+            return name, tuple(known)
+        async with limit:
+            return name, tuple(await _addresses(name, dns_server, timeout, port))
+
+    return list(await asyncio.gather(*(addresses(name) for name in names)))
+
+
+_CONCURRENT_LOOKUPS = 8
+
+
+def _address_texts(rrset: Any) -> list[str]:
+    """The addresses of an A/AAAA rrset; anything that is not one is left out."""
+    import ipaddress
+
+    out: list[str] = []
+    for rr in rrset:
+        text = str(getattr(rr, "address", ""))
+        try:
+            out.append(str(ipaddress.ip_address(text)))
+        except ValueError:
+            continue
     return out
 
 
 async def _addresses(name: str, dns_server: str, timeout: float, port: int) -> list[str]:
     import dns.message
+    import dns.rdataclass
     import dns.rdatatype
 
-    found: list[str] = []
-    for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+    async def one(rdtype: Any) -> list[str]:
         query = dns.message.make_query(name, rdtype)
         try:
             response = await _ask(query, dns_server, port, timeout)
         except (asyncio.TimeoutError, OSError, asyncio.IncompleteReadError, DnsAnswerError):
-            continue
+            return []
+        found: list[str] = []
         for rrset in response.answer:
-            if rrset.rdtype == rdtype:
-                found.extend(rr.to_text() for rr in rrset)
-    return found
+            if rrset.rdtype == rdtype and rrset.rdclass == dns.rdataclass.IN:
+                found.extend(_address_texts(rrset))
+        return found
+
+    a, aaaa = await asyncio.gather(one(dns.rdatatype.A), one(dns.rdatatype.AAAA))
+    return a + aaaa
 
 
 async def _ask(query: Any, dns_server: str, port: int, timeout: float) -> Any:

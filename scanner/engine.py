@@ -32,6 +32,7 @@ from scanner.models import (
     Transport,
 )
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, Settings, failed, get_probe, registry, skipped
+from scanner.redact import scrub, secret_fragments
 from scanner.timing import HostTiming
 
 # At --depth port each transport's plain reachability probe replaces the protocol probe.
@@ -40,6 +41,18 @@ _PORT_LEVEL = {Transport.TCP: "tcp", Transport.UDP: "udp", Transport.ICMP: "icmp
 _KEEP_AT_PORT_DEPTH = {"listen", "udp-unverifiable", "tcp", "udp", "icmp-echo"}
 _MAX_TEXT = 2000
 _MAX_ITEMS = 256
+
+
+class Interrupted(Exception):
+    """run_plan was cancelled (Ctrl-C, SIGTERM, a CI timeout); `rows` holds every finished check.
+
+    Rows with no finished check are left out; a row some of whose checks did not finish
+    carries only those that did.
+    """
+
+    def __init__(self, rows: list[RowResult]) -> None:
+        super().__init__(f"interrupted after {sum(len(r.checks) for r in rows)} finished checks")
+        self.rows = rows
 
 
 @dataclass(frozen=True)
@@ -189,14 +202,15 @@ async def execute_check(probe_name: str, ctx: ProbeContext) -> CheckResult:
             f"the {probe_name} probe failed unexpectedly ({type(exc).__name__}: {str(exc)[:300]}); "
             "this is a portready problem, please report it",
         )
-    evidence = _bounded(dict(outcome.evidence))
+    secrets = secret_fragments(ctx.settings)  # whatever a peer echoed, our secrets stay out
+    evidence = scrub(_bounded(scrub(dict(outcome.evidence), secrets)), secrets)
     return CheckResult(
         protocol=ctx.protocol.value,
         port=port_label,
         probe=probe_name,
         status=outcome.status,
         reason=outcome.reason,
-        detail=outcome.detail[:_MAX_TEXT],
+        detail=scrub(outcome.detail, secrets)[:_MAX_TEXT],
         evidence=evidence,
         duration_ms=(time.perf_counter() - started) * 1000,
         summary=_summary(probe, evidence),
@@ -245,6 +259,19 @@ async def resolve(host: str, timeout: float) -> Resolved:
     return Resolved(addresses[0], tuple(addresses))
 
 
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel tasks until every one has ended.
+
+    Python 3.11's wait_for swallows a cancellation that arrives as its inner future
+    completes, so a single cancel() can leave a check running: ask again until all end.
+    """
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+
+
 async def run_plan(
     plan: Plan,
     settings: Settings,
@@ -267,7 +294,10 @@ async def run_plan(
     # asked of the system resolver again.
     known = {r.target.host: r.target.address for r in plan.rows if r.target.address}
     hosts = [h for h in hosts if h not in known]
-    resolved = dict(zip(hosts, await asyncio.gather(*(_resolve(h) for h in hosts)), strict=True))
+    try:
+        resolved = dict(zip(hosts, await asyncio.gather(*(_resolve(h) for h in hosts)), strict=True))
+    except asyncio.CancelledError:
+        raise Interrupted([]) from None  # nothing was checked yet
     resolved.update({host: Resolved(address, (address,)) for host, address in known.items()})
     timings: dict[str, HostTiming] = {}
     host_limits: dict[str, asyncio.Semaphore] = {}
@@ -348,7 +378,18 @@ async def run_plan(
                     on_row(row)
 
     workers = max(1, min(concurrency, len(jobs), per_host * max(1, len(by_host))))
-    await asyncio.gather(*(_worker() for _ in range(workers)))
+    tasks = [asyncio.ensure_future(_worker()) for _ in range(workers)]
+    try:
+        await asyncio.wait(tasks)  # unlike gather, raises CancelledError here at once
+    except asyncio.CancelledError:
+        # Cancelled from outside: stop the checks in flight, keep the ones that finished.
+        await _stop(tasks)
+        raise Interrupted([
+            RowResult(prow.row, prow.target, resolved[prow.target.host].address, tuple(c for c in results[i] if c is not None))
+            for i, prow in enumerate(plan.rows) if any(c is not None for c in results[i])
+        ]) from None  # fmt: skip
+    for task in tasks:
+        task.result()  # a worker's own failure (an on_check callback) is not hidden
     for i, prow in enumerate(plan.rows):  # rows without checks
         if rows_out[i] is None:
             rows_out[i] = RowResult(prow.row, prow.target, resolved[prow.target.host].address, ())

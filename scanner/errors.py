@@ -5,7 +5,9 @@
      └── UsageError         the command line is wrong (exit 2)
 
 Probe failures are not exceptions of this tree: they are results
-(`scanner.probes.base.ProbeError` carries an Outcome inside a probe).
+(`scanner.probes.base.ProbeError` carries an Outcome inside a probe). OS, stream and TLS
+errors become a ProbeError in one place, `scanner.probes.netio` (`wire_errors`,
+`outcome_for_oserror`), which keeps the original as the cause and as `os_error` evidence.
 """
 
 from __future__ import annotations

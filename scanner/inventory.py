@@ -71,18 +71,29 @@ class Inventory:
         }
 
 
+class HostError(ValueError):
+    """A host entry is wrong; `problem` says what without repeating the entry (host files may hold secrets)."""
+
+    def __init__(self, message: str, problem: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
 def expand_host(entry: str) -> list[str]:
-    """A host, address, CIDR block or address range as a list of hosts; ValueError if wrong."""
+    """A host, address, CIDR block or address range as a list of hosts; HostError if wrong."""
     text = entry.strip()
     if not text:
-        raise ValueError("empty host")
+        raise HostError("empty host", "empty host")
     if "/" in text:
         try:
             net = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise ValueError(f"{text!r} is not a CIDR block") from None
+            raise HostError(f"{text!r} is not a CIDR block", "not a CIDR block") from None
         if net.num_addresses > MAX_HOSTS_PER_ENTRY:
-            raise ValueError(f"{text} has {net.num_addresses} addresses; the limit is {MAX_HOSTS_PER_ENTRY}")
+            raise HostError(
+                f"{text} has {net.num_addresses} addresses; the limit is {MAX_HOSTS_PER_ENTRY}",
+                f"a block of {net.num_addresses} addresses; the limit is {MAX_HOSTS_PER_ENTRY}",
+            )
         hosts = list(net.hosts()) if net.num_addresses > 2 else list(net)
         return [str(h) for h in hosts]
     if "-" in text and (_SHORT_RANGE.match(text) or _looks_like_address_range(text) or not _HOSTNAME.match(text)):
@@ -92,7 +103,10 @@ def expand_host(entry: str) -> list[str]:
     except ValueError:
         pass
     if not _HOSTNAME.match(text) or text.replace(".", "").isdigit():
-        raise ValueError(f"{text!r} is not a host name, address, CIDR block or range")
+        raise HostError(
+            f"{text!r} is not a host name, address, CIDR block or range",
+            "not a host name, address, CIDR block or range",
+        )
     return [text.rstrip(".")]
 
 
@@ -116,18 +130,20 @@ def _expand_range(text: str) -> list[str]:
             a, b = text.split("-", 1)
             first, last = ipaddress.ip_address(a.strip()), ipaddress.ip_address(b.strip())
     except ValueError:
-        raise ValueError(f"{text!r} is not an address range like 10.0.5.10-40") from None
+        raise HostError(f"{text!r} is not an address range like 10.0.5.10-40", "not an address range like 10.0.5.10-40") from None
     if first.version != last.version or int(last) < int(first):
-        raise ValueError(f"{text!r}: the range must go from low to high within one address family")
+        problem = "the range must go from low to high within one address family"
+        raise HostError(f"{text!r}: {problem}", problem)
     count = int(last) - int(first) + 1
     if count > MAX_HOSTS_PER_ENTRY:
-        raise ValueError(f"{text} has {count} addresses; the limit is {MAX_HOSTS_PER_ENTRY}")
+        problem = f"a range of {count} addresses; the limit is {MAX_HOSTS_PER_ENTRY}"
+        raise HostError(f"{text} has {count} addresses; the limit is {MAX_HOSTS_PER_ENTRY}", problem)
     return [str(ipaddress.ip_address(int(first) + i)) for i in range(count)]
 
 
 def _hosts_from_file(path: Path, origin: str, line: int | None) -> list[str]:
     if not path.is_file():
-        raise ConfigError(origin, line, f"host file {str(path)!r} does not exist")
+        raise ConfigError(origin, line, f"host file {str(path)!r} does not exist or is not a regular file")
     hosts: list[str] = []
     for number, raw in enumerate(read_text(path, "host file").splitlines(), start=1):
         text = raw.split("#", 1)[0].strip()
@@ -135,8 +151,10 @@ def _hosts_from_file(path: Path, origin: str, line: int | None) -> list[str]:
             continue
         try:
             hosts.extend(expand_host(text))
-        except ValueError as exc:
-            raise ConfigError(str(path), number, str(exc)) from None
+        except HostError as exc:
+            # Only file:line and what is wrong: a mistaken path (/proc/self/environ, a key
+            # file) must not put its contents in an error message or a CI log.
+            raise ConfigError(str(path), number, f"{exc.problem} (one host a line; # starts a comment)") from None
         if len(hosts) > MAX_TARGETS:
             raise ConfigError(str(path), number, f"more than {MAX_TARGETS} hosts")
     return hosts
@@ -151,11 +169,17 @@ def parse_target_option(value: str, known_roles: Mapping[str, Any]) -> tuple[str
     if role not in known_roles:
         raise UsageError(f"--target {value!r}: unknown role {role!r}; see `portready profiles --roles`")
     targets: list[Target] = []
-    for part in hosts.split(","):
+    parts = hosts.split(",")
+    for part in parts:
+        # Capped as it grows: thousands of /16 blocks in one option must not be expanded first.
+        if len(targets) > MAX_TARGETS:
+            raise UsageError(f"--target {role}=...: more than {MAX_TARGETS} hosts; split the inventory")
         try:
             targets.extend(Target(role, h) for h in expand_host(part))
         except ValueError as exc:
-            raise UsageError(f"--target {value!r}: {exc}") from None
+            raise UsageError(f"--target {role}=...: {exc}") from None
+    if len(targets) > MAX_TARGETS:
+        raise UsageError(f"--target {role}=...: more than {MAX_TARGETS} hosts; split the inventory")
     return role, targets
 
 
@@ -194,10 +218,7 @@ def load_inventory(path: Path, known_roles: Mapping[str, Any]) -> Inventory:
     settings = data.get("settings") or {}
     if not isinstance(settings, dict):
         raise ConfigError(origin, line(data, "settings"), "`settings:` must be a mapping")
-    for key in settings:
-        if key not in _SETTING_KEYS:
-            raise ConfigError(origin, line(settings, key), f"unknown setting {key!r}; expected one of {sorted(_SETTING_KEYS)}")
-    _check_settings(settings, origin, line)
+    check_settings(settings, origin, line)
     inv.settings = dict(settings)
     if isinstance(settings.get("ca_bundle"), str):
         inv.settings["ca_bundle"] = str((path.parent / settings["ca_bundle"]).resolve())
@@ -271,26 +292,39 @@ def _check_integrated(ref: Mapping[str, Any], role: str, origin: str, line: Call
                 )
 
 
-def _check_settings(settings: Mapping[str, Any], origin: str, line: Callable[[Any, Any], int | None]) -> None:
+def check_settings(settings: Mapping[str, Any], origin: str, line: Callable[[Any, Any], int | None]) -> None:
+    """Every key and value of a settings mapping (the inventory's `settings:` and `--set`)."""
+
     def bad(key: str, msg: str) -> ConfigError:
         return ConfigError(origin, line(settings, key), f"setting {key!r}: {msg}")
 
+    for key in settings:
+        if key not in _SETTING_KEYS:
+            raise ConfigError(origin, line(settings, key), f"unknown setting {key!r}; expected one of {sorted(_SETTING_KEYS)}")
     for key in ("timeout",):
         if key in settings and (not isinstance(settings[key], (int, float)) or isinstance(settings[key], bool) or not 0 < settings[key] <= 300):
-            raise bad(key, "a number of seconds between 0 and 300")
-    for key, hi in (("retries", 10), ("concurrency", 10000), ("per_host", 1000)):
-        if key in settings and (not isinstance(settings[key], int) or isinstance(settings[key], bool) or not 0 <= settings[key] <= hi):
-            raise bad(key, f"a whole number from 0 to {hi}")
+            raise bad(key, "a number of seconds more than 0 and at most 300")
+    for key, lo, hi in (("retries", 0, 10), ("concurrency", 1, 10000), ("per_host", 1, 1000)):
+        if key in settings and (not isinstance(settings[key], int) or isinstance(settings[key], bool) or not lo <= settings[key] <= hi):
+            raise bad(key, f"a whole number from {lo} to {hi}")
+    for key in ("domain", "ca_bundle", "proxy", "oracle_service"):
+        if key in settings and (not isinstance(settings[key], str) or not settings[key].strip()):
+            raise bad(key, "a non-empty text value")
+    if "trust_private_ca" in settings and not isinstance(settings["trust_private_ca"], bool):
+        raise bad("trust_private_ca", "true or false")
     ports = settings.get("ports")
     if ports is not None:
         if not isinstance(ports, dict):
             raise bad("ports", "maps setting names to port numbers")
         for name, value in ports.items():
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
-                raise ConfigError(origin, line(ports, name), f"port {name!r}: {value!r} is not a port number")
+                raise ConfigError(origin, line(ports, name), f"port {name!r}: {value!r} is not a port number (1-65535)")
     sql = settings.get("sql_instances")
-    if sql is not None and (not isinstance(sql, dict) or not all(isinstance(v, int) and 0 < v < 65536 for v in sql.values())):
-        raise bad("sql_instances", "maps instance names to TCP ports")
+    if sql is not None and (
+        not isinstance(sql, dict)
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536 for v in sql.values())
+    ):
+        raise bad("sql_instances", "maps instance names to TCP ports (1-65535)")
     if "depth" in settings and settings["depth"] not in ("port", "protocol"):
         raise bad("depth", "port or protocol")
     if "kerberos_client" in settings and (not isinstance(settings["kerberos_client"], str) or not settings["kerberos_client"].strip()):

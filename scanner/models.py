@@ -100,6 +100,7 @@ class Reason(_StrEnum):
     NOT_SEEN = "not-seen"  # listener: nothing arrived from that source
     TIME_SKEW = "time-skew"
     PORT_IN_USE = "port-in-use"  # a local port the Auditor needs is held by another process
+    CLOSED = "closed"  # accepted, then closed/reset by the service: TLS required, IP allow-list, overload
     INTERNAL = "internal"  # a bug or local failure; detail says what
 
 

@@ -64,7 +64,6 @@ _NOT_A_PORT = {
     "tls": "a TLS configuration issue, not a port: the port answers but the TLS handshake fails; check the service's TLS versions and certificate",
     "certificate": "a certificate issue, not a port: renew or replace the certificate, or trust its issuer (--ca-bundle)",
     "protocol": "not a firewall issue: something answers on this port but not the documented service; check which service holds the port",
-    "closed": "not a firewall issue: the service accepted the connection, then closed or reset it (TLS required, an IP allow-list on the service, or overload); check the service's allowed clients and load",
     "no-reply": "not a firewall issue: the service accepted the connection but did not answer in time (overloaded or hung); check the service",
     "not-registered": "not a firewall issue: the RPC interface or SQL instance is not registered; start the service on the target",
     "time-skew": "not a port: the clocks differ more than Kerberos allows; fix time synchronisation",
@@ -72,6 +71,7 @@ _NOT_A_PORT = {
     "permission": "a local permission issue, not a port: run portready with the rights the check needs",
     "port-in-use": "a local port conflict, not a firewall: stop or move the service that holds the port",
     "not-configured": "set the port in the inventory so it can be checked",
+    "closed": "the port is open: the service accepted the connection, then closed or reset it; check whether it requires TLS, accepts only listed client addresses (add the Auditor's), or is overloaded",
 }
 # When the same port of a host fails with different reasons in different rows, the reason
 # that calls for a rule wins (the others describe the same closed path less precisely).

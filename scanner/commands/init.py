@@ -78,7 +78,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("init", help="write a commented example inventory")
+    p = sub.add_parser(
+        "init", help="write a commented example inventory",
+        description=(
+            "Write an example inventory (targets per role, settings, credential references) with a comment on "
+            "every key, to edit and then use with `portready plan -i FILE` and `portready scan -i FILE`."
+        ),
+    )  # fmt: skip
     p.add_argument("path", nargs="?", type=Path, default=Path("portready-inventory.yaml"), help="file to write (- for stdout)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=_run)

@@ -32,7 +32,7 @@ def run_local(args: argparse.Namespace) -> int:
             print(f"portready local: {flag} does nothing here (local checks this host's ports, names and the DC clocks); "
                   "ignored", file=sys.stderr)  # fmt: skip
     from scanner.local import local_readiness
-    from scanner.report import build_document, now_iso
+    from scanner.report import build_document, exit_code, now_iso
     from scanner.selection import select_rows
 
     inputs = load_run_inputs(args)
@@ -49,6 +49,7 @@ def run_local(args: argparse.Namespace) -> int:
                "time_skew": not args.no_time_skew, "strict": args.strict}  # fmt: skip
     doc = build_document("local", results, started=started, finished=now_iso(), options=options,
                          inventory=inputs.inventory.describe(), strict=args.strict)  # fmt: skip
+    args.verdict = exit_code(doc)  # what a closed stdout (`| head`) still returns
     return write_reports(doc, args)
 
 

@@ -8,7 +8,7 @@ import sys
 from collections import Counter, defaultdict
 from typing import Any, TextIO
 
-from scanner.cli_common import add_input_options, load_run_inputs
+from scanner.cli_common import add_input_options, add_run_options, load_run_inputs, warn_ignored_options
 from scanner.models import Depth
 from scanner.reporters._view import clip
 
@@ -57,11 +57,13 @@ def plan_summary(plan: Any) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     from scanner.engine import build_plan
-    from scanner.selection import require_targets, select_rows
+    from scanner.selection import check_plan_size, require_targets, select_rows
 
+    warn_ignored_options(args, "plan")
     inputs = load_run_inputs(args, need_credentials=False)
     require_targets(inputs.inventory, inputs.profiles)
     rows = select_rows(inputs.catalogue, inputs.profiles, inputs.inventory)
+    check_plan_size(rows, inputs.inventory)
     plan = build_plan(rows, inputs.inventory.targets, depth=Depth(inputs.depth), settings=inputs.settings,
                       use_endpoints=bool(inputs.profiles))
     summary = plan_summary(plan)
@@ -109,11 +111,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             "Expand the selected rows against their targets as `scan` would and summarise it: rows x targets x "
             "checks per profile and per role. Nothing is sent. --full lists every row x target and its checks."
         ),
-    )
+    )  # fmt: skip
     add_input_options(p)
-    # Of the run options only the depth changes what a scan would do; timeouts, concurrency,
-    # CA bundles and proxies only change how it is done, so plan does not offer them.
-    p.add_argument("--depth", choices=["port", "protocol"], help="port: reachability only; protocol: deepest probe (default)")
+    # Of the run options only the depth changes what a scan would do; the others are accepted
+    # (old command lines keep working), hidden from the help and said to be ignored.
+    add_run_options(p, only={"--depth"})
     p.add_argument("--json", action="store_true", help="the plan as JSON (every row x target, and the summary)")
     p.add_argument("--full", action="store_true", help="list every row x target and its checks")
     p.set_defaults(func=_run)

@@ -6,10 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scanner.errors import UsageError
 from scanner.models import Row
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 
 def row_to_dict(row: Row) -> dict[str, Any]:
@@ -39,10 +42,16 @@ def row_to_dict(row: Row) -> dict[str, Any]:
     }
 
 
+def _plain(value: Any) -> Text:
+    """Profile text as literal text: no rich markup, no terminal escapes (profiles are user files)."""
+    from rich.text import Text
+
+    return Text("".join(ch if ch.isprintable() or ch == "\n" else "\ufffd" for ch in str(value)))
+
+
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
 
     from scanner.probes import registry
     from scanner.profiles import load_catalogue
@@ -57,8 +66,8 @@ def _run(args: argparse.Namespace) -> int:
         for col in ("Role id", "Title", "Description"):
             table.add_column(col, overflow="fold")
         for r in catalogue.roles.values():
-            table.add_row(r.id, r.title, r.description)
-        Console().print(table)
+            table.add_row(_plain(r.id), _plain(r.title), _plain(r.description))
+        Console(highlight=False).print(table)
         return 0
     if args.probes:
         probes = registry()
@@ -68,8 +77,8 @@ def _run(args: argparse.Namespace) -> int:
         table.add_column("What it proves", overflow="fold")
         for name in sorted(probes):
             p = probes[name]
-            table.add_row(name, ", ".join(t.value for t in p.transports), p.summary)
-        Console().print(table)
+            table.add_row(_plain(name), _plain(", ".join(t.value for t in p.transports)), _plain(p.summary))
+        Console(highlight=False).print(table)
         return 0
     ids = [args.profile] if args.profile else list(catalogue.profiles)
     for pid in ids:
@@ -80,18 +89,19 @@ def _run(args: argparse.Namespace) -> int:
         json.dump([row_to_dict(r) for r in rows], sys.stdout, indent=2, ensure_ascii=False)
         print()
         return 0
-    console = Console()
+    console = Console(highlight=False)
     for pid in ids:
         profile = catalogue.profiles[pid]
-        table = Table(title=Text(f"{pid} — {profile.section}" + (" (derived)" if profile.derived_from else "")), show_lines=False)
+        table = Table(title=_plain(f"{pid} — {profile.section}" + (" (derived)" if profile.derived_from else "")), show_lines=False)
         for col in ("Row", "Port", "Protocol", "Direction", "Source → Target", "Checks", "Purpose"):
             table.add_column(col, overflow="fold")
         for row in profile.rows:
             checks = ", ".join(f"{c.protocol.value}/{c.port_label}:{c.probe}" for c in row.checks)
-            table.add_row(row.id, row.doc_port, row.doc_protocol, row.direction.value,
-                          f"{row.source} → {row.target}", checks, row.purpose)
+            cells = (row.id, row.doc_port, row.doc_protocol, row.direction.value, f"{row.source} → {row.target}",
+                     checks, row.purpose)  # fmt: skip
+            table.add_row(*(_plain(c) for c in cells))
         console.print(table)
-    console.print(f"{len(rows)} rows in {len(ids)} profiles. Roles: `portready profiles --roles`; probes: `--probes`.")
+    console.print(_plain(f"{len(rows)} rows in {len(ids)} profiles. Roles: `portready profiles --roles`; probes: `--probes`."))
     return 0
 
 

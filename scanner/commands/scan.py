@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
-from typing import Any
+import signal
+from typing import Any, Iterator
 
 from scanner.cli_common import (
     RunInputs,
@@ -18,7 +20,7 @@ from scanner.cli_common import (
 )
 from scanner.errors import UsageError
 from scanner.models import Depth, RowResult, Target
-from scanner.report import build_document, now_iso
+from scanner.report import build_document, exit_code, now_iso
 
 
 def add_discovered_targets(inputs: RunInputs, extra: list[str]) -> list[str]:
@@ -57,38 +59,157 @@ def add_discovered_targets(inputs: RunInputs, extra: list[str]) -> list[str]:
 
 def run_scan(args: argparse.Namespace) -> int:
     from scanner.engine import build_plan
-    from scanner.selection import require_targets, select_rows
+    from scanner.selection import check_plan_size, inbound_only_hint, require_targets, select_rows
 
     inputs = load_run_inputs(args)
-    notes = add_discovered_targets(inputs, list(getattr(args, "discover", []) or []))
+    started = now_iso()
+    try:
+        with _signal_ends_discovery():
+            notes = add_discovered_targets(inputs, list(getattr(args, "discover", []) or []))
+    except _Stopped as stop:  # a CI timeout while asking DNS: still a report, with no check in it
+        info = {"signal": stop.signame, "checks_done": 0, "checks_planned": 0}
+        write_reports(_document(args, inputs, [], [f"interrupted by {stop.signame} during discovery: no check ran"],
+                                info, started), args)  # fmt: skip
+        return _SIGNAL_EXIT[stop.signame]
     require_targets(inputs.inventory, inputs.profiles)
     rows = select_rows(inputs.catalogue, inputs.profiles, inputs.inventory)
+    check_plan_size(rows, inputs.inventory)
     plan = build_plan(
         rows, inputs.inventory.targets, depth=Depth(inputs.depth), settings=inputs.settings,
         use_endpoints=bool(inputs.profiles),
     )
     if not plan.rows:
+        hint = inbound_only_hint(rows)
+        if hint is not None:
+            raise UsageError(hint)
+        roles = sorted({r.target for r in plan.untargeted})
+        if not roles:
+            raise UsageError("the selection has no row to scan; see `portready profiles`")
         raise UsageError(
             "none of the selected rows has a target: give hosts for the roles "
-            + ", ".join(sorted({r.target for r in plan.untargeted})[:8])
+            + ", ".join(roles[:8]) + " (--target ROLE=HOST or the inventory's targets:)"
         )
     if plan.untargeted:
         roles = sorted({r.target for r in plan.untargeted})
         notes.append(f"{len(plan.untargeted)} selected row(s) have no target and were not checked (roles: {', '.join(roles)})")
     if plan.inbound:
         notes.append(f"{len(plan.inbound)} inbound row(s) flow to this host: prove them with `portready listen` and `portready send`")
-    started = now_iso()
-    results = asyncio.run(_run_with_progress(plan, inputs, quiet=args.quiet))
+    results, signame = asyncio.run(_run_until_signal(plan, inputs, quiet=args.quiet))
+    interrupted: dict[str, Any] | None = None
+    if signame is not None:
+        planned = sum(len(r.checks) for r in plan.rows)
+        done = sum(len(r.checks) for r in results)
+        interrupted = {"signal": signame, "checks_done": done, "checks_planned": planned}
+        notes.append(
+            f"interrupted by {signame}: {done} of {planned} checks finished; this report holds only those, "
+            "and a row whose other checks did not finish shows the finished ones"
+        )
+    doc = _document(args, inputs, results, notes, interrupted, started)
+    if signame is None:
+        args.verdict = exit_code(doc)  # what a closed stdout (`| head`) still returns
+        return write_reports(doc, args)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C ends at once
+    write_reports(doc, args)
+    return _SIGNAL_EXIT[signame]
+
+
+def _document(
+    args: argparse.Namespace, inputs: RunInputs, results: list[RowResult], notes: list[str],
+    interrupted: dict[str, Any] | None, started: str,
+) -> dict[str, Any]:  # fmt: skip
     options: dict[str, Any] = {
         "depth": inputs.depth, "timeout": inputs.settings.timeout, "retries": inputs.settings.retries,
         "concurrency": inputs.concurrency, "per_host": inputs.per_host, "strict": args.strict,
         "profiles": inputs.profiles or "auto", "proxy": bool(inputs.settings.proxy),
-    }
-    doc = build_document(
+    }  # fmt: skip
+    return build_document(
         "scan", results, started=started, finished=now_iso(), options=options,
-        inventory=inputs.inventory.describe(), strict=args.strict, extra={"notes": notes},
+        inventory=inputs.inventory.describe(), strict=args.strict,
+        extra={"notes": notes, "interrupted": interrupted},
     )
-    return write_reports(doc, args)
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGINT/SIGTERM before the checks start (asyncio treats it as it does Ctrl-C)."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+@contextlib.contextmanager
+def _signal_ends_discovery() -> Iterator[None]:
+    """While discovery asks DNS, SIGINT and SIGTERM raise _Stopped (main thread only)."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise _Stopped(signal.Signals(signum).name)
+
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        for name in ("SIGINT", "SIGTERM"):
+            sig = getattr(signal, name)
+            try:
+                previous[sig] = signal.signal(sig, stop)
+            except ValueError:  # not the main thread
+                break
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# The shell's codes for a process ended by the signal (128 + its number), kept on purpose.
+_SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGBREAK": 149}
+
+
+async def _run_until_signal(plan: Any, inputs: RunInputs, *, quiet: bool) -> tuple[list[RowResult], str | None]:
+    """Run the plan; SIGINT/SIGTERM (Ctrl-C, a CI timeout) stop it with what finished.
+
+    The signal cancels this task; the engine then raises Interrupted with every finished
+    check, so the reports can still be written and marked interrupted.
+    """
+    from scanner.engine import Interrupted
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    caught: list[str] = []
+
+    def on_signal(name: str) -> None:
+        if not caught and task is not None:
+            caught.append(name)
+            task.cancel()
+
+    def from_thread(signum: int, _frame: Any) -> None:
+        loop.call_soon_threadsafe(on_signal, signal.Signals(signum).name)
+
+    installed: list[signal.Signals] = []
+    previous: dict[signal.Signals, Any] = {}
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            loop.add_signal_handler(sig, on_signal, name)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows: no loop signal handlers
+            try:
+                previous[sig] = signal.signal(sig, from_thread)
+            except ValueError:  # not the main thread (an embedding caller): signals stay theirs
+                pass
+    try:
+        return await _run_with_progress(plan, inputs, quiet=quiet), None
+    except Interrupted as exc:
+        if not caught:
+            raise  # cancelled by something else than a signal
+        uncancel = getattr(task, "uncancel", None)
+        if uncancel is not None:
+            uncancel()
+        return exc.rows, caught[0]
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 async def _run_with_progress(plan: Any, inputs: RunInputs, *, quiet: bool) -> list[RowResult]:

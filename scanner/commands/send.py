@@ -24,13 +24,26 @@ def plan_sends(args: argparse.Namespace) -> list[tuple[str, str, Transport, int]
     profile_id, row_id = args.profile, args.row
     if row_id and "/" in row_id:
         profile_id, row_id = row_id.split("/", 1)
+    if not profile_id and row_id:
+        owners = sorted({r.profile for p in catalogue.profiles.values() for r in p.rows
+                         if r.id == row_id and r.direction is Direction.INBOUND})  # fmt: skip
+        if not owners:
+            raise UsageError(
+                f"unknown row {row_id!r}: no profile has an inbound row with that id; "
+                "`portready profiles --json` lists every row (send takes those with direction inbound), "
+                "give it as --row PROFILE/ID"
+            )
+        if len(owners) > 1:
+            raise UsageError(f"row {row_id!r} is in several profiles ({', '.join(owners)}); give --row PROFILE/ID")
+        profile_id = owners[0]
     if not profile_id or profile_id not in catalogue.profiles:
         raise UsageError(f"unknown profile {profile_id!r}; see `portready profiles`")
     rows = [r for r in catalogue.profiles[profile_id].rows if r.direction is Direction.INBOUND]
     if row_id:
+        known = ", ".join(r.id for r in rows) or "none"
         rows = [r for r in rows if r.id == row_id]
         if not rows:
-            raise UsageError(f"{profile_id} has no inbound row {row_id!r}")
+            raise UsageError(f"{profile_id} has no inbound row {row_id!r}; its inbound rows: {known}")
     if not rows:
         raise UsageError(f"profile {profile_id} has no inbound rows: nothing flows to the Auditor host there")
     from scanner.probes.listen import InboundProbe

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from scanner.models import Reason, Status
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
-from scanner.probes.netio import outcome_for_oserror
+from scanner.probes.netio import wire_errors
 
 MAX_HEADERS = 100
 MAX_BODY = 64 * 1024  # bodies are evidence only: the first 64 KiB are plenty
@@ -146,47 +146,40 @@ async def _read_one_head(
         return remaining
 
     start = b""
-    try:
-        # Five bytes decide early: anything not starting like a status line is not HTTP.
-        start = await asyncio.wait_for(reader.readexactly(5), left())
-        if start != b"HTTP/":
-            more = b""
-            with contextlib.suppress(asyncio.TimeoutError, OSError):
-                more = await asyncio.wait_for(reader.read(59), 0.05)
-            raise _not_http(ctx, what, start + more)
-        # The reader's limit (64 KiB) bounds the head; a longer one is not plausible.
-        head = start + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), left())
-    except asyncio.TimeoutError:
-        raise _incomplete(ctx, what, start) from None
-    except asyncio.IncompleteReadError as exc:
-        got = start + exc.partial
-        if not got:
+    with wire_errors(ctx, what):  # resets and OS errors; the HTTP-specific cases below
+        try:
+            # Five bytes decide early: anything not starting like a status line is not HTTP.
+            start = await asyncio.wait_for(reader.readexactly(5), left())
+            if start != b"HTTP/":
+                more = b""
+                with contextlib.suppress(asyncio.TimeoutError, OSError):
+                    more = await asyncio.wait_for(reader.read(59), 0.05)
+                raise _not_http(ctx, what, start + more)
+            # The reader's limit (64 KiB) bounds the head; a longer one is not plausible.
+            head = start + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), left())
+        except asyncio.TimeoutError as exc:
+            raise _incomplete(ctx, what, start) from exc
+        except asyncio.IncompleteReadError as exc:
+            got = start + exc.partial
+            if not got:
+                raise  # closed before answering: `closed`
+            if not got.startswith(b"HTTP/"):
+                raise _not_http(ctx, what, got) from exc
             raise ProbeError(
                 failed(
                     Reason.PROTOCOL,
-                    f"{ctx.host} closed the connection on {ctx.where()} without answering "
-                    f"the {what}: the port accepts connections but no HTTP server answered",
+                    f"{ctx.host} closed the connection in the middle of the HTTP answer to the "
+                    f"{what} on {ctx.where()} ({len(got)} bytes of headers)",
                 )
-            ) from None
-        if not got.startswith(b"HTTP/"):
-            raise _not_http(ctx, what, got) from None
-        raise ProbeError(
-            failed(
-                Reason.PROTOCOL,
-                f"{ctx.host} closed the connection in the middle of the HTTP answer to the "
-                f"{what} on {ctx.where()} ({len(got)} bytes of headers)",
-            )
-        ) from None
-    except asyncio.LimitOverrunError:
-        raise ProbeError(
-            failed(
-                Reason.PROTOCOL,
-                f"the HTTP answer from {ctx.host} on {ctx.where()} has a head of more than "
-                "64 KiB: not a plausible HTTP server",
-            )
-        ) from None
-    except OSError as exc:
-        raise ProbeError(outcome_for_oserror(ctx, exc)) from None
+            ) from exc
+        except asyncio.LimitOverrunError as exc:
+            raise ProbeError(
+                failed(
+                    Reason.PROTOCOL,
+                    f"the HTTP answer from {ctx.host} on {ctx.where()} has a head of more than "
+                    "64 KiB: not a plausible HTTP server",
+                )
+            ) from exc
     return _parse_head(ctx, head[:-4], what)
 
 
@@ -243,7 +236,8 @@ async def read_body(
     length_text = response.header("content-length")
     length: int | None = None
     if not chunked and length_text is not None:
-        length = int(length_text) if length_text.strip().isdigit() else None
+        digits = length_text.strip()  # ASCII and bounded: "²" passes isdigit(), 5000 digits overflow int()
+        length = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 18 else None
     try:
         if chunked:
             complete = await _read_chunked(reader, body, max_body, end)
@@ -322,19 +316,18 @@ async def http_request(
 ) -> HttpResponse:
     """Send one request and read its answer (head always, body when asked; bounded)."""
     what = f"HTTP {method} {clip(target, 80)}"
-    try:
-        writer.write(build_request(method, target, host, headers, body))
-        await asyncio.wait_for(writer.drain(), ctx.step_timeout())
-    except asyncio.TimeoutError:
-        raise ProbeError(
-            failed(
-                Reason.PROTOCOL,
-                f"{ctx.host} does not read the {what} on {ctx.where()} within "
-                f"{ctx.settings.timeout:g} s",
-            )
-        ) from None
-    except OSError as exc:
-        raise ProbeError(outcome_for_oserror(ctx, exc)) from None
+    with wire_errors(ctx, what):
+        try:
+            writer.write(build_request(method, target, host, headers, body))
+            await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+        except asyncio.TimeoutError as exc:
+            raise ProbeError(
+                failed(
+                    Reason.PROTOCOL,
+                    f"{ctx.host} does not read the {what} on {ctx.where()} within "
+                    f"{ctx.settings.timeout:g} s",
+                )
+            ) from exc
     response = await read_head(ctx, reader, what)
     if read_response_body:
         response = await read_body(ctx, reader, response, method, max_body)

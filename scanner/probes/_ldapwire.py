@@ -289,13 +289,13 @@ async def read_ldap_message(ctx: ProbeContext, reader: asyncio.StreamReader, wha
         count = head[1] & 0x7F
         if count == 0 or count > 4:
             raise _protocol(ctx, what, "unsupported BER length form")
-        extra = await read_exactly(ctx, reader, count, what)
+        extra = await read_exactly(ctx, reader, count, what, started=True)
         length = int.from_bytes(extra, "big")
     else:
         length = head[1]
     if length > MAX_LDAP_MESSAGE:
         raise _protocol(ctx, what, f"announces a message of {length} bytes")
-    body = await read_exactly(ctx, reader, length, what)
+    body = await read_exactly(ctx, reader, length, what, started=True)
     return head + extra + body
 
 
@@ -308,15 +308,14 @@ async def exchange(
     what: str,
 ) -> list[LdapMessage]:
     """Send a request, read answers to `message_id` up to its final one (Done/Bind/Extended)."""
-    writer.write(request)
-    try:
-        await asyncio.wait_for(writer.drain(), ctx.step_timeout())
-    except (asyncio.TimeoutError, OSError) as exc:
-        from scanner.probes.netio import outcome_for_oserror
+    from scanner.probes.netio import wire_errors
 
-        if isinstance(exc, OSError):
-            raise ProbeError(outcome_for_oserror(ctx, exc)) from None
-        raise _protocol(ctx, what, "the peer does not read our request") from None
+    with wire_errors(ctx, what):
+        writer.write(request)
+        try:
+            await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+        except asyncio.TimeoutError as exc:
+            raise _protocol(ctx, what, "the peer does not read our request") from exc
     out: list[LdapMessage] = []
     kept = read = 0
     while True:

@@ -76,7 +76,7 @@ def _instance(tokens: list[str]) -> BrowserInstance:
     invalid: str | None = None
     if "tcp" in fields:
         text = fields["tcp"].strip()
-        if text.isdigit() and 0 < int(text) <= 65535:
+        if text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) <= 65535:  # not "¹⁴³³"
             port = int(text)
         else:  # one odd entry does not make the whole list garbage; it is reported as is
             invalid = text[:16]

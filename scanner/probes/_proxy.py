@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from scanner.models import Reason, Status
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
-from scanner.probes.netio import connect_tcp
+from scanner.probes.netio import connect_tcp, wire_errors
 from scanner.timing import HostTiming
 
 
@@ -109,7 +109,7 @@ def _no_proxy_matches(host: str, port: int, no_proxy: str) -> bool:
         entry_port: int | None = None
         if entry.count(":") == 1 or (entry.startswith("[") and "]:" in entry):
             name, _, port_text = entry.rpartition(":")
-            if port_text.isdigit():
+            if port_text.isascii() and port_text.isdigit() and len(port_text) <= 5:
                 entry, entry_port = name, int(port_text)
         entry = entry.strip("[]")
         if entry_port is not None and entry_port != port:
@@ -258,22 +258,19 @@ async def open_tunnel(ctx: ProbeContext, proxy: Proxy, port: int) -> Stream:
     if auth is not None:
         lines.append(f"Proxy-Authorization: {auth}")
     try:
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        await asyncio.wait_for(writer.drain(), ctx.step_timeout())
-        response: HttpResponse = await read_head(proxy_ctx, reader, f"CONNECT {target}")
+        with wire_errors(proxy_ctx, f"answer to CONNECT {target}"):
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            try:
+                await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+            except asyncio.TimeoutError as exc:
+                raise ProbeError(
+                    failed(Reason.PROTOCOL, f"the proxy {proxy.label} did not take the CONNECT request (timed out)")
+                ) from exc
+            response: HttpResponse = await read_head(proxy_ctx, reader, f"CONNECT {target}")
     except ProbeError as exc:
         await close_writer(writer)
         prefix = f"the proxy {proxy.label} did not answer CONNECT {target} properly: "
-        raise ProbeError(_via(exc.outcome, proxy, prefix)) from None
-    except (asyncio.TimeoutError, OSError) as exc:
-        await close_writer(writer)
-        raise ProbeError(
-            failed(
-                Reason.PROTOCOL,
-                f"the proxy {proxy.label} did not take the CONNECT request ({exc or 'timed out'})",
-                via_proxy=proxy.label,
-            )
-        ) from None
+        raise ProbeError(_via(exc.outcome, proxy, prefix)) from exc
     if not 200 <= response.status < 300:
         await close_writer(writer)
         raise ProbeError(proxy_answer(proxy, target, response.status, clip(response.reason, 80)))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from scanner.models import Reason
 from scanner.probes.base import ProbeContext, ProbeError, failed
-from scanner.probes.netio import close_quietly, read_exactly
+from scanner.probes.netio import close_quietly, read_exactly, wire_errors
 
 # PDU types (C706 12.6.4).
 REQUEST, RESPONSE, FAULT, BIND, BIND_ACK, BIND_NAK = 0, 2, 3, 11, 12, 13
@@ -217,15 +217,12 @@ class RpcConnection:
         return self._call_id
 
     async def _send(self, data: bytes) -> None:
-        self.writer.write(data)
-        try:
-            await asyncio.wait_for(self.writer.drain(), self.ctx.step_timeout())
-        except asyncio.TimeoutError:
-            raise _protocol_error(self.ctx, "it stopped reading our request", self.port) from None
-        except OSError as exc:
-            from scanner.probes.netio import outcome_for_oserror
-
-            raise ProbeError(outcome_for_oserror(self.ctx, exc, self.port)) from None
+        with wire_errors(self.ctx, "DCE/RPC answer", port=self.port):
+            self.writer.write(data)
+            try:
+                await asyncio.wait_for(self.writer.drain(), self.ctx.step_timeout())
+            except asyncio.TimeoutError as exc:
+                raise _protocol_error(self.ctx, "it stopped reading our request", self.port) from exc
 
     async def read_pdu(self) -> tuple[int, int, int, bytes]:
         """(ptype, flags, call_id, body) of the next PDU; ProbeError if it is not DCE/RPC."""
@@ -238,7 +235,7 @@ class RpcConnection:
             frag_len, auth_len, call_id = struct.unpack(">HHI", head[8:16])
         if frag_len < 16 or auth_len > frag_len:
             raise _protocol_error(self.ctx, f"a PDU of impossible length {frag_len}", self.port)
-        body = await read_exactly(ctx, self.reader, frag_len - 16, "DCE/RPC PDU body")
+        body = await read_exactly(ctx, self.reader, frag_len - 16, "DCE/RPC PDU body", started=True)
         if drep[0] & 0x10 == 0:
             raise _protocol_error(self.ctx, "a big-endian answer (not what Windows or Samba send)", self.port)
         if auth_len:

@@ -30,7 +30,7 @@ from typing import Any
 
 from scanner.models import Reason
 from scanner.probes.base import ProbeContext, ProbeError, failed
-from scanner.probes.netio import close_quietly, connect_tcp, outcome_for_oserror, read_exactly
+from scanner.probes.netio import close_quietly, closed, connect_tcp, read_exactly, wire_errors
 
 PACKET_PRELOGIN = 0x12
 PACKET_REPLY = 0x04
@@ -230,29 +230,26 @@ async def _exchange(
         data = bytearray()
         for index in range(MAX_PACKETS):
             if index == 0 and tls is None:
-                try:
-                    head = await asyncio.wait_for(reader.readexactly(HEADER.size), pctx.step_timeout())
-                except asyncio.IncompleteReadError as exc:
-                    if not exc.partial:
-                        raise _MaybeStrict(
-                            _protocol_error(pctx, port, "the server closed the connection without answering")
-                        ) from None
-                    head = exc.partial  # parse_header explains what is wrong with it
-                except asyncio.TimeoutError:
-                    raise _protocol_error(pctx, port, f"no answer within {pctx.settings.timeout:g} s") from None
-                except OSError as exc:
-                    raise ProbeError(outcome_for_oserror(pctx, exc)) from None
+                with wire_errors(pctx, "TDS PRELOGIN answer"):
+                    try:
+                        head = await asyncio.wait_for(reader.readexactly(HEADER.size), pctx.step_timeout())
+                    except asyncio.IncompleteReadError as exc:
+                        if not exc.partial:  # accepted, then closed: maybe TDS 8.0 strict (TLS first)
+                            raise _MaybeStrict(ProbeError(closed(pctx, "TDS PRELOGIN answer", port))) from exc
+                        head = exc.partial  # parse_header explains what is wrong with it
+                    except asyncio.TimeoutError as exc:
+                        raise _protocol_error(pctx, port, f"no answer within {pctx.settings.timeout:g} s") from exc
                 if head[:1] in (b"\x15", b"\x16") and head[1:2] == b"\x03":
                     raise _MaybeStrict(_protocol_error(pctx, port, "the server answered with TLS"))
             else:
-                head = await read_exactly(pctx, reader, HEADER.size, "TDS PRELOGIN answer")
+                head = await read_exactly(pctx, reader, HEADER.size, "TDS PRELOGIN answer", started=index > 0)
             try:
                 _ptype, status, length = parse_header(head)
             except TdsError as exc:
                 raise _protocol_error(pctx, port, str(exc)) from None
             if len(data) + length > MAX_MESSAGE:
                 raise _protocol_error(pctx, port, "the answer grows past 64 KiB")
-            data += await read_exactly(pctx, reader, length - HEADER.size, "TDS PRELOGIN answer")
+            data += await read_exactly(pctx, reader, length - HEADER.size, "TDS PRELOGIN answer", started=True)
             if status & STATUS_EOM:
                 break
         else:

@@ -43,7 +43,7 @@ from scanner.models import Reason, Status
 from scanner.probes._http import clip, close_writer
 from scanner.probes._proxy import Stream, open_stream
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
-from scanner.probes.netio import start_tls
+from scanner.probes.netio import closed_in_handshake, is_reset, start_tls
 
 _NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: dates are judged by us, in words
 OLD_VERSIONS = ("SSLv3", "TLSv1", "TLSv1.1")
@@ -388,6 +388,9 @@ async def handshake(ctx: ProbeContext, port: int, context: ssl.SSLContext, sni: 
         ) from None
     except (OSError, EOFError) as exc:
         await close_writer(stream.writer)
+        if is_reset(exc, os_only=True):  # accepted, then reset: the service rejects us (`closed`, not `tls`)
+            extra = {"via_proxy": stream.via_proxy} if stream.via_proxy else {}
+            raise ProbeError(closed_in_handshake(ctx, exc, port, **extra)) from exc
         raise _handshake_failed(
             stream,
             f"TLS handshake failed on {ctx.where(port)}: the connection broke "

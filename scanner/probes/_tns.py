@@ -145,12 +145,22 @@ def packet_length(head: bytes, large: bool = False) -> int:
     return length
 
 
-_KEY_RE = r"\(\s*{}\s*=\s*([^()]*?)\s*\)"
+# Linear on any input: the value is greedy and cannot contain a parenthesis, so a failed
+# match gives up at the next one (a lazy value followed by \s* backtracked quadratically on
+# a peer's crafted REFUSE text, on the event loop). Spaces are stripped afterwards.
+_KEY_RE = r"\(\s*{}\s*=([^()]*)\)"
 
 
 def descriptor_value(text: str, key: str) -> str | None:
     m = re.search(_KEY_RE.format(re.escape(key)), text, re.IGNORECASE)
-    return m.group(1) if m else None
+    return m.group(1).strip() if m else None
+
+
+def _small_int(text: str | None, digits: int) -> int | None:
+    """ASCII digits only (str.isdigit() accepts superscripts, which int() refuses), bounded."""
+    if text and text.isascii() and text.isdigit() and len(text) <= digits:
+        return int(text)
+    return None
 
 
 @dataclass(frozen=True)
@@ -210,8 +220,8 @@ def parse_answer(ptype: int, body: bytes) -> TnsAnswer:
         err = descriptor_value(text, "ERR") or descriptor_value(text, "CODE")
         return TnsAnswer(
             REFUSE,
-            vsnnum=int(vsn) if vsn and vsn.isdigit() and len(vsn) <= 10 else None,
-            error=int(err) if err and err.isdigit() and len(err) <= 6 else None,
+            vsnnum=_small_int(vsn, 10),
+            error=_small_int(err, 6),
             text=text,
             extra={"refuse_reasons": [user, system]},
         )
@@ -244,7 +254,7 @@ async def read_packet(ctx: ProbeContext, reader: asyncio.StreamReader, large: bo
     ptype = head[4]
     if ptype not in TYPE_NAMES and ptype != CONNECT:
         raise _protocol_error(ctx, f"packet type {ptype} is not a TNS packet type")
-    body = await read_exactly(ctx, reader, length - HEADER.size, "TNS answer")
+    body = await read_exactly(ctx, reader, length - HEADER.size, "TNS answer", started=True)
     return ptype, body
 
 

@@ -61,13 +61,17 @@ def parse_response(query: Any, wire_data: bytes) -> Any:
 
 def srv_targets(response: Any) -> list[dict[str, Any]]:
     """SRV records of the answer, sorted by priority then weight (highest first)."""
+    import dns.rdataclass
     import dns.rdatatype
 
     out: list[dict[str, Any]] = []
     for rrset in response.answer:
-        if rrset.rdtype != dns.rdatatype.SRV:
+        # Only IN-class SRV: a peer's SRV of another class parses as generic data (no target).
+        if rrset.rdtype != dns.rdatatype.SRV or rrset.rdclass != dns.rdataclass.IN:
             continue
         for rr in rrset:
+            if not hasattr(rr, "target"):
+                continue
             out.append(
                 {"target": rr.target.to_text(omit_final_dot=True), "port": int(rr.port),
                  "priority": int(rr.priority), "weight": int(rr.weight)}

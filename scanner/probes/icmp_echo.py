@@ -201,7 +201,7 @@ async def ping_socket(ctx: ProbeContext, sock: socket.socket, method: str) -> Ou
             try:
                 sock.connect(destination)
             except OSError as exc:
-                raise ProbeError(_oserror(ctx, exc, method)) from None
+                raise ProbeError(_oserror(ctx, exc, method)) from exc
         for attempt in range(tries):
             seq = (attempt + 1) & 0xFFFF
             sent = loop.time()
@@ -212,7 +212,7 @@ async def ping_socket(ctx: ProbeContext, sock: socket.socket, method: str) -> Ou
                 else:
                     sock.send(packet)
             except OSError as exc:
-                raise ProbeError(_oserror(ctx, exc, method)) from None
+                raise ProbeError(_oserror(ctx, exc, method)) from exc
             end = sent + ctx.step_timeout()
             while (left := end - loop.time()) > 0:
                 try:
@@ -220,7 +220,7 @@ async def ping_socket(ctx: ProbeContext, sock: socket.socket, method: str) -> Ou
                 except asyncio.TimeoutError:
                     break
                 except OSError as exc:
-                    raise ProbeError(_oserror(ctx, exc, method)) from None
+                    raise ProbeError(_oserror(ctx, exc, method)) from exc
                 verdict = match_reply(family, data, ident if raw else None, seq, raw, ctx.address, source)
                 if verdict == "reply":
                     rtt = loop.time() - sent

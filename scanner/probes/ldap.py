@@ -466,7 +466,7 @@ async def _sealed_search(
             raise ProbeError(
                 failed(Reason.PROTOCOL, f"{ctx.host} sent a sealed LDAP frame of {size} bytes on {ctx.where()}")
             )
-        payload = await read_exactly(ctx, reader, size, "sealed LDAP answer")
+        payload = await read_exactly(ctx, reader, size, "sealed LDAP answer", started=True)
         try:
             _expect_sequence(client, payload)
             plain = client.unwrap(payload).data

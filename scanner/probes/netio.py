@@ -18,27 +18,70 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import dataclasses
 import errno
 import os
 import socket
 import ssl as ssl_module
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from scanner.models import Reason, Transport
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, inconclusive
 
-# errno values (Linux, BSD/macOS) and Winsock codes that mean "no route".
-_UNREACHABLE = {
-    getattr(errno, "EHOSTUNREACH", 113),
-    getattr(errno, "ENETUNREACH", 101),
-    getattr(errno, "EHOSTDOWN", 112),
+# The one table of OS error codes, kept by meaning, not by platform: errno values (Linux,
+# BSD/macOS), Winsock codes (WSAE*, which Python puts in errno and winerror on Windows) and
+# the Win32 codes asyncio's proactor loop raises (in winerror only). Win32 codes live in
+# their own range (_W + code), so ERROR_NETNAME_DELETED (64) never reads as Linux ENONET.
+_W = 1 << 20
+
+
+def _codes(*names_or_numbers: str | int) -> frozenset[int]:
+    return frozenset(n if isinstance(n, int) else getattr(errno, n, -1) for n in names_or_numbers) - {-1}
+
+
+def _win(*codes: int) -> frozenset[int]:
+    return frozenset(_W + c for c in codes)
+
+
+_UNREACHABLE = _codes("EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN", 10065, 10051, 10064, 10050) | _win(
     10065,  # WSAEHOSTUNREACH
     10051,  # WSAENETUNREACH
-}
-_TIMEDOUT = {getattr(errno, "ETIMEDOUT", 110), 10060}  # WSAETIMEDOUT
-_REFUSED = {getattr(errno, "ECONNREFUSED", 111), 10061, 10054}  # WSAECONNREFUSED, WSAECONNRESET
+    10064,  # WSAEHOSTDOWN
+    10050,  # WSAENETDOWN
+    1231,  # ERROR_NETWORK_UNREACHABLE (proactor)
+    1232,  # ERROR_HOST_UNREACHABLE (proactor)
+)  # fmt: skip
+_TIMEDOUT = _codes("ETIMEDOUT", 10060) | _win(10060, 121)  # WSAETIMEDOUT, ERROR_SEM_TIMEOUT (proactor)
+_REFUSED = _codes("ECONNREFUSED", 10061) | _win(10061, 1225)  # WSAECONNREFUSED, ERROR_CONNECTION_REFUSED
+# A reset: "refused" before a connection exists (ICMP port-unreachable on a connected UDP
+# socket surfaces as WSAECONNRESET on Windows), "closed" on an open connection.
+_RESET = _codes("ECONNRESET", "ECONNABORTED", "EPIPE", "ESHUTDOWN", 10054, 10053, 10058) | _win(
+    10054,  # WSAECONNRESET
+    10053,  # WSAECONNABORTED
+    10058,  # WSAESHUTDOWN
+    64,  # ERROR_NETNAME_DELETED (proactor: the peer reset)
+    1236,  # ERROR_CONNECTION_ABORTED (proactor)
+)  # fmt: skip
+_PERMISSION = _codes("EACCES", "EPERM", 10013) | _win(10013, 5)  # WSAEACCES, ERROR_ACCESS_DENIED
+
+
+def _error_codes(exc: BaseException) -> set[int]:
+    codes: set[int] = set()
+    if isinstance(getattr(exc, "errno", None), int):
+        codes.add(exc.errno)  # type: ignore[attr-defined]
+    if isinstance(getattr(exc, "winerror", None), int):
+        codes.add(_W + exc.winerror)  # type: ignore[attr-defined]
+    return codes
+
+
+def os_error_evidence(exc: BaseException) -> dict[str, Any]:
+    """The OS error as evidence (aiohttp's `os_error`): the code and the system's words."""
+    code = getattr(exc, "winerror", None) or getattr(exc, "errno", None)
+    return {"os_error": {"errno": code, "strerror": str(getattr(exc, "strerror", None) or exc)[:200]}}
+
 
 MAX_READ = 1 << 20  # no peer answer we parse needs more than 1 MiB
 
@@ -67,10 +110,48 @@ def filtered(ctx: ProbeContext, waited: float, port: int | None = None) -> Outco
     )
 
 
-def outcome_for_oserror(ctx: ProbeContext, exc: BaseException, port: int | None = None) -> Outcome:
-    """Map a socket-level error to the project's reasons, keeping the OS text as evidence."""
-    if isinstance(exc, ConnectionRefusedError):
-        return refused(ctx, port)
+_CLOSED_HINT = "it may require TLS, accept only listed client addresses (add the Auditor's), or be overloaded"
+_TLS_CLOSED_HINT = (
+    "it may accept only listed client addresses (add the Auditor's), want other TLS versions, or be overloaded"
+)
+
+
+def is_reset(exc: BaseException, *, os_only: bool = False) -> bool:
+    """A reset or abort of an established connection (any platform's codes).
+
+    `os_only`: only a reset the OS reported (with its code); asyncio's TLS layer raises a
+    code-less ConnectionResetError for a plain close in mid-handshake, which is not one.
+    """
+    if os_only:
+        return bool(_error_codes(exc) & _RESET)
+    return isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)) or bool(
+        _error_codes(exc) & _RESET
+    )
+
+
+def closed(ctx: ProbeContext, what: str, port: int | None = None, *, hint: str = _CLOSED_HINT, **evidence: Any) -> Outcome:
+    """The service accepted the connection, then closed or reset it: it runs, but rejects us."""
+    return failed(
+        Reason.CLOSED,
+        f"closed: {ctx.host} accepted the connection on {ctx.where(port)}, then closed or reset it before "
+        f"the {what} — the service runs but rejects this client: {hint}",
+        **evidence,
+    )
+
+
+def closed_in_handshake(ctx: ProbeContext, exc: BaseException, port: int | None = None, **evidence: Any) -> Outcome:
+    """TCP was accepted, then the TLS handshake was reset: the service rejects this client."""
+    return closed(ctx, "TLS handshake", port, hint=_TLS_CLOSED_HINT, **os_error_evidence(exc), **evidence)
+
+
+def outcome_for_oserror(
+    ctx: ProbeContext, exc: BaseException, port: int | None = None, *, connected: bool = False, what: str = "answer"
+) -> Outcome:
+    """Map a socket-level error to the project's reasons, keeping the OS error as evidence.
+
+    `connected` says the TCP connection was established: a reset then means the service
+    closed it on us (`closed`), not that nothing listens (`refused`).
+    """
     if isinstance(exc, socket.gaierror):
         return failed(Reason.UNRESOLVED, f"unresolved: the name {ctx.host} does not resolve ({exc})")
     if isinstance(exc, ssl_module.SSLError):
@@ -79,22 +160,99 @@ def outcome_for_oserror(ctx: ProbeContext, exc: BaseException, port: int | None 
             f"TLS handshake failed on {ctx.where(port)}: {exc.reason or exc}",
             error=str(exc),
         )
-    code = getattr(exc, "errno", None) or getattr(exc, "winerror", None)
-    if code in _REFUSED or isinstance(exc, ConnectionResetError):
-        return refused(ctx, port)
-    if code in _UNREACHABLE:
+    codes = _error_codes(exc)
+    evidence = os_error_evidence(exc)
+    reset = is_reset(exc)
+    if connected and reset:
+        return closed(ctx, what, port, **evidence)
+    if isinstance(exc, ConnectionRefusedError) or codes & _REFUSED or reset:
+        outcome = refused(ctx, port)
+        return dataclasses.replace(outcome, evidence={**outcome.evidence, **evidence})
+    if codes & _UNREACHABLE:
         return failed(
             Reason.UNREACHABLE,
             f"unreachable: no route to {ctx.host} ({exc.strerror if isinstance(exc, OSError) else exc})"
             " — a router or firewall answers 'host unreachable'; check routing and firewall rules",
-            error=str(exc),
+            error=str(exc), **evidence,
         )
-    if code in _TIMEDOUT:
-        return filtered(ctx, ctx.settings.timeout, port)
+    if codes & _TIMEDOUT:
+        outcome = filtered(ctx, ctx.settings.timeout, port)
+        return dataclasses.replace(outcome, evidence={**outcome.evidence, **evidence})
+    if codes & _PERMISSION:
+        return failed(
+            Reason.PERMISSION,
+            f"this host's operating system refused portready the traffic to {ctx.where(port)} "
+            f"({getattr(exc, 'strerror', None) or exc}) — a local firewall or security policy blocks "
+            "portready; allow it outbound, or run it where policy permits",
+            **evidence,
+        )
     return failed(
         Reason.PROTOCOL,
         f"connection to {ctx.where(port)} failed: {exc}",
         error=f"{type(exc).__name__}: {exc}",
+        **evidence,
+    )
+
+
+@contextlib.contextmanager
+def wire_errors(ctx: ProbeContext, what: str, *, port: int | None = None, started: bool = False) -> Iterator[None]:
+    """The one mapping of what can go wrong on an open connection to the project's reasons.
+
+        with wire_errors(ctx, "SMB negotiate response"):
+            data = await asyncio.wait_for(reader.readexactly(n), ctx.step_timeout())
+
+    Timeouts read as `protocol` (the port accepts but does not answer), a short read as
+    `closed` (nothing came) or `protocol` (a truncated answer), an over-long line as
+    `protocol`, TLS errors as `tls` and OS errors through `outcome_for_oserror`
+    (a reset is `closed`). `started`: part of the answer (a header) was already read, so
+    a close now truncates it. Raises ProbeError `from` the original, which stays in the chain.
+    """
+    try:
+        yield
+    except ProbeError:
+        raise
+    except (asyncio.TimeoutError, TimeoutError) as exc:
+        raise silent(ctx, what, port) from exc
+    except asyncio.IncompleteReadError as exc:
+        raise ProbeError(closed_early(ctx, what, len(exc.partial), exc.expected, port, started=started)) from exc
+    except asyncio.LimitOverrunError as exc:
+        raise ProbeError(oversized(ctx, what, port)) from exc
+    except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError: mapped to tls there
+        if isinstance(exc, EOFError) and not isinstance(exc, OSError):
+            raise ProbeError(closed(ctx, what, port)) from exc
+        raise ProbeError(outcome_for_oserror(ctx, exc, port, connected=True, what=what)) from exc
+
+
+def silent(ctx: ProbeContext, what: str, port: int | None = None) -> ProbeError:
+    """The port accepted the connection but did not answer within the timeout."""
+    return ProbeError(
+        failed(
+            Reason.PROTOCOL,
+            f"no {what} within {ctx.settings.timeout:g} s on {ctx.where(port)}: the port accepts "
+            "connections but does not answer the documented protocol",
+        )
+    )
+
+
+def closed_early(
+    ctx: ProbeContext, what: str, got: int, expected: int | None, port: int | None = None, *, started: bool = False
+) -> Outcome:
+    """The peer closed the connection: before answering (`closed`), or mid-answer (`protocol`)."""
+    if got == 0 and not started:
+        return closed(ctx, what, port)
+    of = f" of {expected}" if expected is not None else ""
+    return failed(
+        Reason.PROTOCOL,
+        f"the peer closed the connection in the middle of the {what} on {ctx.where(port)} "
+        f"({got}{of} bytes after its header)" if started else
+        f"the peer closed the connection after {got}{of} bytes of the {what} on {ctx.where(port)}",
+    )  # fmt: skip
+
+
+def oversized(ctx: ProbeContext, what: str, port: int | None = None) -> Outcome:
+    return failed(
+        Reason.PROTOCOL,
+        f"the {what} on {ctx.where(port)} is longer than any such answer: another service answers there",
     )
 
 
@@ -145,11 +303,11 @@ async def connect_socket(ctx: ProbeContext, port: int | None = None) -> socket.s
             ctx.timing.observe(exact if exact is not None else elapsed, exact=exact is not None)
             return sock
         assert exc is not None
-        if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) in _REFUSED:
+        if isinstance(exc, ConnectionRefusedError) or _error_codes(exc) & _REFUSED:
             ctx.timing.observe(elapsed)
-        if getattr(exc, "errno", None) in _TIMEDOUT:
+        if _error_codes(exc) & _TIMEDOUT:
             continue
-        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
+        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from exc
     raise ProbeError(filtered(ctx, loop.time() - started, port))
 
 
@@ -236,7 +394,7 @@ async def connect_tcp(
     if ssl is not None:
         try:
             await asyncio.wait_for(start_tls(writer, ssl, server_hostname), ctx.step_timeout())
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError as exc:
             writer.close()
             raise ProbeError(
                 failed(
@@ -244,20 +402,22 @@ async def connect_tcp(
                     f"TLS handshake timed out on {ctx.where(port)}: the port accepts "
                     "connections but does not complete a TLS handshake",
                 )
-            ) from None
+            ) from exc
         except ssl_module.SSLError as tls_exc:
             writer.close()
-            raise ProbeError(outcome_for_oserror(ctx, tls_exc, port)) from None
+            raise ProbeError(outcome_for_oserror(ctx, tls_exc, port)) from tls_exc
         except (OSError, EOFError) as tls_exc:
             writer.close()
-            # The port accepted TCP, so a reset now is the TLS service failing, not a refusal.
+            # The port accepted TCP, so a reset now is the service rejecting us, not a refusal.
+            if is_reset(tls_exc, os_only=True):
+                raise ProbeError(closed_in_handshake(ctx, tls_exc, port)) from tls_exc
             raise ProbeError(
                 failed(
                     Reason.TLS,
                     f"TLS handshake failed on {ctx.where(port)}: the peer accepted TCP, then "
                     f"dropped the handshake ({tls_exc})",
                 )
-            ) from None
+            ) from tls_exc
     return reader, writer
 
 
@@ -288,48 +448,27 @@ def close_quietly(writer: asyncio.StreamWriter) -> None:
         pass
 
 
-def _silent(ctx: ProbeContext, what: str) -> ProbeError:
-    return ProbeError(
-        failed(
-            Reason.PROTOCOL,
-            f"no {what} within {ctx.settings.timeout:g} s on {ctx.where()}: the port accepts "
-            "connections but does not answer the documented protocol",
-        )
-    )
+async def read_exactly(
+    ctx: ProbeContext, reader: asyncio.StreamReader, n: int, what: str, *, started: bool = False
+) -> bytes:
+    """Read exactly n bytes (n is bounded by MAX_READ) or end the probe with a clear reason.
 
-
-async def read_exactly(ctx: ProbeContext, reader: asyncio.StreamReader, n: int, what: str) -> bytes:
-    """Read exactly n bytes (n is bounded by MAX_READ) or end the probe with a clear reason."""
+    `started`: these bytes continue an answer whose header was read (a close truncates it).
+    """
     if n < 0 or n > MAX_READ:
         raise ProbeError(
             failed(Reason.PROTOCOL, f"the peer announced a {what} of {n} bytes, which is not plausible")
         )
-    try:
+    with wire_errors(ctx, what, started=started):
         return await asyncio.wait_for(reader.readexactly(n), ctx.step_timeout())
-    except asyncio.TimeoutError:
-        raise _silent(ctx, what) from None
-    except asyncio.IncompleteReadError as exc:
-        raise ProbeError(
-            failed(
-                Reason.PROTOCOL,
-                f"the peer closed the connection after {len(exc.partial)} of {n} bytes of the {what} "
-                f"on {ctx.where()}",
-            )
-        ) from None
-    except OSError as exc:
-        raise ProbeError(outcome_for_oserror(ctx, exc)) from None
 
 
 async def read_some(
     ctx: ProbeContext, reader: asyncio.StreamReader, what: str, max_bytes: int = 65536
 ) -> bytes:
     """Read whatever the peer sends first (at most max_bytes); empty means it closed."""
-    try:
+    with wire_errors(ctx, what):
         return await asyncio.wait_for(reader.read(min(max_bytes, MAX_READ)), ctx.step_timeout())
-    except asyncio.TimeoutError:
-        raise _silent(ctx, what) from None
-    except OSError as exc:
-        raise ProbeError(outcome_for_oserror(ctx, exc)) from None
 
 
 async def framed_exchange(
@@ -349,8 +488,9 @@ async def framed_exchange(
     """
     reader, writer = await connect_tcp(ctx)
     try:
-        writer.write(len(request).to_bytes(prefix, "big") + request)
-        await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+        with wire_errors(ctx, f"{what} (sending our request)"):
+            writer.write(len(request).to_bytes(prefix, "big") + request)
+            await asyncio.wait_for(writer.drain(), ctx.step_timeout())
         size = int.from_bytes(await read_exactly(ctx, reader, prefix, f"{what} length"), "big")
         if not min_size <= size <= max_size:
             raise ProbeError(
@@ -360,9 +500,7 @@ async def framed_exchange(
                     f"no such server sends — another service listens there",
                 )
             )
-        return await read_exactly(ctx, reader, size, what)
-    except (asyncio.TimeoutError, OSError):
-        raise ProbeError(failed(Reason.PROTOCOL, f"the peer on {ctx.where()} did not take our request")) from None
+        return await read_exactly(ctx, reader, size, what, started=True)
     finally:
         close_quietly(writer)
 
@@ -521,7 +659,7 @@ async def udp_exchange(
             _UdpClient, remote_addr=(ctx.address, port), family=family
         )
     except OSError as exc:
-        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
+        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from exc
     started = loop.time()
     try:
         for _attempt in range(ctx.settings.retries + 1):

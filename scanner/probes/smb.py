@@ -75,7 +75,7 @@ from scanner.probes.base import (
     passed,
     register,
 )
-from scanner.probes.netio import close_quietly, connect_tcp, outcome_for_oserror, read_exactly
+from scanner.probes.netio import close_quietly, closed, connect_tcp, read_exactly, wire_errors
 
 MAX_SMB_MESSAGE = 64 * 1024  # a NEGOTIATE response with its SPNEGO token is ~300 bytes
 SMB1_ONLY = "speaks only SMB1; the rows need SMB 2.0/3.0"
@@ -97,37 +97,25 @@ def netbios_name(host: str) -> str | None:
 
 
 async def _send(ctx: ProbeContext, writer: asyncio.StreamWriter, data: bytes) -> None:
-    writer.write(data)
-    try:
-        await asyncio.wait_for(writer.drain(), ctx.step_timeout())
-    except asyncio.TimeoutError:
-        raise ProbeError(failed(Reason.PROTOCOL, f"{ctx.where()} stopped reading our request")) from None
-    except OSError as exc:
-        raise ProbeError(outcome_for_oserror(ctx, exc)) from None
+    with wire_errors(ctx, "SMB request"):
+        writer.write(data)
+        try:
+            await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+        except asyncio.TimeoutError as exc:
+            raise ProbeError(failed(Reason.PROTOCOL, f"{ctx.where()} stopped reading our request")) from exc
 
 
 async def _frame_header(ctx: ProbeContext, reader: asyncio.StreamReader, what: str) -> bytes:
     """The 4-byte session header; _Closed when the peer hangs up without a word."""
-    try:
-        return await asyncio.wait_for(reader.readexactly(4), ctx.step_timeout())
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            raise _Closed() from None
-        raise ProbeError(
-            failed(Reason.PROTOCOL, f"the peer closed the connection in the middle of the {what} on {ctx.where()}")
-        ) from None
-    except (ConnectionResetError, BrokenPipeError):
-        raise _Closed() from None
-    except asyncio.TimeoutError:
-        raise ProbeError(
-            failed(
-                Reason.PROTOCOL,
-                f"no {what} within {ctx.settings.timeout:g} s on {ctx.where()}: the port accepts "
-                "connections but does not answer SMB",
-            )
-        ) from None
-    except OSError as exc:
-        raise ProbeError(outcome_for_oserror(ctx, exc)) from None
+    with wire_errors(ctx, what):  # timeouts, truncation and OS errors; a clean hang-up is _Closed
+        try:
+            return await asyncio.wait_for(reader.readexactly(4), ctx.step_timeout())
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise _Closed() from exc
+            raise
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise _Closed() from exc
 
 
 async def _read_message(ctx: ProbeContext, reader: asyncio.StreamReader, what: str) -> bytes:
@@ -144,7 +132,7 @@ async def _read_message(ctx: ProbeContext, reader: asyncio.StreamReader, what: s
         raise ProbeError(
             failed(Reason.PROTOCOL, f"{ctx.where()} announced an SMB message of {length} bytes, which is not plausible")
         )
-    return await read_exactly(ctx, reader, length, what)
+    return await read_exactly(ctx, reader, length, what, started=True)
 
 
 async def _netbios_session(
@@ -154,15 +142,13 @@ async def _netbios_session(
     await _send(ctx, writer, session_request(called))
     try:
         head = await _frame_header(ctx, reader, "NetBIOS session response")
-    except _Closed:
-        raise ProbeError(
-            failed(Reason.PROTOCOL, f"{ctx.where()} closed the connection on a NetBIOS session request")
-        ) from None
+    except _Closed as exc:
+        raise ProbeError(closed(ctx, "NetBIOS session response")) from exc
     kind, length = head[0], int.from_bytes(head[1:], "big")
     if kind == 0x82:
         return None
     if kind == 0x83 and length == 1:
-        code = (await read_exactly(ctx, reader, 1, "NetBIOS error code"))[0]
+        code = (await read_exactly(ctx, reader, 1, "NetBIOS error code", started=True))[0]
         return code
     if kind == 0x84:
         return 0x84
@@ -210,14 +196,7 @@ class SmbNegotiateProbe(Probe):
                 raise ProbeError(
                     failed(Reason.PROTOCOL, f"{ctx.host} on TCP {ctx.port} {SMB1_ONLY}", smb1=True, **evidence)
                 ) from None
-            raise ProbeError(
-                failed(
-                    Reason.PROTOCOL,
-                    f"{ctx.where()} closed the connection on an SMB2 NEGOTIATE without answering: "
-                    "not an SMB 2/3 server",
-                    **evidence,
-                )
-            ) from None
+            raise ProbeError(closed(ctx, "SMB2 NEGOTIATE response", **evidence)) from None
         evidence = {**info.evidence(), **evidence}  # dialect and signing first: reports show the first keys
         detail = (
             f"SMB {info.dialect_name} negotiated with {ctx.host} on TCP {ctx.port} "

@@ -59,7 +59,7 @@ def _configured(ctx: ProbeContext) -> dict[str, int]:
         )
     out: dict[str, int] = {}
     for name, port in raw.items():
-        if isinstance(port, bool) or not isinstance(port, (int, str)) or not str(port).isdigit():
+        if isinstance(port, bool) or not isinstance(port, (int, str)) or not (str(port).isascii() and str(port).isdigit()):
             raise ProbeError(inconclusive(Reason.NOT_CONFIGURED, f"{SETTING}.{name}: {port!r} is not a TCP port"))
         if not 0 < int(port) <= 65535:
             raise ProbeError(inconclusive(Reason.NOT_CONFIGURED, f"{SETTING}.{name}: {port} is not a TCP port"))

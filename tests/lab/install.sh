@@ -1,7 +1,19 @@
 #!/bin/sh
-# Install everything the portready lab needs on Debian (bookworm or later). Idempotent:
-# packages already present are left alone. Run as root; .ci/run calls it.
+# Install what the portready lab needs on Debian (bookworm or later). Idempotent:
+# packages already present are left alone. Run as root.
+#
+#   bash tests/lab/install.sh            the lab, the demo and the test suite
+#   bash tests/lab/install.sh --browser  also chromium (356 MB), used only by
+#                                        tests/reports/test_html_browser.py; .ci/run passes it
 set -eu
+
+BROWSER=0
+for arg in "$@"; do
+    case "$arg" in
+        --browser) BROWSER=1 ;;
+        *) echo "install.sh: unknown option $arg (known: --browser)" >&2; exit 2 ;;
+    esac
+done
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install.sh: run as root" >&2
@@ -18,10 +30,15 @@ samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbin
 krb5-user smbclient ldap-utils python3-samba
 iproute2 nftables util-linux bsdutils procps
 openssl ca-certificates nginx-light
-nmap chromium tcpdump bind9-dnsutils iputils-ping
+nmap tcpdump bind9-dnsutils iputils-ping
 python3 python3-venv
 libkrb5-dev gcc
 "
+# The browser tests only: the HTML report rendered headless.
+BROWSER_PACKAGES="chromium"
+if [ "$BROWSER" -eq 1 ]; then
+    PACKAGES="$PACKAGES $BROWSER_PACKAGES"
+fi
 
 missing=""
 for pkg in $PACKAGES; do

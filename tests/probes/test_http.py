@@ -28,12 +28,12 @@ async def test_unexpected_status_fails_with_words() -> None:
     assert "404" in result.detail and "200 or 302" in result.detail
 
 
-async def test_tls_only_port_fails_protocol(loopback_tls_peer: Callable[..., TlsPeer]) -> None:
-    """openssl s_server closes on a plaintext request without a TLS alert."""
+async def test_tls_only_port_fails_closed_and_says_tls_may_be_required(loopback_tls_peer: Callable[..., TlsPeer]) -> None:
+    """openssl s_server closes on a plaintext request without a TLS alert: accepted, then closed."""
     peer = loopback_tls_peer("valid", http=True)
     result = await timed(probe("http", peer.port), 4)
-    assert result.status is Status.FAIL and result.reason is Reason.PROTOCOL
-    assert "no HTTP server answered" in result.detail, result.detail
+    assert result.status is Status.FAIL and result.reason is Reason.CLOSED
+    assert "accepted the connection" in result.detail and "require TLS" in result.detail, result.detail
 
 
 async def test_tls_record_on_the_port_is_named(hostile: Callable[..., tuple[str, int]]) -> None:

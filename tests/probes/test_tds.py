@@ -259,7 +259,7 @@ async def test_strict_encryption_server_is_reached_with_tls_first(loopback_tls_c
     assert result.evidence["product"] == "SQL Server 2022"
 
 
-async def test_peer_closing_at_once_fails_protocol_after_trying_tls_first() -> None:
+async def test_peer_closing_at_once_fails_closed_after_trying_tls_first() -> None:
     import asyncio
 
     async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -271,6 +271,6 @@ async def test_peer_closing_at_once_fails_protocol_after_trying_tls_first() -> N
         result = await run_probe("tds", ctx)
     finally:
         server.close()
-    assert (result.status, result.reason) == (Status.FAIL, Reason.PROTOCOL), result.detail
-    assert "closed the connection without answering" in result.detail
+    assert (result.status, result.reason) == (Status.FAIL, Reason.CLOSED), result.detail
+    assert "accepted the connection" in result.detail and "then closed or reset it" in result.detail
     assert "TDS 8.0" in result.detail
