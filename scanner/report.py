@@ -142,6 +142,8 @@ def build_document(
     }
     if extra:
         doc.update(extra)
+    if interrupted is None and extra:  # callers that pass it with the other extra fields
+        interrupted = extra.get("interrupted")
     doc["interrupted"] = dict(interrupted) if interrupted else None
     doc["findings"] = build_findings(rows)
     doc["summary"] = summarize(rows, strict)

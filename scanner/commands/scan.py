@@ -125,7 +125,7 @@ def _document(
     return build_document(
         "scan", results, started=started, finished=now_iso(), options=options,
         inventory=inputs.inventory.describe(), strict=args.strict,
-        extra={"notes": notes, "interrupted": interrupted},
+        extra={"notes": notes}, interrupted=interrupted,
     )
 
 
