@@ -6,11 +6,17 @@
     await listener.stop()
     listener.store.records               # (protocol, port, source) -> SourceRecord
 
-What it keeps is bounded and counted, whatever arrives: at most `max_sources` source
-records, two raw samples of at most `sample_bytes` each per source, at most
-`max_tags_per_source` / `max_tags_total` distinct test tags, `max_connections` TCP
-connections at a time (`max_connections_per_source` from one address), one frame of
-`max_frame` bytes per connection. What does not fit is counted in `store.drops`.
+What it keeps is bounded and counted, whatever arrives. Expected sources (`store.expected`)
+are always recorded; other addresses get at most `max_strangers` records, and the rest is
+summed per port in `store.overflow`. A source keeps two raw samples of at most
+`sample_bytes`, at most `max_tags_per_source` distinct test tags (every tagged message is
+still counted in `tagged`). TCP connections are counted while OPEN: at most
+`max_connections` at a time and `max_connections_per_source` from one address; at a cap,
+the stalest connection (idle, or dripping a frame that never completes) is shed first and a
+new one is refused (TCP reset) only when every open one is busy. A frame must complete
+within `frame_timeout` and a connection may stay silent `idle_timeout`; a connection
+holds at most one frame of `max_frame` bytes and all connections together `max_buffered`.
+Every loss is counted in `store.drops` and on the affected source's record (`losses`).
 Nothing received is executed or interpreted: it is framed, searched for a test tag and
 kept as bytes; syslog fields are parsed only when a report asks (`SourceRecord.samples`).
 """
@@ -24,6 +30,7 @@ import functools
 import ipaddress
 import os
 import socket
+import struct
 import sys
 import time
 from collections import Counter
@@ -36,6 +43,14 @@ from scanner.models import Transport
 
 UDP_RCVBUF = 16 * 1024 * 1024  # absorbs bursts while the loop is busy elsewhere
 _UDP_BATCH = 1024  # datagrams read per wake-up before yielding to the loop
+MAX_CONNECTIONS = 4096
+MAX_CONNECTIONS_PER_SOURCE = 1024  # one address never takes more than a quarter
+IDLE_TIMEOUT = 300.0  # a syslog sender may keep one connection open between rare events
+FRAME_TIMEOUT = 10.0  # a started frame must be complete by then (one byte a second is not)
+SHED_AFTER = 2.0  # at a cap, a connection without a complete frame for this long may be shed
+MAX_BUFFERED = 64 * 1024 * 1024  # partial frames of all connections together
+MAX_STRANGERS = 1024
+_SWEEP = 0.5  # seconds between deadline checks
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,8 @@ class SourceRecord:
     first_sample: Sample | None = None
     tags: dict[str, TagSeen] = field(default_factory=dict)
     via: str = "socket"  # "socket" or "capture"
+    tagged: int = 0  # messages carrying a test tag, kept or not
+    losses: Counter[str] = field(default_factory=Counter)  # what of this source was lost, and why
     # The last arrival, kept as plain fields: building a Sample per datagram costs a flood dearly.
     last_raw: bytes | None = None
     last_kind: str = ""
@@ -128,26 +145,48 @@ def _normalize(address: str) -> str:
     return str(ip)
 
 
+@dataclass
+class Overflow:
+    """Arrivals from strangers past `max_strangers`, summed per port."""
+
+    arrivals: int = 0
+    byte_count: int = 0
+    addresses: set[str] = field(default_factory=set)  # at most _OVERFLOW_ADDRESSES
+    more_addresses: bool = False
+
+    @property
+    def distinct(self) -> str:
+        return f"{len(self.addresses)}{'+' if self.more_addresses else ''}"
+
+
+_OVERFLOW_ADDRESSES = 4096
+
+
 class ArrivalStore:
     """Bounded record of what arrived; safe to call from the event loop thread only."""
 
     def __init__(
         self,
         *,
-        max_sources: int = 4096,
+        max_sources: int = MAX_STRANGERS,
         max_tags_per_source: int = 1024,
         max_tags_total: int = 65536,
         sample_bytes: int = 2048,
+        expected: set[str] | None = None,
         on_news: Callable[[], None] | None = None,
     ) -> None:
-        self.max_sources = max_sources
+        self.max_sources = max_sources  # records for strangers; expected sources are always kept
         self.max_tags_per_source = max_tags_per_source
         self.max_tags_total = max_tags_total
         self.sample_bytes = sample_bytes
+        self.expected: set[str] = set(expected or ())
         self.records: dict[tuple[Transport, int, str], SourceRecord] = {}
+        self.overflow: dict[tuple[Transport, int], Overflow] = {}
         self.drops: Counter[str] = Counter()
+        self.port_drops: dict[tuple[Transport, int], Counter[str]] = {}
         self.total = 0
         self.tags_kept = 0
+        self.strangers = 0
         self.on_news = on_news  # called when a new source or a new tag appears
 
     def record(
@@ -168,9 +207,11 @@ class ArrivalStore:
         rec = self.records.get(key)
         news = False
         if rec is None:
-            if len(self.records) >= self.max_sources:
-                self.drops["sources_over_cap"] += 1
+            stranger = source not in self.expected
+            if stranger and self.strangers >= self.max_sources:
+                self._overflow(protocol, port, source, size)
                 return
+            self.strangers += stranger
             rec = self.records[key] = SourceRecord(protocol, port, source, now, now, via=via)
             news = True
         rec.last = now
@@ -192,12 +233,14 @@ class ArrivalStore:
         if data and b"portready-test" in data[:SEARCH_WINDOW]:
             tag = find_tag(data)
             if tag is not None:
+                rec.tagged += 1
                 seen = rec.tags.get(tag.nonce)
                 if seen is not None and seen.tag == tag:
                     seen.count += 1
                     seen.last = now
                 elif len(rec.tags) >= self.max_tags_per_source or self.tags_kept >= self.max_tags_total:
                     self.drops["tags_over_cap"] += 1
+                    rec.losses["tags_over_cap"] += 1
                 else:
                     rec.tags[tag.nonce] = TagSeen(tag, 1, now, now)
                     self.tags_kept += 1
@@ -205,11 +248,34 @@ class ArrivalStore:
         if news and self.on_news is not None:
             self.on_news()
 
+    def _overflow(self, protocol: Transport, port: int, source: str, size: int) -> None:
+        self.drops["sources_over_cap"] += 1
+        over = self.overflow.get((protocol, port))
+        if over is None:
+            over = self.overflow[(protocol, port)] = Overflow()
+        over.arrivals += 1
+        over.byte_count += size
+        if source not in over.addresses:
+            if len(over.addresses) < _OVERFLOW_ADDRESSES:
+                over.addresses.add(source)
+            else:
+                over.more_addresses = True
+
+    def loss(self, protocol: Transport, port: int, source: str | None, what: str, n: int = 1) -> None:
+        """Count `n` of `what` lost, globally, per port and on the source's record."""
+        if n <= 0:
+            return
+        self.drops[what] += n
+        self.port_drops.setdefault((protocol, port), Counter())[what] += n
+        rec = self.records.get((protocol, port, source)) if source is not None else None
+        if rec is not None:
+            rec.losses[what] += n
+
     def tags(self) -> list[tuple[SourceRecord, TagSeen]]:
         return [(rec, seen) for rec in self.records.values() for seen in rec.tags.values()]
 
 
-def _open_socket(binding: Binding, rcvbuf: int) -> socket.socket:
+def _open_socket(binding: Binding, rcvbuf: int, backlog: int = 4096) -> socket.socket:
     family = socket.AF_INET6 if ":" in binding.address else socket.AF_INET
     kind = socket.SOCK_DGRAM if binding.protocol is Transport.UDP else socket.SOCK_STREAM
     sock = socket.socket(family, kind)
@@ -228,7 +294,7 @@ def _open_socket(binding: Binding, rcvbuf: int) -> socket.socket:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind((binding.address, binding.port))
         if kind == socket.SOCK_STREAM:
-            sock.listen(256)
+            sock.listen(backlog)  # the kernel caps it at net.core.somaxconn
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -278,6 +344,104 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.listener._datagram(self.binding, data, addr[0])
 
 
+def _reset(transport: asyncio.BaseTransport) -> None:
+    """Close with a TCP reset (SO_LINGER 0), so the sender learns its data was not taken."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    abort = getattr(transport, "abort", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.close()
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection: frames what arrives, records each message, keeps its deadlines."""
+
+    def __init__(self, listener: Listener, binding: Binding) -> None:
+        self.listener = listener
+        self.binding = binding
+        self.source = "?"
+        self.transport: asyncio.Transport | None = None
+        self.framer = TcpFramer(listener.max_frame)
+        self.opened = self.last_data = self.last_frame = 0.0
+        self.partial_since: float | None = None  # when the frame now arriving began
+        self.buffered = 0
+        self.done = False
+
+    # -- asyncio callbacks ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream server gives a Transport
+        peer = transport.get_extra_info("peername")
+        self.source = normalize_address(str(peer[0])) if peer else "?"
+        self.opened = self.last_data = self.last_frame = time.monotonic()
+        self.listener._admit(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.done:
+            return
+        now = time.monotonic()
+        self.last_data = now
+        frames = self.framer.feed(data)
+        if frames:
+            self.last_frame = now
+            self._record(frames)
+        buffered = self.framer.buffered
+        self.listener._buffered += buffered - self.buffered
+        self.buffered = buffered
+        if not buffered:
+            self.partial_since = None
+        elif self.partial_since is None or frames:
+            self.partial_since = now
+        if self.listener._buffered > self.listener.max_buffered:
+            self.listener._relieve_memory()
+
+    def eof_received(self) -> bool:
+        self.finish()
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.finish()
+
+    # -- ours -------------------------------------------------------------------------
+    def _record(self, frames: list[bytes]) -> None:
+        record = self.listener.store.record
+        wall = time.time()
+        for frame in frames:
+            record(Transport.TCP, self.binding.port, self.source, "message", frame, now=wall)
+
+    def finish(self) -> None:
+        """The stream ended (or we end it): what is whole is counted, what is cut is truncated."""
+        if self.done:
+            return
+        self.done = True
+        frames = self.framer.flush()
+        if frames:
+            self._record(frames)
+        loss = functools.partial(self.listener.store.loss, Transport.TCP, self.binding.port, self.source)
+        loss("frames_truncated", self.framer.truncated)
+        loss("frames_miscounted", self.framer.miscounted)
+        loss("tcp_bytes_discarded", self.framer.discarded_bytes)
+        self.listener.store.drops["lines_unterminated"] += self.framer.unterminated
+        self.listener._buffered -= self.buffered
+        self.buffered = 0
+        self.listener._release(self)
+
+    def shed(self, why: str) -> None:
+        """End this connection ourselves (deadline, cap, memory): reset, count why."""
+        if self.done:
+            return
+        self.listener.store.loss(Transport.TCP, self.binding.port, self.source, why)
+        self.finish()
+        if self.transport is not None:
+            _reset(self.transport)
+
+    def staleness(self, now: float) -> float:
+        return now - self.last_frame
+
+
 class Listener:
     """UDP and TCP listener with async start()/stop(); see the module docstring."""
 
@@ -286,10 +450,13 @@ class Listener:
         bindings: list[Binding],
         *,
         store: ArrivalStore | None = None,
-        max_connections: int = 256,
-        max_connections_per_source: int = 32,
-        idle_timeout: float = 30.0,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE,
+        idle_timeout: float = IDLE_TIMEOUT,
+        frame_timeout: float = FRAME_TIMEOUT,
+        shed_after: float = SHED_AFTER,
         max_frame: int = MAX_FRAME,
+        max_buffered: int = MAX_BUFFERED,
         rcvbuf: int = UDP_RCVBUF,
     ) -> None:
         self.bindings = list(dict.fromkeys(bindings))
@@ -297,28 +464,40 @@ class Listener:
         self.max_connections = max_connections
         self.max_connections_per_source = max_connections_per_source
         self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
+        self.shed_after = shed_after
         self.max_frame = max_frame
+        self.max_buffered = max_buffered
         self.rcvbuf = rcvbuf
         self.bound: list[Binding] = []
         self.failed: dict[Binding, OSError] = {}
+        self.notes: list[str] = []
         self.news = asyncio.Event()
         self.store.on_news = self.news.set
         self.kernel_drops: dict[Binding, int] = {}
+        self.peak_connections = 0
         self._sockets: dict[Binding, socket.socket] = {}
         self._readers: list[int] = []
         self._transports: list[asyncio.BaseTransport] = []
         self._servers: list[asyncio.AbstractServer] = []
-        self._conn_tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._per_source: Counter[str] = Counter()
+        self._open: set[_Connection] = set()
+        self._per_source: dict[str, set[_Connection]] = {}
+        self._buffered = 0
+        self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
 
     async def start(self) -> None:
         """Bind every binding; the ones that fail are in `failed` (the others still run)."""
         self._loop = loop = asyncio.get_running_loop()
+        if any(b.protocol is Transport.TCP for b in self.bindings):
+            self._fit_file_limit()
         for binding in self.bindings:
             try:
-                sock = _open_socket(binding, self.rcvbuf)
+                sock = _open_socket(binding, self.rcvbuf, min(self.max_connections, 65535))
             except OSError as exc:
                 self.failed[binding] = exc
                 continue
@@ -333,21 +512,46 @@ class Listener:
                     )
                     self._transports.append(transport)
             else:
-                server = await asyncio.start_server(
-                    functools.partial(self._accept, binding), sock=sock, limit=self.max_frame
-                )
+                server = await loop.create_server(
+                    functools.partial(_Connection, self, binding), sock=sock,
+                    backlog=min(self.max_connections, 65535),
+                )  # fmt: skip
                 self._servers.append(server)
+                if self._sweeper is None:
+                    self._sweeper = asyncio.create_task(self._sweep())
             self.bound.append(binding)
 
+    def _fit_file_limit(self) -> None:
+        """Raise the soft open-files limit if we may; else take fewer connections, and say so."""
+        try:
+            import resource
+        except ImportError:  # Windows: no such per-process limit on sockets
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = self.max_connections + 256
+        if soft != resource.RLIM_INFINITY and soft < need:
+            target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+        if soft != resource.RLIM_INFINITY and soft < need:
+            fit = max(16, soft - 256)
+            self.notes.append(
+                f"the open-files limit ({soft}) allows {fit} TCP connections, not {self.max_connections}: "
+                "raise it (ulimit -n) to take more at once"
+            )
+            self.max_connections = fit
+            self.max_connections_per_source = min(self.max_connections_per_source, fit)
+
     async def stop(self) -> None:
-        """Stop listening, end every connection, record kernel drop counts."""
+        """Stop listening, count what open connections hold, end them, record kernel drops."""
         loop = self._loop or asyncio.get_running_loop()
         for binding, sock in self._sockets.items():
             if binding.protocol is Transport.UDP:
                 drops = udp_kernel_drops(sock)
                 if drops:
                     self.kernel_drops[binding] = drops
-                    self.store.drops["udp_kernel_drops"] += drops
+                    self.store.loss(Transport.UDP, binding.port, None, "udp_kernel_drops", drops)
         for fd in self._readers:
             loop.remove_reader(fd)
         self._readers.clear()
@@ -356,12 +560,15 @@ class Listener:
         self._transports.clear()
         for server in self._servers:
             server.close()
-        # Abort rather than cancel: a cancelled connection task makes asyncio's stream
-        # callback log an error; an aborted transport ends the read loop cleanly.
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._conn_tasks:
-            await asyncio.wait(set(self._conn_tasks), timeout=2.0)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for conn in list(self._open):
+            conn.finish()  # whole frames still held are counted; a cut one is truncated
+            if conn.transport is not None:
+                conn.transport.abort()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
@@ -410,48 +617,63 @@ class Listener:
                 return
             record(Transport.UDP, port, normalize_address(addr[0]), "datagram", data, now=now)
 
-    async def _accept(self, binding: Binding, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        peer = writer.get_extra_info("peername")
-        source = normalize_address(str(peer[0])) if peer else "?"
-        self.store.record(Transport.TCP, binding.port, source, "connection")
-        if (
-            len(self._conn_tasks) >= self.max_connections
-            or self._per_source[source] >= self.max_connections_per_source
-        ):
-            self.store.drops["connections_over_cap"] += 1
-            writer.close()
-            return
-        if task is not None:
-            self._conn_tasks.add(task)
-        self._writers.add(writer)
-        self._per_source[source] += 1
-        framer = TcpFramer(self.max_frame)
-        try:
-            while True:
-                try:
-                    chunk = await asyncio.wait_for(reader.read(65536), self.idle_timeout)
-                except asyncio.TimeoutError:
-                    self.store.drops["connections_idle_closed"] += 1
-                    break
-                if not chunk:
-                    last = framer.flush()
-                    if last:
-                        self.store.record(Transport.TCP, binding.port, source, "message", last)
-                    break
-                for frame in framer.feed(chunk):
-                    self.store.record(Transport.TCP, binding.port, source, "message", frame)
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self.store.drops["frames_truncated"] += framer.truncated
-            self.store.drops["tcp_bytes_discarded"] += framer.discarded_bytes
-            self._per_source[source] -= 1
-            if self._per_source[source] <= 0:
-                del self._per_source[source]
-            if task is not None:
-                self._conn_tasks.discard(task)
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+    # -- connection accounting -----------------------------------------------------------
+    def _admit(self, conn: _Connection) -> None:
+        """Take a new connection; at a cap shed the stalest open one, or refuse this one."""
+        port, source = conn.binding.port, conn.source
+        self.store.record(Transport.TCP, port, source, "connection")
+        mine = self._per_source.get(source, set())
+        victim: _Connection | None = None
+        if len(mine) >= self.max_connections_per_source:
+            victim = self._stalest(mine)
+            full = "connections_over_source_cap"
+        elif len(self._open) >= self.max_connections:
+            victim = self._stalest(self._open)
+            full = "connections_over_cap"
+        else:
+            full = ""
+        if full:
+            if victim is None:
+                # Every open connection is busy: refusing costs nothing already received.
+                conn.done = True
+                self.store.loss(Transport.TCP, port, source, full)
+                assert conn.transport is not None
+                _reset(conn.transport)
+                return
+            victim.shed("connections_shed")
+        self._open.add(conn)
+        self._per_source.setdefault(source, set()).add(conn)
+        self.peak_connections = max(self.peak_connections, len(self._open))
+
+    def _release(self, conn: _Connection) -> None:
+        self._open.discard(conn)
+        mine = self._per_source.get(conn.source)
+        if mine is not None:
+            mine.discard(conn)
+            if not mine:
+                del self._per_source[conn.source]
+
+    def _stalest(self, conns: set[_Connection]) -> _Connection | None:
+        """The connection longest without a complete frame, if that is over `shed_after`."""
+        now = time.monotonic()
+        best = max(conns, key=lambda c: c.staleness(now), default=None)
+        return best if best is not None and best.staleness(now) >= self.shed_after else None
+
+    def _relieve_memory(self) -> None:
+        """Partial frames past `max_buffered`: shed the oldest partial frames until under."""
+        holders = sorted((c for c in self._open if c.buffered), key=lambda c: c.partial_since or 0.0)
+        for conn in holders:
+            if self._buffered <= self.max_buffered * 3 // 4:
+                break
+            conn.shed("connections_shed_memory")
+
+    async def _sweep(self) -> None:
+        """Per-connection read deadlines: a frame must complete, silence must end."""
+        while True:
+            await asyncio.sleep(_SWEEP)
+            now = time.monotonic()
+            for conn in list(self._open):
+                if conn.partial_since is not None and now - conn.partial_since > self.frame_timeout:
+                    conn.shed("connections_closed_slow")
+                elif now - conn.last_data > self.idle_timeout:
+                    conn.shed("connections_closed_idle")
