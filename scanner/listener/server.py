@@ -33,9 +33,9 @@ import socket
 import struct
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from scanner.listener.syslog import MAX_FRAME, SyslogMessage, TcpFramer, parse_syslog
 from scanner.listener.tag import SEARCH_WINDOW, Tag, find_tag
@@ -51,6 +51,8 @@ SHED_AFTER = 2.0  # at a cap, a connection without a complete frame for this lon
 MAX_BUFFERED = 64 * 1024 * 1024  # partial frames of all connections together
 MAX_STRANGERS = 1024
 _SWEEP = 0.5  # seconds between deadline checks
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
+_TCP_CLOSE_WAIT = 8  # tcp_states.h
 
 
 @dataclass(frozen=True)
@@ -370,6 +372,7 @@ class _Connection(asyncio.Protocol):
         self.partial_since: float | None = None  # when the frame now arriving began
         self.buffered = 0
         self.done = False
+        self.parked_at: float | None = None  # waiting for a slot, reading paused
 
     # -- asyncio callbacks ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -412,19 +415,19 @@ class _Connection(asyncio.Protocol):
         for frame in frames:
             record(Transport.TCP, self.binding.port, self.source, "message", frame, now=wall)
 
-    def finish(self) -> None:
-        """The stream ended (or we end it): what is whole is counted, what is cut is truncated."""
+    def finish(self, cut: bool = False) -> None:
+        """The stream ended (`cut`: we end it): what is whole is counted, what is cut is truncated."""
         if self.done:
             return
         self.done = True
-        frames = self.framer.flush()
+        frames = self.framer.flush(cut=cut)
         if frames:
             self._record(frames)
         loss = functools.partial(self.listener.store.loss, Transport.TCP, self.binding.port, self.source)
         loss("frames_truncated", self.framer.truncated)
         loss("frames_miscounted", self.framer.miscounted)
         loss("tcp_bytes_discarded", self.framer.discarded_bytes)
-        self.listener.store.drops["lines_unterminated"] += self.framer.unterminated
+        loss("lines_unterminated", self.framer.unterminated)  # counted as messages; said so
         self.listener._buffered -= self.buffered
         self.buffered = 0
         self.listener._release(self)
@@ -434,12 +437,30 @@ class _Connection(asyncio.Protocol):
         if self.done:
             return
         self.listener.store.loss(Transport.TCP, self.binding.port, self.source, why)
-        self.finish()
+        self.finish(cut=True)
         if self.transport is not None:
             _reset(self.transport)
 
     def staleness(self, now: float) -> float:
         return now - self.last_frame
+
+    def peer_closed(self) -> bool:
+        """The sender already closed (TCP CLOSE_WAIT): its rest is in our buffer, being read.
+
+        Such a connection no longer counts against a cap: a sender that reconnects at once
+        must not find its own closed connections in the way. Linux only (TCP_INFO).
+        """
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None or _TCP_INFO is None:
+            return False
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_CLOSE_WAIT
+        except (OSError, IndexError):
+            return False
+
+
+def _live(conns: Iterable[_Connection]) -> int:
+    return sum(1 for c in conns if not c.peer_closed())
 
 
 class Listener:
@@ -476,12 +497,19 @@ class Listener:
         self.store.on_news = self.news.set
         self.kernel_drops: dict[Binding, int] = {}
         self.peak_connections = 0
+        self.parked_total = 0  # connections that waited for a slot (not a loss)
         self._sockets: dict[Binding, socket.socket] = {}
         self._readers: list[int] = []
         self._transports: list[asyncio.BaseTransport] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._open: set[_Connection] = set()
         self._per_source: dict[str, set[_Connection]] = {}
+        self._parked: deque[_Connection] = deque()
+        # A parked connection costs a socket, no buffer; per source no more than it may open.
+        self.max_parked = max(64, max_connections // 2)
+        self.max_parked_per_source = max(16, max_connections_per_source)
+        self._parked_per_source: Counter[str] = Counter()
+        self._admitting = False
         self._buffered = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -565,8 +593,11 @@ class Listener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        for conn in list(self._parked):
+            self._unqueue(conn)
+            self._refuse(conn, "connections_parked_at_stop")  # never read: the kernel held its data
         for conn in list(self._open):
-            conn.finish()  # whole frames still held are counted; a cut one is truncated
+            conn.finish(cut=True)  # whole frames still held are counted; a cut one is truncated
             if conn.transport is not None:
                 conn.transport.abort()
         for server in self._servers:
@@ -619,39 +650,93 @@ class Listener:
 
     # -- connection accounting -----------------------------------------------------------
     def _admit(self, conn: _Connection) -> None:
-        """Take a new connection; at a cap shed the stalest open one, or refuse this one."""
+        """Take a new connection; at a cap shed the stalest open one, else park this one.
+
+        A sender that closes and reconnects at once can find its old connection still
+        open here (its FIN not read yet): parking the new one with reading paused keeps
+        its data in the kernel until a slot frees, so a cap costs time, not messages.
+        Only when the parking is full too is the connection refused with a reset.
+        """
         port, source = conn.binding.port, conn.source
         self.store.record(Transport.TCP, port, source, "connection")
-        mine = self._per_source.get(source, set())
-        victim: _Connection | None = None
-        if len(mine) >= self.max_connections_per_source:
-            victim = self._stalest(mine)
-            full = "connections_over_source_cap"
-        elif len(self._open) >= self.max_connections:
-            victim = self._stalest(self._open)
-            full = "connections_over_cap"
-        else:
-            full = ""
+        full = self._full(source)
         if full:
-            if victim is None:
-                # Every open connection is busy: refusing costs nothing already received.
-                conn.done = True
-                self.store.loss(Transport.TCP, port, source, full)
+            victim = self._stalest(self._per_source.get(source, set()) if full.endswith("source_cap") else self._open)
+            if victim is not None:
+                self._admitting = True
+                try:
+                    victim.shed("connections_shed")
+                finally:
+                    self._admitting = False
+            elif len(self._parked) < self.max_parked and self._parked_per_source[source] < self.max_parked_per_source:
                 assert conn.transport is not None
-                _reset(conn.transport)
+                conn.transport.pause_reading()
+                conn.parked_at = time.monotonic()
+                self._parked.append(conn)
+                self._parked_per_source[source] += 1
+                self.parked_total += 1
                 return
-            victim.shed("connections_shed")
+            else:
+                self._refuse(conn, full)
+                return
+        self._register(conn)
+
+    def _full(self, source: str) -> str:
+        """Which cap a new connection from `source` meets, counting only OPEN connections."""
+        mine = self._per_source.get(source, ())
+        if len(mine) >= self.max_connections_per_source and _live(mine) >= self.max_connections_per_source:
+            return "connections_over_source_cap"
+        if len(self._open) >= self.max_connections and (
+            len(self._open) >= 2 * self.max_connections or _live(self._open) >= self.max_connections
+        ):
+            return "connections_over_cap"
+        return ""
+
+    def _register(self, conn: _Connection) -> None:
         self._open.add(conn)
-        self._per_source.setdefault(source, set()).add(conn)
+        self._per_source.setdefault(conn.source, set()).add(conn)
         self.peak_connections = max(self.peak_connections, len(self._open))
 
+    def _refuse(self, conn: _Connection, why: str) -> None:
+        """Nothing of it was read: a reset tells the sender, and the loss is counted."""
+        conn.done = True
+        self.store.loss(Transport.TCP, conn.binding.port, conn.source, why)
+        if conn.transport is not None:
+            _reset(conn.transport)
+
     def _release(self, conn: _Connection) -> None:
+        if conn.parked_at is not None:
+            self._unqueue(conn)
+            return
         self._open.discard(conn)
         mine = self._per_source.get(conn.source)
         if mine is not None:
             mine.discard(conn)
             if not mine:
                 del self._per_source[conn.source]
+        if self._parked and not self._admitting:
+            self._unpark()
+
+    def _unqueue(self, conn: _Connection) -> None:
+        with contextlib.suppress(ValueError):
+            self._parked.remove(conn)
+        conn.parked_at = None
+        self._parked_per_source[conn.source] -= 1
+        if self._parked_per_source[conn.source] <= 0:
+            del self._parked_per_source[conn.source]
+
+    def _unpark(self) -> None:
+        """Give free slots to parked connections, oldest first."""
+        for conn in list(self._parked):
+            if len(self._open) >= self.max_connections:
+                return
+            if conn.done or self._full(conn.source):
+                continue
+            self._unqueue(conn)
+            conn.last_frame = conn.last_data = time.monotonic()
+            self._register(conn)
+            if conn.transport is not None:
+                conn.transport.resume_reading()
 
     def _stalest(self, conns: set[_Connection]) -> _Connection | None:
         """The connection longest without a complete frame, if that is over `shed_after`."""
@@ -672,6 +757,10 @@ class Listener:
         while True:
             await asyncio.sleep(_SWEEP)
             now = time.monotonic()
+            while self._parked and now - (self._parked[0].parked_at or now) > self.frame_timeout:
+                conn = self._parked[0]
+                self._unqueue(conn)
+                self._refuse(conn, self._full(conn.source) or "connections_over_cap")
             for conn in list(self._open):
                 if conn.partial_since is not None and now - conn.partial_since > self.frame_timeout:
                     conn.shed("connections_closed_slow")

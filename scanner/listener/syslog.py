@@ -365,11 +365,12 @@ class TcpFramer:
             return frame
         return None
 
-    def flush(self) -> list[bytes]:
-        """What is left when the peer closes: the frames still held, a last line without LF.
+    def flush(self, cut: bool = False) -> list[bytes]:
+        """What is left when the stream ends: the frames still held, a last line without LF.
 
         The start of an octet-counted frame that did not arrive whole is counted as
-        truncated, never returned as a message; so is the start of an over-long line.
+        truncated, never returned as a message; so is the start of an over-long line, and
+        with `cut` (we end the stream: a deadline, a cap, stopping) a line without LF.
         """
         self._final = True
         out = self.feed(b"")
@@ -380,7 +381,7 @@ class TcpFramer:
             return out
         if self._discard or self._discard_line or self._junk:
             self.discarded_bytes += len(rest)
-        elif self._octet or rest[:1].isdigit():
+        elif self._octet or rest[:1].isdigit() or cut:
             self.truncated += 1  # an octet-counted frame cut short (or its count)
             self.discarded_bytes += len(rest)
         else:
