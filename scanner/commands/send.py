@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from scanner.errors import UsageError
-from scanner.models import Direction, PortRange, Transport
+from scanner.models import Direction, PortRange, Status, Transport
 
 
 def plan_sends(args: argparse.Namespace) -> list[tuple[str, str, Transport, int]]:
@@ -24,6 +24,14 @@ def plan_sends(args: argparse.Namespace) -> list[tuple[str, str, Transport, int]
     profile_id, row_id = args.profile, args.row
     if row_id and "/" in row_id:
         profile_id, row_id = row_id.split("/", 1)
+    if row_id and not profile_id:
+        owners = sorted(pid for pid, prof in catalogue.profiles.items()
+                        if any(r.id == row_id and r.direction is Direction.INBOUND for r in prof.rows))  # fmt: skip
+        if len(owners) != 1:
+            found = f"profiles with an inbound row {row_id!r}: {', '.join(owners)}" if owners else (
+                f"no profile has an inbound row {row_id!r}; `portready profiles` lists them")
+            raise UsageError(f"--row {row_id}: give the profile too (--profile ID or --row PROFILE/{row_id}); {found}")
+        profile_id = owners[0]
     if not profile_id or profile_id not in catalogue.profiles:
         raise UsageError(f"unknown profile {profile_id!r}; see `portready profiles`")
     rows = [r for r in catalogue.profiles[profile_id].rows if r.direction is Direction.INBOUND]
@@ -68,7 +76,8 @@ def run_send(args: argparse.Namespace) -> int:
     results = asyncio.run(send_all(args.to, items, args.count, args.timeout))
     failed = 0
     for key, proto, port, _tag, result in results:
-        mark = "ok  " if result.ok else "FAIL"
+        # "sent": out, but without a receipt (UDP, or a receiver that did not confirm in time).
+        mark = {Status.PASS: "ok  ", Status.INCONCLUSIVE: "sent"}.get(result.status, "FAIL")
         print(f"{mark} {key} {proto.value.upper()} {port}: {result.detail}")
         failed += 0 if result.ok else 1
     return 1 if failed else 0
