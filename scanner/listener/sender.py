@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
+import errno
 import socket
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from scanner.models import Reason, Status, Transport
 SYSLOG_PORTS = frozenset({514, 601, 6514})
 RECEIPT_WAIT = 3.0  # how long the receiver may take to read and close after our half-close
 _RESET_SETTLE = 0.02  # a reset for unread data follows the receiver's FIN by a moment
+_RESET_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 _MAX_ANSWER = 64 * 1024  # what we read of an answer before giving up on a receipt
 # Reasons from the contract that other branches add; until merged, the nearest existing one.
 CLOSED = getattr(Reason, "CLOSED", Reason.PROTOCOL)
@@ -141,6 +143,11 @@ async def _send_tcp(
     per = count // len(payloads)
     for payload in payloads:
         outcome = await _one_connection(family, address, port, payload, where, timeout, receipt_wait)
+        if outcome is not None and outcome[0] is Status.PASS:
+            accepted += per
+            if accepted == count:
+                return SendResult(Status.PASS, outcome[1], count, address, outcome[2], accepted)
+            continue
         if outcome is not None:
             status, reason, words = outcome
             return SendResult(status, reason, accepted, address, f"{words} ({accepted} of {count} taken before)"
@@ -182,6 +189,8 @@ async def _one_connection(
             return Status.INCONCLUSIVE, NO_REPLY, (f"connected to {where}, but it did not take the message "
                                                    f"within {timeout:g} s (not reading: busy or hung)")  # fmt: skip
         except OSError as exc:
+            if exc.errno in _RESET_ERRNOS:  # the reset came before our half-close
+                return Status.FAIL, CLOSED, not_taken
             return Status.FAIL, CLOSED, f"connected to {where} but could not send: {exc.strerror or exc}"
         return await _receipt(loop, sock, where, receipt_wait, not_taken)
     finally:
@@ -218,7 +227,13 @@ async def _receipt(
     except (ConnectionResetError, BrokenPipeError):
         return Status.FAIL, CLOSED, not_taken
     except OSError as exc:
+        if exc.errno in _RESET_ERRNOS:
+            return Status.FAIL, CLOSED, not_taken
         return Status.FAIL, CLOSED, f"{where} ended the connection with an error: {exc.strerror or exc}"
     if err:
         return Status.FAIL, CLOSED, not_taken  # it closed, then reset our unread data
+    if received:
+        # Taken, but a syslog listener never answers: say so, without echoing what it sent.
+        return Status.PASS, Reason.OK, (f"{where} read the message and closed, after answering {received} "
+                                        "byte(s) of its own: not a plain syslog receiver")  # fmt: skip
     return None
