@@ -176,10 +176,10 @@ async def _one_connection(
             return Status.FAIL, Reason.REFUSED, (f"refused: {where} reset the connection — nothing listens "
                                                  "there, or a firewall rejects it")  # fmt: skip
         except OSError as exc:
+            if exc.errno in _RESET_ERRNOS:  # taken, and reset before the handshake was done on our side
+                return Status.FAIL, CLOSED, _not_taken(where)
             return Status.FAIL, Reason.UNREACHABLE, f"{where}: {exc.strerror or exc}"
-        not_taken = (f"not accepted: {where} took the connection, then reset it without reading the message — "
-                     "the listener is at a connection cap (see its losses), or the service rejects us "
-                     "(TLS required, an IP allow-list)")  # fmt: skip
+        not_taken = _not_taken(where)
         try:
             await asyncio.wait_for(loop.sock_sendall(sock, payload), timeout)
             sock.shutdown(socket.SHUT_WR)
@@ -195,6 +195,12 @@ async def _one_connection(
         return await _receipt(loop, sock, where, receipt_wait, not_taken)
     finally:
         sock.close()
+
+
+def _not_taken(where: str) -> str:
+    return (f"not accepted: {where} took the connection, then reset it without reading the message — "
+            "the listener is at a connection cap (see its losses), or the service rejects us "
+            "(TLS required, an IP allow-list)")  # fmt: skip
 
 
 def _no_receipt(where: str, wait: float) -> tuple[Status, Reason, str]:
