@@ -363,8 +363,9 @@ def _summary_notes(unexpected: list[dict[str, Any]], listener: Any) -> list[str]
 
     out: list[str] = []
     for u in unexpected[:10]:
-        host = (u.get("syslog") or {}).get("host")
-        what = f"{u.get('count', 0)} arrival(s)" + (f", syslog host {host}" if host else "")
+        sl = u.get("syslog") or {}
+        what = f"{u.get('count', 0)} arrival(s)" + "".join(
+            f", syslog {k} {sl[k]}" for k in ("host", "app") if sl.get(k))
         rows = ", ".join(u.get("rows") or []) or "no row"
         out.append(f"unexpected source {u['source_address']} on {str(u['protocol']).upper()} {u['port']} ({what}), "
                    f"not listed for {rows}: a device behind NAT, or a source missing from --source")  # fmt: skip
