@@ -394,7 +394,7 @@ class _Connection(asyncio.Protocol):
         buffered = self.framer.buffered
         self.listener._buffered += buffered - self.buffered
         self.buffered = buffered
-        if not buffered:
+        if not self.framer.in_frame:
             self.partial_since = None
         elif self.partial_since is None or frames:
             self.partial_since = now

@@ -185,6 +185,11 @@ class TcpFramer:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    @property
+    def in_frame(self) -> bool:
+        """A frame has begun and not ended (held, or being discarded past max_frame)."""
+        return self.buffered > 0 or bool(self._discard) or self._discard_line or self._junk
+
     def feed(self, chunk: bytes) -> list[bytes]:
         out: list[bytes] = []
         if self._discard and not self.buffered:

@@ -78,17 +78,29 @@ def garbage(host: str, port: int) -> None:
     tcp.close()
 
 
-def endless(host: str, port: int, seconds: float) -> None:
-    tcp = socket.create_connection((host, port), timeout=5)
+def endless(host: str, port: int, seconds: float, connections: int = 1) -> None:
+    """Lines that never end, on `connections` connections at once; prints the bytes sent."""
+    socks = [socket.create_connection((host, port), timeout=5) for _ in range(connections)]
+    for sock in socks:
+        sock.setblocking(False)
     chunk = b"<13>" + b"z" * 65532  # one line that never ends
     deadline = time.monotonic() + seconds
     sent = 0
-    try:
-        while time.monotonic() < deadline:
-            tcp.sendall(chunk)
-            sent += len(chunk)
-    except OSError:
-        pass
+    live = list(socks)
+    while time.monotonic() < deadline and live:
+        progressed = False
+        for sock in list(live):
+            try:
+                sent += sock.send(chunk)
+                progressed = True
+            except BlockingIOError:
+                continue
+            except OSError:
+                live.remove(sock)
+        if not progressed:
+            time.sleep(0.001)
+    for sock in socks:
+        sock.close()
     sys.stdout.write(f"{sent}\n")
 
 
@@ -193,7 +205,7 @@ def main() -> None:
     elif a.mode == "garbage":
         garbage(a.host, a.port)
     elif a.mode == "endless":
-        endless(a.host, a.port, a.seconds)
+        endless(a.host, a.port, a.seconds, a.connections)
     elif a.mode == "tcpflood":
         tcpflood(a.host, a.port, a.connections, a.count, a.reconnect, a.cut, a.octet, a.seed)
     elif a.mode == "drip":

@@ -200,3 +200,26 @@ def test_store_keeps_expected_sources_whatever_the_strangers() -> None:
     assert len(store.records) == 101
     over = store.overflow[(Transport.UDP, 514)]
     assert over.arrivals == 19900 and over.distinct == "4096+"
+
+
+async def test_a_line_that_never_ends_hits_the_read_deadline_with_bounded_memory(lab: Lab, second_host: Host) -> None:
+    port = free_port()
+    listener = Listener([Binding(Transport.TCP, port, "0.0.0.0")], frame_timeout=2.0)
+    await listener.start()
+    peak = 0
+    try:
+        task = asyncio.create_task(asyncio.to_thread(
+            second_host.run, [sys.executable, "-m", "tests.listener._sender", "endless", lab.gateway4, str(port),
+                              "--connections", "20", "--seconds", "8"],
+            capture_output=True, text=True, env=ENV, timeout=60,
+        ))  # fmt: skip
+        while not task.done():
+            peak = max(peak, listener._buffered)
+            await asyncio.sleep(0.05)
+        sent = int((await task).stdout.strip())
+    finally:
+        await listener.stop()
+    rec = listener.store.records[(Transport.TCP, port, second_host.ipv4)]
+    assert sent > 20 * 1_000_000  # megabytes per connection really arrived
+    assert rec.losses["connections_closed_slow"] == 20  # fast, but never a whole message
+    assert peak <= 20 * listener.max_frame  # at most one frame held per connection
