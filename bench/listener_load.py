@@ -60,16 +60,20 @@ async def run_sender(host: Host, *args: str) -> str:
 
 
 class Meter:
-    """Peak resident memory of this process while a workload runs."""
+    """Peak resident memory of this process, and bytes the listener holds, while a workload runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, listener: Listener | None = None) -> None:
         self.base = rss_mib()
         self.peak = self.base
+        self.listener = listener
+        self.held = 0  # partial frames held by all connections (what per-connection bounds cap)
         self._task = asyncio.create_task(self._sample())
 
     async def _sample(self) -> None:
         while True:
             self.peak = max(self.peak, rss_mib())
+            if self.listener is not None:
+                self.held = max(self.held, self.listener._buffered)
             await asyncio.sleep(0.05)
 
     def stop(self) -> float:
@@ -134,7 +138,7 @@ async def endless(lab: Lab, host: Host, connections: int) -> dict[str, Any]:
     port = free_port()
     listener = Listener([Binding(Transport.TCP, port, "0.0.0.0")])
     await listener.start()
-    meter = Meter()
+    meter = Meter(listener)
     t0 = time.perf_counter()
     sent = int(await run_sender(host, "endless", lab.gateway4, str(port), "--connections", str(connections),
                                 "--seconds", "5"))  # fmt: skip
@@ -143,12 +147,15 @@ async def endless(lab: Lab, host: Host, connections: int) -> dict[str, Any]:
     await listener.stop()
     return {"sent": 0, "counted": 0, "cut": 0, "truncated": listener.store.drops["frames_truncated"], "errors": 0,
             "s": elapsed, "mib": mib, "peak_conn": listener.peak_connections,
-            "drops": {"bytes_sent": sent, "kib_per_connection": round(mib * 1024 / connections, 1)}}  # fmt: skip
+            "drops": {"bytes_sent": sent, "rss_kib_per_connection": round(mib * 1024 / connections, 1),
+                      "held_peak_kib_per_connection": round(meter.held / 1024 / connections, 1),
+                      "max_frame_kib": listener.max_frame // 1024}}  # fmt: skip
 
 
 async def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a tenth of the sizes (a smoke run)")
+    p.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this workload (repeatable)")
     a = p.parse_args()
     reason = lab_available()
     if reason:
@@ -167,6 +174,8 @@ async def main() -> int:
         print(f"{'workload':<13} {'sent':>7} {'counted':>7} {'lost':>5} {'cut':>5} {'trunc':>5} {'errors':>6} "
               f"{'conns':>5} {'s':>6} {'+MiB':>6}  notes")  # fmt: skip
         for name, run in workloads:
+            if a.only and name not in a.only:
+                continue
             r = await run()
             lost = r["sent"] - r["counted"]
             print(f"{name:<13} {r['sent']:>7} {r['counted']:>7} {lost:>5} {r['cut']:>5} {r['truncated']:>5} "
