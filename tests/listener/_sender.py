@@ -6,6 +6,7 @@
     python -m tests.listener._sender tcpflood HOST PORT --connections 1000 --count 40000 [--reconnect 0.05] [--cut]
     python -m tests.listener._sender drip HOST PORT --connections 300 --seconds 10
     python -m tests.listener._sender strangers HOST PORT --sources A1,A2,... [--last EXPECTED]
+    python -m tests.listener._sender miscount HOST PORT --count 31
 
 `flood` prints the nonces of its tagged datagrams (one per line) so the caller can check
 that each one was reported; the tags use profile "flood", row "udp".
@@ -182,9 +183,23 @@ def strangers(host: str, port: int, sources: list[str], last: str | None) -> Non
         time.sleep(0.001)
 
 
+def miscount(host: str, port: int, count: int) -> None:
+    """`count` octet-counted frames on one connection, frame 10 with a count 5 too large, one 6 too small."""
+    frames = []
+    for i in range(count):
+        msg = f"<13>1 - miscount app - - - event {i} seq={i * 7}".encode()
+        wrong = {10: 5, 20: -6}.get(i, 0)
+        frames.append(str(len(msg) + wrong).encode() + b" " + msg)
+    with socket.create_connection((host, port), timeout=5) as sock:
+        for frame in frames:  # in several segments, so counts straddle reads
+            sock.sendall(frame)
+            time.sleep(0.002)
+    print(json.dumps({"sent": count}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["flood", "garbage", "endless", "tcpflood", "drip", "strangers"])
+    p.add_argument("mode", choices=["flood", "garbage", "endless", "tcpflood", "drip", "strangers", "miscount"])
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.add_argument("--count", type=int, default=100000)
@@ -208,6 +223,8 @@ def main() -> None:
         endless(a.host, a.port, a.seconds, a.connections)
     elif a.mode == "tcpflood":
         tcpflood(a.host, a.port, a.connections, a.count, a.reconnect, a.cut, a.octet, a.seed)
+    elif a.mode == "miscount":
+        miscount(a.host, a.port, a.count)
     elif a.mode == "drip":
         drip(a.host, a.port, a.connections, a.seconds)
     else:

@@ -12,13 +12,14 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scanner.listener.server import ArrivalStore, Binding, Listener
-from scanner.models import Transport
+from scanner.models import Reason, Status, Target, Transport
 from tests.lab.netns import Host, Lab
 from tests.listener.test_listener_lab import free_port
 
@@ -223,3 +224,57 @@ async def test_a_line_that_never_ends_hits_the_read_deadline_with_bounded_memory
     assert sent > 20 * 1_000_000  # megabytes per connection really arrived
     assert rec.losses["connections_closed_slow"] == 20  # fast, but never a whole message
     assert peak <= 20 * listener.max_frame  # at most one frame held per connection
+
+
+async def test_wrong_octet_counts_from_a_real_sender_cost_no_message(lab: Lab, second_host: Host) -> None:
+    port = free_port()
+    listener = Listener([Binding(Transport.TCP, port, "0.0.0.0")])
+    await listener.start()
+    try:
+        out = await sender(second_host, "miscount", lab.gateway4, str(port), "--count", "31")
+        await settle(listener, lambda: tcp_messages(listener, port, second_host.ipv4) >= 31, 10)
+    finally:
+        await listener.stop()
+    rec = listener.store.records[(Transport.TCP, port, second_host.ipv4)]
+    assert out["sent"] == 31 and rec.messages == 31  # not 2, as a count that swallows the stream gave
+    assert rec.losses["frames_miscounted"] == 2 and rec.losses["frames_truncated"] == 0
+
+
+async def test_kernel_udp_drops_reach_the_rows(lab: Lab, second_host: Host) -> None:
+    from scanner.listener.matching import ExpectedSource, match, plan_inbound
+    from tests.listener.test_listener_lab import syslog_row
+
+    port = free_port()
+    listener = Listener([Binding(Transport.UDP, port, "0.0.0.0")], rcvbuf=4096)
+    await listener.start()
+    try:
+        flood = asyncio.create_task(asyncio.to_thread(second_host.run, [
+            sys.executable, "-m", "tests.listener._sender", "flood", lab.gateway4, str(port), "--count", "5000",
+            "--tagged", "0"], capture_output=True, env=ENV, timeout=60))  # fmt: skip
+        while not flood.done():
+            time.sleep(0.5)  # the loop is busy elsewhere: the small socket buffer overflows
+            await asyncio.sleep(0)
+        await flood
+    finally:
+        await listener.stop()
+    assert listener.store.drops["udp_kernel_drops"] > 0
+    plan = plan_inbound([syslog_row()], {}, {(Transport.UDP, 514): port, (Transport.TCP, 514): port})
+    silent = f"198.18.{lab.subnet}.250"
+    sources = {"monitored-file-servers": [ExpectedSource(Target("monitored-file-servers", second_host.ipv4),
+                                                         (second_host.ipv4,)),
+                                          ExpectedSource(Target("monitored-file-servers", silent), (silent,))]}  # fmt: skip
+    report = match(plan, sources, listener.store, watched={(Transport.UDP, port)}, waited=5)
+    seen, unseen = report.rows
+    udp = seen.checks[0]
+    assert udp.status is Status.PASS and "dropped by the kernel" in udp.detail
+    assert unseen.checks[0].status is Status.INCONCLUSIVE and unseen.checks[0].reason is Reason.NOT_SEEN
+    assert "the kernel dropped" in unseen.checks[0].detail
+
+
+def test_limit_options_are_checked() -> None:
+    import subprocess
+
+    for bad in (["--max-connections", "0"], ["--frame-timeout", "fast"], ["--max-strangers", "-1"]):
+        proc = subprocess.run([sys.executable, "-m", "scanner", "listen", "--port", "9/udp", *bad], cwd=REPO,
+                              env=ENV, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert proc.returncode == 2 and bad[0] in proc.stderr, proc.stderr
