@@ -377,7 +377,7 @@ def _summary_notes(unexpected: list[dict[str, Any]], listener: Any) -> list[str]
                    f"{listener.store.max_sources}); expected sources are always kept")  # fmt: skip
     drops = {k: v for k, v in listener.store.drops.items() if v and k in LOSS_WORDS and k != "tcp_bytes_discarded"}
     if drops:
-        out.append("listener losses: " + "; ".join(f"{n} {LOSS_WORDS[k]}" for k, n in sorted(drops.items())))
+        out.append("listener losses and repairs: " + "; ".join(f"{n} {LOSS_WORDS[k]}" for k, n in sorted(drops.items())))
     return out
 
 

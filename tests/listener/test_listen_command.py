@@ -122,7 +122,7 @@ def test_console_shows_unexpected_sources_and_losses(lab: Lab, second_host: Host
     assert proc.returncode == 0, stdout + stderr
     flat = " ".join(stdout.split())  # the console wraps long lines
     assert f"unexpected source {third_host.ipv4} on UDP {port}" in flat and "natbox" in flat
-    assert "listener losses:" in flat and "truncated" in flat
+    assert "listener losses and repairs:" in flat and "truncated" in flat
     doc = json.loads(out.read_text())
     (row,) = doc["rows"]
     tcp = next(c for c in row["checks"] if c["protocol"] == "tcp")
