@@ -189,6 +189,7 @@ class ArrivalStore:
         self.total = 0
         self.tags_kept = 0
         self.strangers = 0
+        self._ports_seen: set[tuple[Transport, int]] = set()
         self.on_news = on_news  # called when a new source or a new tag appears
 
     def record(
@@ -210,9 +211,10 @@ class ArrivalStore:
         news = False
         if rec is None:
             stranger = source not in self.expected
-            if stranger and self.strangers >= self.max_sources:
+            if stranger and self.strangers >= self.max_sources and (protocol, port) in self._ports_seen:
                 self._overflow(protocol, port, source, size)
                 return
+            self._ports_seen.add((protocol, port))  # a port's first source is always kept: it proves the port
             self.strangers += stranger
             rec = self.records[key] = SourceRecord(protocol, port, source, now, now, via=via)
             news = True

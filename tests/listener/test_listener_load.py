@@ -278,3 +278,15 @@ def test_limit_options_are_checked() -> None:
         proc = subprocess.run([sys.executable, "-m", "scanner", "listen", "--port", "9/udp", *bad], cwd=REPO,
                               env=ENV, capture_output=True, text=True, timeout=60)  # fmt: skip
         assert proc.returncode == 2 and bad[0] in proc.stderr, proc.stderr
+
+
+def test_the_first_source_on_a_port_is_kept_past_the_stranger_cap() -> None:
+    """A row open to any source must not read not-seen because strangers filled the store elsewhere."""
+    store = ArrivalStore(max_sources=10)
+    for i in range(50):
+        store.record(Transport.UDP, 514, f"10.0.0.{i}", "datagram", b"<13>x")
+    store.record(Transport.TCP, 9004, "10.9.9.9", "connection")
+    store.record(Transport.TCP, 9004, "10.9.9.8", "connection")
+    assert (Transport.TCP, 9004, "10.9.9.9") in store.records
+    assert (Transport.TCP, 9004, "10.9.9.8") not in store.records
+    assert store.overflow[(Transport.TCP, 9004)].arrivals == 1

@@ -186,3 +186,19 @@ async def test_send_command_prints_not_accepted_and_exits_1(lab: Lab, second_hos
         await listener.stop()
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stdout.startswith("FAIL") and "not accepted" in proc.stdout
+
+
+def test_row_without_profile_is_found_or_explained() -> None:
+    import subprocess
+
+    from tests.listener.test_listener_lab import REPO
+
+    def send(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "scanner", "send", "--to", "127.0.0.1", *args], cwd=REPO,
+                              env=ENV, capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    missing = send("--row", "nosuchrow")
+    assert missing.returncode == 2 and "no profile has an inbound row 'nosuchrow'" in missing.stderr
+    assert "None" not in missing.stderr
+    shared = send("--row", "syslog-514")
+    assert shared.returncode == 2 and "qumulo" in shared.stderr and "--row PROFILE/syslog-514" in shared.stderr
