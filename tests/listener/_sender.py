@@ -149,15 +149,17 @@ def tcpflood(host: str, port: int, connections: int, count: int, reconnect: floa
 def drip(host: str, port: int, connections: int, seconds: float) -> None:
     """Slowloris: many connections, each sending one byte a second of a frame that never ends."""
     socks = []
-    for _ in range(connections):
+    reset = set()
+    for n in range(connections):
         sock = socket.socket(_family(host), socket.SOCK_STREAM)
         sock.settimeout(5)
-        sock.connect((host, port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with contextlib.suppress(OSError):  # a listener at its cap resets us: counted below
-            sock.sendall(b"<13>1 - drip slowloris - - - ")
         socks.append(sock)
-    reset = set()
+        try:
+            sock.connect((host, port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(b"<13>1 - drip slowloris - - - ")
+        except OSError:  # a listener at its cap resets us: counted
+            reset.add(n)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and len(reset) < len(socks):
         for n, sock in enumerate(socks):
