@@ -295,6 +295,7 @@ class Listener:
         self.parked_total = 0  # connections that waited for a slot (not a loss)
         self._sockets: dict[Binding, socket.socket] = {}
         self._readers: list[int] = []
+        self._udp_by_reader: set[Binding] = set()
         self._transports: list[asyncio.BaseTransport] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._open: set[_Connection] = set()
@@ -329,6 +330,7 @@ class Listener:
                 try:
                     loop.add_reader(sock.fileno(), self._udp_ready, sock, binding)
                     self._readers.append(sock.fileno())
+                    self._udp_by_reader.add(binding)
                 except NotImplementedError:
                     transport, _ = await loop.create_datagram_endpoint(
                         functools.partial(_UdpProtocol, self, binding), sock=sock
@@ -369,8 +371,16 @@ class Listener:
     async def stop(self) -> None:
         """Stop listening, count what open connections hold, end them, record kernel drops."""
         loop = self._loop or asyncio.get_running_loop()
+        for server in self._servers:
+            server.close()  # no new connections; what the open ones hold is still read below
+        for _ in range(3):
+            await asyncio.sleep(0)  # let reads already signalled run (their data arrived before the stop)
         for binding, sock in self._sockets.items():
             if binding.protocol is Transport.UDP:
+                if binding in self._udp_by_reader:
+                    for _ in range(16):  # datagrams the kernel already holds arrived: count them
+                        if not self._udp_ready(sock, binding):
+                            break
                 drops = udp_kernel_drops(sock)
                 if drops:
                     self.kernel_drops[binding] = drops
@@ -428,7 +438,7 @@ class Listener:
     def _datagram(self, binding: Binding, data: bytes, address: str) -> None:
         self.store.record(Transport.UDP, binding.port, normalize_address(address), "datagram", data)
 
-    def _udp_ready(self, sock: socket.socket, binding: Binding) -> None:
+    def _udp_ready(self, sock: socket.socket, binding: Binding) -> bool:
         record = self.store.record
         port = binding.port
         now = time.time()
@@ -436,12 +446,13 @@ class Listener:
             try:
                 data, addr = sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
-                return
+                return False
             except OSError:
                 # ICMP errors surface here on some systems; they are not arrivals.
                 self.store.drops["udp_receive_errors"] += 1
-                return
+                return False
             record(Transport.UDP, port, normalize_address(addr[0]), "datagram", data, now=now)
+        return True  # more may be waiting
 
     # -- connection accounting -----------------------------------------------------------
     def _admit(self, conn: _Connection) -> None:

@@ -39,14 +39,29 @@ def wait_bound(port: int, proto: str = "u") -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize(("sig", "delay"), [
-    (signal.SIGTERM, 0.3), (signal.SIGINT, 0.3), (signal.SIGTERM, 1.0), (signal.SIGHUP, 1.0), (signal.SIGINT, 2.5),
-])  # fmt: skip
-def test_a_report_is_written_whenever_a_signal_stops_it(tmp_path: Path, sig: signal.Signals, delay: float) -> None:
+def catching(pid: int, sig: signal.Signals) -> bool:
+    """Whether the process has a handler for `sig` (SigCgt in /proc): the earliest a report is possible."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:")), 0)
+    return bool(mask >> (sig - 1) & 1)
+
+
+@pytest.mark.parametrize("phase", ["start-up", "listening"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_report_is_written_whenever_a_signal_stops_it(tmp_path: Path, sig: signal.Signals, phase: str) -> None:
     out = tmp_path / "deep" / "report.json"
     out.parent.mkdir()
-    proc = spawn("--port", f"{free_port()}/udp", "--duration", "120", "--json", str(out))
-    time.sleep(delay)  # early ones land while profiles load, later ones while listening
+    port = free_port()
+    proc = spawn("--port", f"{port}/udp", "--duration", "120", "--json", str(out))
+    deadline = time.monotonic() + 30
+    # Python catches SIGINT from birth; SIGTERM only once portready's handler is in.
+    while time.monotonic() < deadline and not catching(proc.pid, signal.SIGTERM):
+        time.sleep(0.001)  # the signal goes the moment the handler exists: profiles still loading
+    if phase == "listening":
+        wait_bound(port)
     os.kill(proc.pid, sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, stderr
@@ -57,6 +72,7 @@ def test_a_report_is_written_whenever_a_signal_stops_it(tmp_path: Path, sig: sig
     (row,) = doc["rows"]
     assert row["status"] == "inconclusive"  # stopped early is not "not seen"
     assert row["detail"].startswith(f"interrupted by {sig.name}")
+    assert ("before the listener was ready" in row["detail"]) is (phase == "start-up")
     assert f"interrupted by {sig.name}" in stdout
 
 

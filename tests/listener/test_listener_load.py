@@ -50,6 +50,11 @@ async def settle(listener: Listener, until: Any, seconds: float = 30.0) -> None:
     await poll(lambda: until() and listener.open_connections == 0, seconds)
 
 
+def connections(listener: Listener, port: int, source: str) -> int:
+    rec = listener.store.records.get((Transport.TCP, port, source))
+    return rec.connections if rec else 0
+
+
 def tcp_messages(listener: Listener, port: int, source: str) -> int:
     rec = listener.store.records.get((Transport.TCP, port, source))
     return rec.messages if rec else 0
@@ -114,16 +119,17 @@ async def test_300_dripping_connections_cannot_starve_a_normal_sender(
                         max_connections_per_source=1000, shed_after=1.0, frame_timeout=60.0)  # fmt: skip
     await listener.start()
     try:
+        # The drippers outlast the test: stopping the listener resets them, which ends the sender.
         drip = asyncio.create_task(sender(second_host, "drip", lab.gateway4, str(port), "--connections", "300",
-                                          "--seconds", "8"))  # fmt: skip
-        await poll(lambda: listener.open_connections >= 100, 20)
+                                          "--seconds", "60"))  # fmt: skip
+        await poll(lambda: connections(listener, port, second_host.ipv4) >= 300, 60)  # all 300 in
         await asyncio.sleep(1.5)  # the drippers are now stale: no complete frame for over shed_after
         out = await sender(third_host, "tcpflood", lab.gateway4, str(port), "--connections", "10", "--count", "2000")
-        await settle(listener, lambda: tcp_messages(listener, port, third_host.ipv4) >= out["sent"], 10)
+        await poll(lambda: tcp_messages(listener, port, third_host.ipv4) >= out["sent"], 10)
         normal = tcp_messages(listener, port, third_host.ipv4)
-        dripped = await drip
     finally:
         await listener.stop()
+    dripped = await drip
     assert out["sent"] == 2000 and out["errors"] == 0
     assert normal == 2000
     rec = listener.store.records[(Transport.TCP, port, third_host.ipv4)]
@@ -158,7 +164,7 @@ async def test_per_source_cap_leaves_room_for_everyone_else(lab: Lab, second_hos
     try:
         drip = asyncio.create_task(sender(second_host, "drip", lab.gateway4, str(port), "--connections", "300",
                                           "--seconds", "4"))  # fmt: skip
-        await poll(lambda: listener.open_connections >= 50, 20)
+        await poll(lambda: connections(listener, port, second_host.ipv4) >= 300, 60)
         out = await sender(third_host, "tcpflood", lab.gateway4, str(port), "--connections", "40", "--count", "1000")
         await settle(listener, lambda: tcp_messages(listener, port, third_host.ipv4) >= out["sent"], 10)
         normal = tcp_messages(listener, port, third_host.ipv4)
