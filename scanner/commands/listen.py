@@ -241,6 +241,8 @@ async def run_listener(
     cap: PassiveCapture | None = None
     listening = False
     complete = False
+    begun = started
+    stopper: asyncio.Future[Any] | None = None
     if not stop.is_set():
         await listener.start()
     watched = {(b.protocol, b.port) for b in listener.bound}
@@ -282,18 +284,21 @@ async def run_listener(
                 # follows its connection by a moment: keep it (within the deadline).
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, min(COMPLETION_GRACE, begun + seconds - loop.time())))
-        stopper.cancel()
     finally:
+        if stopper is not None:
+            stopper.cancel()
         if cap is not None:
             await cap.stop()
         await listener.stop()
-    waited = loop.time() - started
+    waited = loop.time() - (begun if listening else started)  # "not seen in N s" counts listening time
     report = match(plan, sources, listener.store, listener.failed, watched, waited, port_notes)
     results = report.rows
     if stop.is_set():
         results = [_interrupted_row(r, stop_signal.name or "a signal", waited, listening) for r in results]
+        code = 128 + (stop_signal.signum or 0)
         notes.append(f"interrupted by {stop_signal.name or 'a signal'} after {waited:.1f} s"
-                     + ("" if listening else ", before the listener was ready"))  # fmt: skip
+                     + ("" if listening else ", before the listener was ready")
+                     + f"; exit code {code} (128 + the signal), whatever the rows")  # fmt: skip
     notes.extend(_summary_notes(report.unexpected, listener))
     facts = {
         "bound": [str(b) for b in listener.bound],

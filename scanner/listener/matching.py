@@ -48,7 +48,7 @@ LOSS_WORDS: dict[str, str] = {
     "connections_shed": "connection(s) closed to make room at a cap (no complete message for a while)",
     "connections_shed_memory": "connection(s) closed: partial messages of all connections passed the memory cap",
     "connections_closed_slow": "connection(s) closed: a message did not complete within --frame-timeout",
-    "connections_closed_idle": "connection(s) closed after --idle-timeout without data",
+    "connections_idle_closed": "connection(s) closed after --idle-timeout without data",
     "connections_parked_at_stop": "connection(s) still waiting for a slot when the listener stopped: not read",
     "frames_truncated": "message(s) truncated: cut by a close, a deadline or the listener stopping, "
                         "or longer than --max-frame",

@@ -571,4 +571,4 @@ class Listener:
                 if conn.partial_since is not None and now - conn.partial_since > self.frame_timeout:
                     conn.shed("connections_closed_slow")
                 elif now - conn.last_data > self.idle_timeout:
-                    conn.shed("connections_closed_idle")
+                    conn.shed("connections_idle_closed")
