@@ -146,7 +146,7 @@ def tcpflood(host: str, port: int, connections: int, count: int, reconnect: floa
     print(json.dumps({"sent": sent, "cut": cuts, "opened": opened, "errors": errors}))
 
 
-def drip(host: str, port: int, connections: int, seconds: float) -> None:
+def drip(host: str, port: int, connections: int, seconds: float, partial: int = 0) -> None:
     """Slowloris: many connections, each sending one byte a second of a frame that never ends."""
     socks = []
     reset = set()
@@ -157,7 +157,7 @@ def drip(host: str, port: int, connections: int, seconds: float) -> None:
         try:
             sock.connect((host, port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(b"<13>1 - drip slowloris - - - ")
+            sock.sendall(b"<13>1 - drip slowloris - - - " + b"p" * partial)
         except OSError:  # a listener at its cap resets us: counted
             reset.add(n)
     deadline = time.monotonic() + seconds
@@ -216,6 +216,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--sources", default="")
     p.add_argument("--last")
+    p.add_argument("--partial", type=int, default=0, help="drip: bytes of the unfinished message sent at once")
     a = p.parse_args()
     if a.mode == "flood":
         flood(a.host, a.port, a.count, a.tagged, a.rate, a.size)
@@ -228,7 +229,7 @@ def main() -> None:
     elif a.mode == "miscount":
         miscount(a.host, a.port, a.count)
     elif a.mode == "drip":
-        drip(a.host, a.port, a.connections, a.seconds)
+        drip(a.host, a.port, a.connections, a.seconds, a.partial)
     else:
         strangers(a.host, a.port, [x for x in a.sources.split(",") if x], a.last)
 

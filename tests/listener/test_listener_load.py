@@ -296,3 +296,42 @@ def test_the_first_source_on_a_port_is_kept_past_the_stranger_cap() -> None:
     assert (Transport.TCP, 9004, "10.9.9.9") in store.records
     assert (Transport.TCP, 9004, "10.9.9.8") not in store.records
     assert store.overflow[(Transport.TCP, 9004)].arrivals == 1
+
+
+async def test_partial_messages_past_the_memory_cap_shed_the_oldest(lab: Lab, second_host: Host) -> None:
+    port = free_port()
+    listener = Listener([Binding(Transport.TCP, port, "0.0.0.0")], max_frame=65536, max_buffered=512 * 1024)
+    await listener.start()
+    peak = 0
+    try:
+        drip = asyncio.create_task(sender(second_host, "drip", lab.gateway4, str(port), "--connections", "20",
+                                          "--partial", "60000", "--seconds", "3"))  # fmt: skip
+        while not drip.done():
+            peak = max(peak, listener._buffered)
+            await asyncio.sleep(0.01)
+        await drip
+    finally:
+        await listener.stop()
+    rec = listener.store.records[(Transport.TCP, port, second_host.ipv4)]
+    assert rec.losses["connections_shed_memory"] >= 10  # 20 x 60 KB does not fit in 512 KiB
+    assert peak <= 512 * 1024 + 65536 + 4096  # one read past the cap at most, then shed back under
+
+
+async def test_a_connection_parked_too_long_is_refused_and_told() -> None:
+    port = free_port()
+    listener = Listener([Binding(Transport.TCP, port, "127.0.0.1")], max_connections_per_source=1,
+                        frame_timeout=1.0, shed_after=3600.0)  # fmt: skip
+    await listener.start()
+    try:
+        _, hog = await asyncio.open_connection("127.0.0.1", port)
+        hog.write(b"<13>hello\n")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"<13>waiting\n")
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(1), 10)  # the sweeper refuses it with a reset
+        hog.close()
+        writer.close()
+    finally:
+        await listener.stop()
+    rec = listener.store.records[(Transport.TCP, port, "127.0.0.1")]
+    assert rec.losses["connections_over_source_cap"] == 1 and rec.messages == 1
