@@ -17,6 +17,7 @@ iproute2 nftables util-linux bsdutils procps
 openssl ca-certificates nginx-light
 nmap chromium tcpdump bind9-dnsutils iputils-ping
 python3 python3-venv
+libcap2-bin
 "
 
 missing=""

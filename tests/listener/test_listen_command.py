@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -109,7 +110,8 @@ def test_a_port_held_by_another_process_fails_and_names_it(tmp_path: Path) -> No
     assert "--capture" in row["detail"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop a capability")
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("capsh") is None,
+                    reason="needs root and capsh (libcap2-bin) to drop a capability")
 def test_a_port_it_may_not_bind_fails_with_the_fix(tmp_path: Path) -> None:
     cmd = " ".join([*LISTEN, "--port", "514/udp", "--bind", "127.0.0.1", "--duration", "1", "--json", "-"])
     proc = subprocess.run(["capsh", "--drop=cap_net_bind_service", "--", "-c", cmd], cwd=REPO, env=ENV,
