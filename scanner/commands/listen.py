@@ -1,4 +1,10 @@
-"""`portready listen`: prove inbound rows by listening on this host for each expected source."""
+"""`portready listen`: prove inbound rows by listening on this host for each expected source.
+
+A report is written however the listener stops: every source seen, --duration reached, or
+a signal (SIGINT, SIGTERM, SIGHUP; Ctrl-Break on Windows) at any moment, even while the
+inventory is still loading. Interrupted, sources not yet seen are `inconclusive`, the
+document says `interrupted`, and the exit code is 128 + the signal number.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,82 @@ import ipaddress
 import re
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import FrameType
 from typing import Any
 
 from scanner.cli_common import add_input_options, add_report_options, load_run_inputs, write_reports
 from scanner.errors import UsageError
-from scanner.models import CheckSpec, Direction, Row, Target, Transport
+from scanner.models import CheckSpec, Direction, Reason, Row, RowResult, Status, Target, Transport
 
 DEFAULT_DURATION = 60.0
 MAX_DURATION = 24 * 3600.0
 COMPLETION_GRACE = 1.0
 ANY_ROLE = "any-source"
 _PORT_OPT = re.compile(r"^(\d{1,5})/(udp|tcp)(?:=(\d{1,5}))?$", re.I)
+
+
+@dataclass
+class StopSignal:
+    """The first stop signal, caught from the very start of the command (any phase)."""
+
+    signum: int | None = None
+    event: asyncio.Event | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    _previous: dict[int, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+    def install(self) -> None:
+        if self._previous:
+            return  # already catching
+        for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                with contextlib.suppress(ValueError, OSError):  # not the main thread
+                    self._previous[sig] = signal.signal(sig, self._caught)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(sig, handler)
+        self._previous.clear()
+        self.signum, self.event, self.loop = None, None, None  # ready for another run in this process
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+        """The event a running loop waits on; set at once if a signal came earlier."""
+        self.loop, self.event = loop, asyncio.Event()
+        if self.signum is not None:
+            self.event.set()
+        return self.event
+
+    def _caught(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+        loop, event = self.loop, self.event
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+
+@dataclass(frozen=True)
+class ListenerLimits:
+    """The listener's caps (options of `listen`); the defaults take rsyslog's testbench loads."""
+
+    max_connections: int
+    max_connections_per_source: int
+    idle_timeout: float
+    frame_timeout: float
+    max_frame: int
+    max_strangers: int
+
+    @classmethod
+    def defaults(cls) -> ListenerLimits:
+        from scanner.listener import server
+
+        return cls(server.MAX_CONNECTIONS, server.MAX_CONNECTIONS_PER_SOURCE, server.IDLE_TIMEOUT,
+                   server.FRAME_TIMEOUT, server.MAX_FRAME, server.MAX_STRANGERS)  # fmt: skip
 
 
 @dataclass
@@ -83,6 +153,26 @@ def duration(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError("must be from 1 to 1000000")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_DURATION:g} seconds")
+    return value
+
+
 def select_inbound(catalogue: Any, profiles: list[str], targets: dict[str, list[Target]]) -> list[Row]:
     """Inbound rows of the chosen profiles; with none chosen, of profiles whose sources are listed."""
     if profiles:
@@ -122,22 +212,40 @@ async def run_listener(
     capture: bool,
     timeout: float = 3.0,
     on_ready: Any = None,
+    limits: ListenerLimits | None = None,
+    stop_signal: StopSignal | None = None,
 ) -> tuple[list[Any], list[dict[str, Any]], dict[str, Any]]:
     """Listen, wait, match: (row results, unexpected sources, listener facts for the report)."""
     from scanner.listener.capture import PassiveCapture
     from scanner.listener.matching import is_complete, match, plan_bindings, plan_inbound
     from scanner.listener.owners import describe_owners, port_owners
-    from scanner.listener.server import Listener, bind_error_text
+    from scanner.listener.server import ArrivalStore, Listener, bind_error_text
 
-    plan = plan_inbound(rows, settings_values, port_map)
-    sources = await resolve_sources({r.row.source for r in plan}, targets, timeout)
-    listener = Listener(plan_bindings(plan, bind))
+    limits = limits or ListenerLimits.defaults()
+    stop_signal = stop_signal or StopSignal()
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = stop_signal.attach(loop)
+    started = loop.time()
+    plan = plan_inbound(rows, settings_values, port_map)
+    sources: dict[str, list[Any]] = {}
+    if not stop.is_set():
+        sources = await _unless_stopped(resolve_sources({r.row.source for r in plan}, targets, timeout), stop, {})
+    expected = {a for srcs in sources.values() for src in srcs for a in src.addresses}
+    store = ArrivalStore(max_sources=limits.max_strangers, expected=expected)
+    listener = Listener(
+        plan_bindings(plan, bind), store=store, max_connections=limits.max_connections,
+        max_connections_per_source=limits.max_connections_per_source, idle_timeout=limits.idle_timeout,
+        frame_timeout=limits.frame_timeout, max_frame=limits.max_frame,
+    )  # fmt: skip
     notes: list[str] = []
     port_notes: dict[tuple[Transport, int], str] = {}
     cap: PassiveCapture | None = None
-    await listener.start()
+    listening = False
+    complete = False
+    begun = started
+    stopper: asyncio.Future[Any] | None = None
+    if not stop.is_set():
+        await listener.start()
     watched = {(b.protocol, b.port) for b in listener.bound}
     try:
         in_use = sorted({(b.protocol, b.port) for b, e in listener.failed.items()
@@ -160,58 +268,143 @@ async def run_listener(
         for b, exc in listener.failed.items():
             if (b.protocol, b.port) not in watched:
                 notes.append(bind_error_text(b, exc))
-        def interrupted() -> None:
-            stop.set()
-            listener.news.set()
-
-        if sys.platform != "win32":
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(sig, interrupted)
-        if on_ready is not None:
+        notes.extend(listener.notes)
+        stopper = asyncio.ensure_future(stop.wait())
+        stopper.add_done_callback(lambda _f: listener.news.set())
+        if on_ready is not None and not stop.is_set():
             on_ready(listener)
-        started = loop.time()
-        if watched:
+        begun = loop.time()
+        listening = bool(watched) and not stop.is_set()
+        if listening:
             complete = await listener.wait(
                 lambda: stop.is_set() or is_complete(plan, sources, listener.store, watched),
-                started + seconds,
+                begun + seconds,
             )
             if complete and not stop.is_set():
                 # The first packet of a source completes the wait; a TCP sender's message
                 # follows its connection by a moment: keep it (within the deadline).
-                await asyncio.sleep(max(0.0, min(COMPLETION_GRACE, started + seconds - loop.time())))
-        else:
-            complete = False
-        waited = loop.time() - started
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(0.0, min(COMPLETION_GRACE, begun + seconds - loop.time())))
     finally:
-        if sys.platform != "win32":
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.remove_signal_handler(sig)
+        if stopper is not None:
+            stopper.cancel()
         if cap is not None:
             await cap.stop()
         await listener.stop()
+    waited = loop.time() - (begun if listening else started)  # "not seen in N s" counts listening time
     report = match(plan, sources, listener.store, listener.failed, watched, waited, port_notes)
+    results = report.rows
     if stop.is_set():
-        notes.append(f"interrupted after {waited:.0f} s")
+        results = [_interrupted_row(r, stop_signal.name or "a signal", waited, listening) for r in results]
+        code = 128 + (stop_signal.signum or 0)
+        notes.append(f"interrupted by {stop_signal.name or 'a signal'} after {waited:.1f} s"
+                     + ("" if listening else ", before the listener was ready")
+                     + f"; exit code {code} (128 + the signal), whatever the rows")  # fmt: skip
+    notes.extend(_summary_notes(report.unexpected, listener))
     facts = {
         "bound": [str(b) for b in listener.bound],
         "not_bound": {str(b): bind_error_text(b, e) for b, e in listener.failed.items()},
         "watched": [f"{p.value}/{n}" for p, n in sorted(watched, key=lambda k: (k[1], k[0].value))],
         "capture": None if cap is None else (cap.error or "running"),
         "waited_s": round(waited, 1),
-        "complete": bool(complete and report.complete),
+        "complete": bool(complete and report.complete and not stop.is_set()),
         "arrivals": listener.store.total,
         "sources_kept": len(listener.store.records),
         "drops": {k: v for k, v in sorted(listener.store.drops.items()) if v},
+        "kernel_drops": {str(b): n for b, n in listener.kernel_drops.items()},
+        "strangers_not_kept": [
+            {"protocol": p.value, "port": n, "arrivals": o.arrivals, "bytes": o.byte_count, "addresses": o.distinct}
+            for (p, n), o in sorted(listener.store.overflow.items(), key=lambda kv: (kv[0][1], kv[0][0].value))
+        ],
+        "connections_peak": listener.peak_connections,
+        "connections_parked": listener.parked_total,
+        "limits": {
+            "max_connections": listener.max_connections,
+            "max_connections_per_source": listener.max_connections_per_source,
+            "idle_timeout_s": listener.idle_timeout, "frame_timeout_s": listener.frame_timeout,
+            "max_frame": listener.max_frame, "max_strangers": listener.store.max_sources,
+        },
+        "interrupted": stop_signal.name if stop.is_set() else None,
         "notes": notes,
-    }
-    return report.rows, report.unexpected, facts
+    }  # fmt: skip
+    return results, report.unexpected, facts
+
+
+async def _unless_stopped(coro: Any, stop: asyncio.Event, default: Any) -> Any:
+    """Run `coro` unless a stop signal comes first (then `default`)."""
+    task = asyncio.ensure_future(coro)
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return default
+
+
+def _interrupted_row(result: RowResult, signame: str, waited: float, listening: bool) -> RowResult:
+    """Stopped early: a source not seen yet is undecided, not a failure."""
+    if not listening:
+        checks = tuple(
+            replace(c, status=Status.INCONCLUSIVE, reason=Reason.NOT_SEEN,
+                    detail=f"interrupted by {signame} after {waited:.1f} s, before the listener was ready: "
+                           "nothing was watched")
+            if c.status is not Status.SKIP else c
+            for c in result.checks
+        )  # fmt: skip
+        return replace(result, checks=checks)
+    checks = tuple(
+        replace(c, status=Status.INCONCLUSIVE, detail=f"interrupted by {signame} after {waited:.1f} s: {c.detail}")
+        if c.status is Status.FAIL and c.reason in (Reason.NOT_SEEN, Reason.UNRESOLVED) else c
+        for c in result.checks
+    )
+    return replace(result, checks=checks)
+
+
+def _summary_notes(unexpected: list[dict[str, Any]], listener: Any) -> list[str]:
+    """Console lines: who sent without being expected, and every loss, in words."""
+    from scanner.listener.matching import LOSS_WORDS
+
+    out: list[str] = []
+    for u in unexpected[:10]:
+        sl = u.get("syslog") or {}
+        what = f"{u.get('count', 0)} arrival(s)" + "".join(
+            f", syslog {k} {sl[k]}" for k in ("host", "app") if sl.get(k))
+        rows = ", ".join(u.get("rows") or []) or "no row"
+        out.append(f"unexpected source {u['source_address']} on {str(u['protocol']).upper()} {u['port']} ({what}), "
+                   f"not listed for {rows}: a device behind NAT, or a source missing from --source")  # fmt: skip
+    if len(unexpected) > 10:
+        out.append(f"... and {len(unexpected) - 10} more unexpected source(s) (see the JSON report)")
+    for (proto, port), over in sorted(listener.store.overflow.items(), key=lambda kv: (kv[0][1], kv[0][0].value)):
+        out.append(f"{over.arrivals} arrival(s) from {over.distinct} more unexpected address(es) on "
+                   f"{proto.value.upper()} {port} counted but not kept (--max-strangers "
+                   f"{listener.store.max_sources}); expected sources are always kept")  # fmt: skip
+    drops = {k: v for k, v in listener.store.drops.items() if v and k in LOSS_WORDS and k != "tcp_bytes_discarded"}
+    if drops:
+        out.append("listener losses and repairs: " + "; ".join(f"{n} {LOSS_WORDS[k]}" for k, n in sorted(drops.items())))
+    return out
+
+
+# Caught from the moment the parser is built when this process runs `portready listen`:
+# a signal during start-up (loading profiles, the inventory) still ends in a report.
+_EARLY = StopSignal()
 
 
 def run_listen(args: argparse.Namespace) -> int:
+    stop_signal = _EARLY
+    stop_signal.install()  # first: a signal while loading must still end in a report
+    try:
+        return _run_listen(args, stop_signal)
+    finally:
+        stop_signal.restore()
+
+
+def _run_listen(args: argparse.Namespace, stop_signal: StopSignal) -> int:
     from scanner.report import build_document, now_iso
 
+    started = now_iso()
     inputs = load_run_inputs(args, need_credentials=False)
     ports = parse_port_options(args.ports)
     bind = parse_bind(args.bind)
@@ -223,21 +416,31 @@ def run_listen(args: argparse.Namespace) -> int:
             "nothing to listen for: choose --profile ID (e.g. qumulo, auditor-server), give sources with "
             "--source ROLE=HOST, or listen on --port PORT/udp|tcp"
         )
-    started = now_iso()
+    limits = ListenerLimits(args.max_connections, args.max_connections_per_source, args.idle_timeout,
+                            args.frame_timeout, args.max_frame, args.max_strangers)  # fmt: skip
     results, unexpected, facts = asyncio.run(run_listener(
         rows, targets, settings_values=dict(inputs.settings.values), port_map=ports.mapping, bind=bind,
-        seconds=args.duration, capture=args.capture, timeout=inputs.settings.timeout,
+        seconds=args.duration, capture=args.capture, timeout=inputs.settings.timeout, limits=limits,
+        stop_signal=stop_signal,
     ))  # fmt: skip
     options = {
         "profiles": inputs.profiles or "auto", "duration": args.duration, "bind": bind,
         "ports": args.ports, "capture": args.capture, "strict": args.strict,
     }
+    extra: dict[str, Any] = {"unexpected": unexpected, "listener": facts, "notes": facts["notes"]}
+    if stop_signal.signum is not None:
+        planned = [c for r in results for c in r.checks if c.status is not Status.SKIP]
+        extra["interrupted"] = {
+            "signal": stop_signal.name,
+            "checks_done": sum(1 for c in planned if not c.detail.startswith("interrupted by")),
+            "checks_planned": len(planned),
+        }
     doc = build_document(
         "listen", results, started=started, finished=now_iso(), options=options,
-        inventory=inputs.inventory.describe(), strict=args.strict,
-        extra={"unexpected": unexpected, "listener": facts, "notes": facts["notes"]},
+        inventory=inputs.inventory.describe(), strict=args.strict, extra=extra,
     )  # fmt: skip
-    return write_reports(doc, args)
+    code = write_reports(doc, args)
+    return 128 + stop_signal.signum if stop_signal.signum is not None else code
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -257,5 +460,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="local address to listen on (repeatable; default 0.0.0.0 and ::)")
     p.add_argument("--capture", action="store_true",
                    help="watch ports held by other processes by passive capture (needs scapy and capture rights)")
+    if sys.argv[1:2] == ["listen"]:
+        _EARLY.install()
+    d = ListenerLimits.defaults()
+    p.add_argument("--max-connections", type=_positive_int, default=d.max_connections, metavar="N",
+                   help=f"TCP connections open at once (default {d.max_connections}); at the cap the stalest "
+                        "is closed first")
+    p.add_argument("--max-connections-per-source", type=_positive_int, default=d.max_connections_per_source,
+                   metavar="N", help=f"open TCP connections from one address (default {d.max_connections_per_source})")
+    p.add_argument("--idle-timeout", type=_seconds, default=d.idle_timeout, metavar="S",
+                   help=f"close a TCP connection silent this long (default {d.idle_timeout:g})")
+    p.add_argument("--frame-timeout", type=_seconds, default=d.frame_timeout, metavar="S",
+                   help=f"a started message must be complete within S seconds (default {d.frame_timeout:g})")
+    p.add_argument("--max-frame", type=_positive_int, default=d.max_frame, metavar="BYTES",
+                   help=f"longest message kept whole; longer ones are truncated (default {d.max_frame})")
+    p.add_argument("--max-strangers", type=_positive_int, default=d.max_strangers, metavar="N",
+                   help=f"unexpected source addresses recorded one by one (default {d.max_strangers}); more are "
+                        "counted per port. Expected sources are always recorded")
     add_report_options(p)
     p.set_defaults(func=run_listen)

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from scanner.errors import UsageError
-from scanner.models import Direction, PortRange, Transport
+from scanner.models import Direction, PortRange, Status, Transport
 
 
 def plan_sends(args: argparse.Namespace) -> list[tuple[str, str, Transport, int]]:
@@ -83,7 +83,8 @@ def run_send(args: argparse.Namespace) -> int:
     results = asyncio.run(send_all(args.to, items, args.count, args.timeout))
     failed = 0
     for key, proto, port, _tag, result in results:
-        mark = "ok  " if result.ok else "FAIL"
+        # "sent": out, but without a receipt (UDP, or a receiver that did not confirm in time).
+        mark = {Status.PASS: "ok  ", Status.INCONCLUSIVE: "sent"}.get(result.status, "FAIL")
         print(f"{mark} {key} {proto.value.upper()} {port}: {result.detail}")
         failed += 0 if result.ok else 1
     return 1 if failed else 0

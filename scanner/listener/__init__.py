@@ -2,7 +2,8 @@
 
     syslog.py    RFC 5424 / 3164 parsing, RFC 6587 TCP framing (pure, bounded)
     tag.py       the test tag shared by `send` and `listen`
-    server.py    Listener (UDP + TCP, IPv4 + IPv6) and the bounded ArrivalStore
+    server.py    Listener (UDP + TCP, IPv4 + IPv6): connection caps, deadlines, shedding
+    store.py     the bounded ArrivalStore: records, samples, tags, losses per source
     matching.py  arrivals -> RowResults per inbound row x expected source, unexpected sources
     sender.py    tagged test traffic for `portready send`
     owners.py    which process holds a port

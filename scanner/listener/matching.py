@@ -16,6 +16,8 @@ listed source accepts traffic from anyone (devices named nowhere still prove the
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,39 @@ from scanner.models import (
 ANY_HOST = "any"
 _MAX_TAGS_SHOWN = 16
 _MAX_SOURCES_SHOWN = 32
+
+# What each loss counter means, in words an admin can act on (the listener's own options).
+LOSS_WORDS: dict[str, str] = {
+    "connections_over_cap": "connection(s) refused with a reset: the listener was at --max-connections",
+    "connections_over_source_cap": "connection(s) refused with a reset: this address was at "
+                                   "--max-connections-per-source",
+    "connections_shed": "connection(s) closed to make room at a cap (no complete message for a while)",
+    "connections_shed_memory": "connection(s) closed: partial messages of all connections passed the memory cap",
+    "connections_closed_slow": "connection(s) closed: a message did not complete within --frame-timeout",
+    "connections_idle_closed": "connection(s) closed after --idle-timeout without data",
+    "connections_parked_at_stop": "connection(s) still waiting for a slot when the listener stopped: not read",
+    "frames_truncated": "message(s) truncated: cut by a close, a deadline or the listener stopping, "
+                        "or longer than --max-frame",
+    "frames_miscounted": "octet count(s) wrong in the stream (RFC 6587): resynchronised at the next "
+                         "message, which was counted",
+    "lines_unterminated": "last line(s) without LF when the sender closed (counted as messages)",
+    "tags_over_cap": "tagged message(s) counted but their tag not kept individually (tag cap)",
+    "udp_kernel_drops": "datagram(s) dropped by the kernel on this port (receive buffer full)",
+    "tcp_bytes_discarded": "byte(s) discarded (beyond --max-frame, or between a wrong count and the "
+                           "next message)",
+}
+# Losses the listener itself caused: the path works, but something sent was not taken.
+LISTENER_LOSSES = frozenset({
+    "connections_over_cap", "connections_over_source_cap", "connections_shed", "connections_shed_memory",
+    "connections_parked_at_stop",
+})  # fmt: skip
+
+
+def loss_words(losses: Mapping[str, int], skip: Iterable[str] = ("tcp_bytes_discarded",)) -> str:
+    """'lost: 3 connection(s) refused ...; 2 message(s) truncated ...' or ''."""
+    skipped = set(skip)
+    parts = [f"{n} {LOSS_WORDS.get(k, k.replace('_', ' '))}" for k, n in losses.items() if n and k not in skipped]
+    return "lost or altered: " + "; ".join(parts) if parts else ""
 
 
 @dataclass(frozen=True)
@@ -165,11 +200,23 @@ def _summary(rec: SourceRecord) -> dict[str, Any]:
         ev["syslog"] = syslog[0]
         if len(syslog) > 1:
             ev["last_syslog"] = syslog[-1]
+    if rec.tagged:
+        ev["tagged"] = rec.tagged  # every tagged message, kept individually or not
+        ev["tags_distinct"] = len(rec.tags)
+        per_row = Counter[str]()
+        for t in rec.tags.values():
+            per_row[t.tag.key] += t.count
+        ev["tags_per_row"] = dict(per_row.most_common(_MAX_TAGS_SHOWN))
     if rec.tags:
         ev["tags"] = [
             {"nonce": t.tag.nonce, "row": t.tag.key, "count": t.count, "first_arrival": iso(t.first)}
             for t in list(rec.tags.values())[:_MAX_TAGS_SHOWN]
         ]
+        if len(rec.tags) > _MAX_TAGS_SHOWN:
+            ev["tags_not_shown"] = len(rec.tags) - _MAX_TAGS_SHOWN
+    losses = {k: v for k, v in sorted(rec.losses.items()) if v}
+    if losses:
+        ev["losses"] = losses
     return ev
 
 
@@ -199,14 +246,28 @@ def _unbound_outcome(
     key = (check.spec.protocol, check.port)
     if key in bound:
         return None
+    excs = [e for b, e in failed.items() if (b.protocol, b.port) == key]
     errors = [bind_error_text(b, e) for b, e in failed.items() if (b.protocol, b.port) == key]
     text = "; ".join(dict.fromkeys(errors)) or f"{check.spec.protocol.value.upper()} {check.port} was not bound"
     if key in port_notes:
         text += f" ({port_notes[key]})"
+    # The listener could not do its job on this port: a failure with the fix, not a shrug.
+    if any(e.errno in (errno.EACCES, errno.EPERM) for e in excs):
+        return Outcome(
+            Status.FAIL, Reason.PERMISSION,
+            f"not watched: {text}; run `portready listen` elevated (root or sudo; Administrator on Windows; "
+            "on Linux CAP_NET_BIND_SERVICE is enough), or for a test move the port with "
+            f"--port {check.port}/{check.spec.protocol.value}=<high port> and point the sender there",
+        )  # fmt: skip
+    if any(e.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)) for e in excs):
+        return Outcome(
+            Status.FAIL, Reason.PORT_IN_USE,
+            f"not watched: {text}; stop that process while testing, or confirm arrivals without binding "
+            "with `portready listen --capture` (`portready local` shows who holds each port)",
+        )  # fmt: skip
     return Outcome(
-        Status.INCONCLUSIVE, Reason.PERMISSION if "permission" in text else Reason.NOT_VERIFIABLE,
-        f"not watched: {text}; run `portready local` to see which process holds it, and "
-        "`portready listen --capture` to confirm arrivals without binding",
+        Status.FAIL, Reason.NOT_VERIFIABLE,
+        f"not watched: {text}; give an address this host has with --bind, or leave --bind out",
     )  # fmt: skip
 
 
@@ -280,7 +341,8 @@ def match(
                 for src in row_sources:
                     expected_on_port.setdefault(key, set()).update(src.addresses)
         for src in row_sources:
-            result, seen = _row_for_source(irow, src, by_port, failed, watched_set, open_row, waited, port_notes or {})
+            result, seen = _row_for_source(irow, src, by_port, failed, watched_set, open_row, waited, port_notes or {},
+                                           store.port_drops)  # fmt: skip
             results.append(result)
             if not seen and src.error is None and any(c.port is not None and (c.spec.protocol, c.port) in watched_set for c in irow.checks):
                 complete = False
@@ -306,7 +368,9 @@ def _row_for_source(
     open_row: bool,
     waited: float,
     port_notes: Mapping[tuple[Transport, int], str],
+    port_drops: Mapping[tuple[Transport, int], Mapping[str, int]] | None = None,
 ) -> tuple[RowResult, bool]:
+    port_drops = port_drops or {}
     address = src.addresses[0] if src.addresses else None
     if src.error is not None:
         checks = tuple(
@@ -345,13 +409,26 @@ def _row_for_source(
                 ", ".join(r.source for r in recs[:5]) + (" and more" if len(recs) > 5 else "")
                 if open_row else _label(src)
             )  # fmt: skip
-            checks_out.append(CheckResult(proto, port_label, "listen", Status.PASS, Reason.OK,
-                                          f"arrived from {who}: {_arrival_words(rec)}", evidence))  # fmt: skip
+            losses: Counter[str] = Counter()
+            for r in recs:
+                losses.update(r.losses)
+            kernel = port_drops.get((check.spec.protocol, check.port or 0), {}).get("udp_kernel_drops", 0)
+            if kernel:
+                losses["udp_kernel_drops"] = kernel
+                evidence["port_kernel_drops"] = kernel
+            lost = loss_words(losses)
+            status = Status.WARN if any(losses.get(k) for k in LISTENER_LOSSES) else Status.PASS
+            detail = f"arrived from {who}: {_arrival_words(rec)}" + (f"; {lost}" if lost else "")
+            if status is Status.WARN:
+                detail += " — the path works, but the listener did not take everything: raise the cap named"
+            checks_out.append(CheckResult(proto, port_label, "listen", status, Reason.OK, detail, evidence))
             continue
         unbound = _unbound_outcome(check, failed, watched, port_notes)
         if unbound is not None:
-            checks_out.append(CheckResult(proto, port_label, "listen", unbound.status, unbound.reason,
-                                          unbound.detail, evidence))  # fmt: skip
+            status, detail = unbound.status, unbound.detail
+            if seen:  # the row is proven by another of its ports for this source
+                status, detail = Status.SKIP, f"not needed for this source (it arrived on another port); {detail}"
+            checks_out.append(CheckResult(proto, port_label, "listen", status, unbound.reason, detail, evidence))
             continue
         where = f"{proto.upper()} {check.port}"
         if seen:
@@ -362,6 +439,18 @@ def _row_for_source(
             ))  # fmt: skip
             continue
         who = f"any {irow.row.doc_source} (no source listed for role {irow.row.source})" if open_row else _label(src)
+        kernel = port_drops.get((check.spec.protocol, check.port or 0), {}).get("udp_kernel_drops", 0)
+        if kernel:
+            # Lost datagrams carry no sender: this source's may be among them.
+            evidence["port_kernel_drops"] = kernel
+            checks_out.append(CheckResult(
+                proto, port_label, "listen", Status.INCONCLUSIVE, Reason.NOT_SEEN,
+                f"not seen from {who} on {where} in {waited:.0f} s, but the kernel dropped {kernel} datagram(s) "
+                "on this port (receive buffer full): this source's may be among them — send again when the "
+                "port is quieter",
+                evidence,
+            ))  # fmt: skip
+            continue
         checks_out.append(CheckResult(
             proto, port_label, "listen", Status.FAIL, Reason.NOT_SEEN,
             f"not seen: nothing arrived from {who} on {where} in {waited:.0f} s — make it send "

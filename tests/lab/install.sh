@@ -32,7 +32,7 @@ iproute2 nftables util-linux bsdutils procps
 openssl ca-certificates nginx-light
 nmap tcpdump bind9-dnsutils iputils-ping
 python3 python3-venv
-libkrb5-dev gcc
+libkrb5-dev gcc libcap2-bin
 "
 # The browser tests only: the HTML report rendered headless.
 BROWSER_PACKAGES="chromium"

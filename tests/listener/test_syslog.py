@@ -72,13 +72,14 @@ def test_framer_splits_octet_counted_frames_across_chunks() -> None:
     out: list[bytes] = []
     for i in range(len(stream)):  # one byte at a time: the worst split
         out += f.feed(stream[i : i + 1])
-    assert out == [a, b]
+    assert out == [a]  # the last frame is held until what follows shows its count was right
+    assert f.flush() == [b]
 
 
 def test_framer_splits_newline_frames_and_mixes_methods() -> None:
     f = TcpFramer()
     out = f.feed(b"<13>first\r\n<13>second\n12 <13>counted!")
-    assert out == [b"<13>first", b"<13>second", b"<13>counted!"]
+    assert out + f.flush() == [b"<13>first", b"<13>second", b"<13>counted!"]
 
 
 def test_bogus_octet_count_costs_one_frame_at_most() -> None:
@@ -112,3 +113,91 @@ def test_tag_round_trips_and_is_found_inside_syslog() -> None:
     assert find_tag(line) == tag
     assert find_tag(b"portready-test nothex qumulo/syslog-514") is None
     assert find_tag(b"<13> no tag here") is None
+
+
+def _octet(msgs: list[bytes], wrong: dict[int, int] | None = None) -> bytes:
+    """An octet-counted stream; `wrong[i]` adds to message i's count (a sender bug)."""
+    wrong = wrong or {}
+    return b"".join(str(len(m) + wrong.get(i, 0)).encode() + b" " + m for i, m in enumerate(msgs))
+
+
+def _messages(n: int) -> list[bytes]:
+    return [f"<13>1 2026-12-01T10:00:{i:02d}Z nas1 app - - - event {i} seq={i * 7}".encode() for i in range(n)]
+
+
+def _feed_all(f: TcpFramer, stream: bytes, step: int) -> list[bytes]:
+    out: list[bytes] = []
+    for i in range(0, len(stream), step):
+        out += f.feed(stream[i : i + step])
+    return out + f.flush()
+
+
+def test_a_count_too_large_costs_no_other_frame() -> None:
+    msgs = _messages(31)
+    for step in (1, 7, 100000):
+        f = TcpFramer()
+        out = _feed_all(f, _octet(msgs, {10: 5}), step)
+        assert len(out) == 31 and f.miscounted == 1, step
+        assert out[:10] == msgs[:10] and out[11:] == msgs[11:]
+        assert out[10] == msgs[10]  # the header that follows shows where it really ends
+
+
+def test_a_count_too_small_costs_no_other_frame() -> None:
+    msgs = _messages(31)
+    for step in (1, 13, 100000):
+        f = TcpFramer()
+        out = _feed_all(f, _octet(msgs, {10: -6}), step)
+        assert len(out) == 31 and f.miscounted == 1, step
+        assert out[:10] == msgs[:10] and out[11:] == msgs[11:]
+
+
+def test_a_wildly_wrong_count_is_resynchronised() -> None:
+    msgs = _messages(31)
+    f = TcpFramer()
+    out = _feed_all(f, _octet(msgs, {3: 99000}), 4096)
+    assert len(out) == 31 and f.miscounted == 1 and f.truncated == 0
+
+
+def test_last_count_too_small_at_close_is_one_message() -> None:
+    msgs = _messages(3)
+    f = TcpFramer()
+    out = _feed_all(f, _octet(msgs, {2: -4}), 100000)
+    assert len(out) == 3 and f.miscounted == 1
+
+
+def test_a_frame_cut_by_close_is_truncated_not_a_message() -> None:
+    msgs = _messages(5)
+    stream = _octet(msgs)
+    f = TcpFramer()
+    out = _feed_all(f, stream[:-10], 100000)
+    assert out == msgs[:4] and f.truncated == 1 and f.frames == 4
+    f = TcpFramer()
+    assert _feed_all(f, stream + b"12", 100000) == msgs  # a count cut in its digits
+    assert f.truncated == 1
+
+
+def test_an_unterminated_last_line_is_a_message_and_counted_as_such() -> None:
+    f = TcpFramer()
+    assert _feed_all(f, b"<13>one\n<13>two", 100000) == [b"<13>one", b"<13>two"]
+    assert f.unterminated == 1 and f.truncated == 0
+
+
+def test_trailers_after_octet_frames_are_not_junk() -> None:
+    msgs = _messages(4)
+    stream = b"".join(str(len(m)).encode() + b" " + m + b"\r\n" for m in msgs)
+    f = TcpFramer()
+    assert _feed_all(f, stream, 5) == msgs and f.miscounted == 0
+
+
+def test_random_streams_never_raise_and_stay_bounded() -> None:
+    rnd = __import__("random").Random(7)
+    pieces = [b"12 ", b"<13>", b"\n", b"\x00", b"99999999 ", b"0 ", b"5 <1>", b"x" * 300, b"\r\n", b"31 <13>1 - "]
+    for _ in range(300):
+        f = TcpFramer(max_frame=512)
+        stream = b"".join(rnd.choice(pieces) for _ in range(rnd.randrange(1, 60))) + os.urandom(rnd.randrange(0, 200))
+        for i in range(0, len(stream), rnd.randrange(1, 50)):
+            for frame in f.feed(stream[i : i + 50]):
+                assert len(frame) <= 512
+            assert f.buffered <= 512 + 50 + 16
+        f.flush()
+        assert f.buffered == 0
