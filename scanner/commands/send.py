@@ -34,7 +34,7 @@ def plan_sends(args: argparse.Namespace) -> list[tuple[str, str, Transport, int]
                 "give it as --row PROFILE/ID"
             )
         if len(owners) > 1:
-            raise UsageError(f"row {row_id!r} is in several profiles ({', '.join(owners)}); give --row PROFILE/ID")
+            raise UsageError(f"row {row_id!r} is in several profiles ({', '.join(owners)}); give --row PROFILE/{row_id}")
         profile_id = owners[0]
     if not profile_id or profile_id not in catalogue.profiles:
         raise UsageError(f"unknown profile {profile_id!r}; see `portready profiles`")

@@ -198,7 +198,7 @@ def test_row_without_profile_is_found_or_explained() -> None:
                               env=ENV, capture_output=True, text=True, timeout=60)  # fmt: skip
 
     missing = send("--row", "nosuchrow")
-    assert missing.returncode == 2 and "no profile has an inbound row 'nosuchrow'" in missing.stderr
+    assert missing.returncode == 2 and "unknown row 'nosuchrow'" in missing.stderr and "no profile has an inbound row" in missing.stderr
     assert "None" not in missing.stderr
     shared = send("--row", "syslog-514")
     assert shared.returncode == 2 and "qumulo" in shared.stderr and "--row PROFILE/syslog-514" in shared.stderr
