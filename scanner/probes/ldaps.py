@@ -85,7 +85,7 @@ class LdapsProbe(Probe):
         try:
             session = await open_tls(ctx)
         except ProbeError as exc:
-            if exc.outcome.reason is not Reason.TLS:
+            if exc.outcome.reason not in (Reason.TLS, Reason.CLOSED):
                 raise
             # The port answers, but without TLS there is no channel to bind a token to.
             raise ProbeError(with_evidence(exc.outcome, {"channel_binding": "no-tls"})) from exc

@@ -112,7 +112,8 @@ def filtered(ctx: ProbeContext, waited: float, port: int | None = None) -> Outco
 
 _CLOSED_HINT = "it may require TLS, accept only listed client addresses (add the Auditor's), or be overloaded"
 _TLS_CLOSED_HINT = (
-    "it may accept only listed client addresses (add the Auditor's), want other TLS versions, or be overloaded"
+    "it may not speak TLS on this port at all, accept only listed client addresses (add the Auditor's), "
+    "want other TLS versions, or be overloaded"
 )
 
 

@@ -291,9 +291,12 @@ def test_kerberos_is_tried_only_where_a_ticket_can_exist(
 
 
 @pytest.mark.lab
-async def test_ldaps_against_a_plain_ldap_port_is_a_tls_failure_with_no_tls(dc: SambaDC) -> None:
+async def test_ldaps_against_a_plain_ldap_port_fails_closed_with_no_tls(dc: SambaDC) -> None:
+    # Samba resets the connection at our ClientHello: accepted, then reset (`closed`), and the
+    # words say the port may not speak TLS at all.
     result = await probe("ldaps", dc.address, 389, host=dc.fqdn, timeout=2.0, retries=0)
-    assert (result.status, result.reason) == (Status.FAIL, Reason.TLS), result.detail
+    assert (result.status, result.reason) == (Status.FAIL, Reason.CLOSED), result.detail
+    assert "not speak TLS" in result.detail
     assert result.evidence["channel_binding"] == "no-tls"
 
 
