@@ -23,7 +23,7 @@ from scanner.models import STATUS_SEVERITY, Status, is_failure, reason_words
 from scanner.report import findings_of
 
 __all__ = [
-    "STATUS_ORDER", "build_view", "check_summary", "clip", "evidence_items", "findings_of", "header_view",
+    "STATUS_ORDER", "build_view", "check_summary", "clip", "evidence_items", "findings_of", "footprint_view", "header_view",
     "interrupted_view", "md", "md_code", "reason_words", "render_template", "slug", "worst",
 ]
 
@@ -413,7 +413,34 @@ def header_view(doc: Mapping[str, Any]) -> dict[str, Any]:
         "options": {clip(k, 40): _cell(v) for k, v in list(options.items())[:40]},
         "notes": [clip(n, 600) for n in _list(doc.get("notes"))[:50]],
         "interrupted": interrupted_view(doc),
+        "footprint": footprint_view(doc),
     }
+
+
+def footprint_view(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The document's `footprint` (probes whose checks ran and leave events), bounded; [] for old reports.
+
+    Each item: {probe, checks, footprint, flagged: [{footprint, checks}], text: one line for text formats}.
+    """
+    out: list[dict[str, Any]] = []
+    for item in _list(doc.get("footprint"))[:MAX_ITEMS]:
+        if not isinstance(item, Mapping) or not isinstance(item.get("footprint"), str):
+            continue
+        checks = item.get("checks")
+        n = checks if isinstance(checks, int) and not isinstance(checks, bool) else 0
+        flagged = []
+        for f in _list(item.get("flagged"))[:8]:
+            if isinstance(f, Mapping) and isinstance(f.get("footprint"), str):
+                fn = f.get("checks")
+                flagged.append({"footprint": clip(f["footprint"], 300, one_line=True),
+                                "checks": fn if isinstance(fn, int) and not isinstance(fn, bool) else 0})
+        probe = clip(item.get("probe", ""), 40, one_line=True)
+        words = clip(item["footprint"], 400, one_line=True)
+        text = f"{probe} ({n:,} check{'s' if n != 1 else ''}): {words}"
+        if flagged:
+            text += "; this run: " + "; ".join(f"{f['footprint']} ({f['checks']:,})" for f in flagged)
+        out.append({"probe": probe, "checks": n, "footprint": words, "flagged": flagged, "text": text})
+    return out
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
