@@ -338,14 +338,30 @@ def _add(items: list[str], values: Iterable[str]) -> None:
             items.append(v)
 
 
+def _matching(hint: FirewallHint, text: str) -> list[str]:
+    return [g for g, keys in hint.rule_groups if any(re.search(rf"\b{re.escape(k)}\b", text) for k in keys)]
+
+
+def _own_words(hint: FirewallHint, evidence: Mapping[str, Any]) -> str:
+    """The words of what the check itself asked for (`hint.evidence_key`), "" when its evidence lacks them."""
+    if not hint.evidence_key:
+        return ""
+    value = evidence.get(hint.evidence_key)
+    values = value if isinstance(value, list) else [value]
+    return " ".join(v.lower() for v in values[:32] if isinstance(v, str))[:2000]
+
+
 def _groups(hint: FirewallHint, purpose: str, evidence: Mapping[str, Any]) -> list[str]:
+    own = _own_words(hint, evidence)
+    found = _matching(hint, own) if own else []
+    if found:
+        return found
     words = [purpose.lower()]
     interfaces = evidence.get("interfaces")
     for item in interfaces if isinstance(interfaces, list) else []:
         if isinstance(item, Mapping):
             words.append(f"{item.get('interface', '')} {item.get('name', '')}".lower())
-    text = " ".join(words)[:20000]
-    found = [g for g, keys in hint.rule_groups if any(re.search(rf"\b{re.escape(k)}\b", text) for k in keys)]
+    found = _matching(hint, " ".join(words)[:20000])
     return found or ([hint.default_group] if hint.default_group else [])
 
 
