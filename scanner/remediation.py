@@ -32,6 +32,7 @@ document of the wrong shape raises `ReportShapeError` naming the field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -223,6 +224,12 @@ def auditor_address(doc: Mapping[str, Any]) -> str | None:
 
 def collapse(addresses: Iterable[str | None]) -> tuple[str, ...]:
     """Addresses as the fewest exact CIDR blocks (a lone host stays a plain address)."""
+    # Every dialect and the table ask again for the same host group of a finding: computed once.
+    return _collapse(tuple(addresses))
+
+
+@functools.lru_cache(maxsize=64)
+def _collapse(addresses: tuple[str | None, ...]) -> tuple[str, ...]:
     nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for a in addresses:
         if a:
