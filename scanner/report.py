@@ -299,7 +299,31 @@ def load_document(path: Path) -> dict[str, Any]:
     data["summary"] = summarize(data["rows"], strict)
     data["findings"] = build_findings(data["rows"])
     data.setdefault("interrupted", None)
+    if "footprint" in data:  # reports before it lack it, and keep lacking it
+        data["footprint"] = _clean_footprint(data["footprint"])
     return data
+
+
+def _clean_footprint(items: list[Any]) -> list[dict[str, Any]]:
+    """A saved `footprint` with only entries of its own shape, bounded (the words are the scan's, kept)."""
+    out: list[dict[str, Any]] = []
+
+    def count(value: Any) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12 else 0
+
+    for item in items[:64]:
+        if not isinstance(item, dict) or not isinstance(item.get("probe"), str) or not isinstance(item.get("footprint"), str):
+            continue
+        entry: dict[str, Any] = {"probe": item["probe"][:40], "checks": count(item.get("checks")),
+                                 "footprint": item["footprint"][:600]}
+        saved = item.get("flagged")
+        flagged = [{"footprint": f["footprint"][:300], "checks": count(f.get("checks"))}
+                   for f in (saved if isinstance(saved, list) else [])[:MAX_FLAGGED]
+                   if isinstance(f, dict) and isinstance(f.get("footprint"), str)]
+        if flagged:
+            entry["flagged"] = flagged
+        out.append(entry)
+    return out
 
 
 def _nesting(value: Any) -> int:

@@ -128,6 +128,12 @@ def test_a_hostile_saved_footprint_is_bounded_and_escaped_or_refused(tmp_path: P
     path = tmp_path / "hostile.json"
     path.write_text(json.dumps(doc))
     loaded = load_document(path)
+    # only entries of the field's own shape are kept, bounded, with counts that are counts
+    assert all(set(e) <= {"probe", "checks", "footprint", "flagged"} for e in loaded["footprint"])
+    # the first 64 entries are read
+    assert len(loaded["footprint"]) == len(range(0, 64, 5)) and all(e["checks"] == 0 and len(e["footprint"]) <= 600
+                                                  for e in loaded["footprint"])
+    assert loaded["footprint"][0]["flagged"] == [{"footprint": HOSTILE, "checks": 0}]
     console = render_text("console", loaded)
     assert "\x1b[2J" not in console and "(0 checks)" in console
     html = render_text("html", loaded)
