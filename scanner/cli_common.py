@@ -60,37 +60,8 @@ def add_input_options(parser: argparse.ArgumentParser, *, target_flag: str = "--
                         help="a setting, as in the inventory's settings (e.g. domain=corp.example, ports.nutanix-port=9900)")
 
 
-class _OnlyOptions:
-    """A parser stand-in that adds only the named options: a command offers what it uses."""
-
-    def __init__(self, parser: argparse.ArgumentParser, only: set[str]) -> None:
-        self._parser, self._only = parser, only
-        self._ignored: list[str] = []
-        parser.set_defaults(ignored_run_options=self._ignored)
-
-    def add_argument(self, *flags: str, **kwargs: Any) -> None:
-        if set(flags) & self._only:
-            self._parser.add_argument(*flags, **kwargs)
-            return
-        # Options are contracts: a command line that passed one keeps working. Accepted,
-        # hidden from the help, and said to be ignored (warn_ignored_options).
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("help", "metavar")}
-        self._parser.add_argument(*flags, **kwargs, help=argparse.SUPPRESS, default=None)
-        self._ignored.append(flags[0])
-
-
-def warn_ignored_options(args: argparse.Namespace, command: str) -> None:
-    """Say on stderr which given options this command does not use (see `_OnlyOptions`)."""
-    for flag in getattr(args, "ignored_run_options", ()):
-        value = getattr(args, flag[2:].replace("-", "_"), None)
-        if value not in (None, False):
-            print(f"portready {command}: {flag} does nothing here; ignored", file=sys.stderr)
-
-
-def add_run_options(parser: argparse.ArgumentParser, *, only: set[str] | None = None) -> None:
-    """The scan options; `only` (flags like {"--depth"}) limits them to what a command uses."""
-    if only is not None:
-        parser = _OnlyOptions(parser, only)  # type: ignore[assignment]
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The scan options (`plan` and `local` declare the few they use themselves)."""
     parser.add_argument("--timeout", type=positive_float, metavar="S", help=f"longest wait for one answer (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--retries", type=bounded_int(0, 10), metavar="N", help=f"extra tries after silence (default {DEFAULT_RETRIES})")
     parser.add_argument("--concurrency", type=bounded_int(1, 10000), metavar="N", help=f"probes at once (default {DEFAULT_CONCURRENCY})")

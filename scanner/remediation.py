@@ -32,6 +32,7 @@ document of the wrong shape raises `ReportShapeError` naming the field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -223,6 +224,12 @@ def auditor_address(doc: Mapping[str, Any]) -> str | None:
 
 def collapse(addresses: Iterable[str | None]) -> tuple[str, ...]:
     """Addresses as the fewest exact CIDR blocks (a lone host stays a plain address)."""
+    # Every dialect and the table ask again for the same host group of a finding: computed once.
+    return _collapse(tuple(addresses))
+
+
+@functools.lru_cache(maxsize=64)
+def _collapse(addresses: tuple[str | None, ...]) -> tuple[str, ...]:
     nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for a in addresses:
         if a:
@@ -338,14 +345,30 @@ def _add(items: list[str], values: Iterable[str]) -> None:
             items.append(v)
 
 
+def _matching(hint: FirewallHint, text: str) -> list[str]:
+    return [g for g, keys in hint.rule_groups if any(re.search(rf"\b{re.escape(k)}\b", text) for k in keys)]
+
+
+def _own_words(hint: FirewallHint, evidence: Mapping[str, Any]) -> str:
+    """The words of what the check itself asked for (`hint.evidence_key`), "" when its evidence lacks them."""
+    if not hint.evidence_key:
+        return ""
+    value = evidence.get(hint.evidence_key)
+    values = value if isinstance(value, list) else [value]
+    return " ".join(v.lower() for v in values[:32] if isinstance(v, str))[:2000]
+
+
 def _groups(hint: FirewallHint, purpose: str, evidence: Mapping[str, Any]) -> list[str]:
+    own = _own_words(hint, evidence)
+    found = _matching(hint, own) if own else []
+    if found:
+        return found
     words = [purpose.lower()]
     interfaces = evidence.get("interfaces")
     for item in interfaces if isinstance(interfaces, list) else []:
         if isinstance(item, Mapping):
             words.append(f"{item.get('interface', '')} {item.get('name', '')}".lower())
-    text = " ".join(words)[:20000]
-    found = [g for g, keys in hint.rule_groups if any(re.search(rf"\b{re.escape(k)}\b", text) for k in keys)]
+    found = _matching(hint, " ".join(words)[:20000])
     return found or ([hint.default_group] if hint.default_group else [])
 
 

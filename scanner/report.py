@@ -145,9 +145,59 @@ def build_document(
     if interrupted is None and extra:  # callers that pass it with the other extra fields
         interrupted = extra.get("interrupted")
     doc["interrupted"] = dict(interrupted) if interrupted else None
+    doc["footprint"] = build_footprint(rows)
     doc["findings"] = build_findings(rows)
     doc["summary"] = summarize(rows, strict)
     return doc
+
+
+MAX_FLAGGED = 8  # distinct per-check footprint notes kept per probe
+
+
+def build_footprint(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """What the checks that ran leave in the targets' security logs, per probe that declares it.
+
+    One entry per probe with a declared `Probe.footprint` and at least one check that was not
+    skipped: {probe, checks (how many ran), footprint (the declared words)}, plus `flagged`
+    when checks said in their evidence that this run took the noisier path (e.g. a Kerberos
+    check that fell back to an unknown principal: event 4768 0x6), with how many did.
+    """
+    counts: dict[str, int] = {}
+    flagged: dict[str, dict[str, int]] = {}
+    for row in rows:
+        for check in row.get("checks") or ():
+            if not isinstance(check, Mapping) or check.get("status") == Status.SKIP.value:
+                continue
+            probe = str(check.get("probe") or "")
+            if not probe:
+                continue
+            counts[probe] = counts.get(probe, 0) + 1
+            evidence = check.get("evidence")
+            note = evidence.get("footprint") if isinstance(evidence, Mapping) else None
+            if isinstance(note, str) and note:
+                notes = flagged.setdefault(probe, {})
+                if note[:300] in notes or len(notes) < MAX_FLAGGED:
+                    notes[note[:300]] = notes.get(note[:300], 0) + 1
+    out: list[dict[str, Any]] = []
+    for probe, n in sorted(counts.items()):
+        words = _footprint_of(probe)
+        if not words:
+            continue
+        entry: dict[str, Any] = {"probe": probe, "checks": n, "footprint": words}
+        if probe in flagged:
+            entry["flagged"] = [{"footprint": k, "checks": v} for k, v in flagged[probe].items()]
+        out.append(entry)
+    return out
+
+
+def _footprint_of(probe: str) -> str:
+    # The probe modules are loaded already whenever checks ran; an unknown name declares nothing.
+    from scanner.probes.base import get_probe
+
+    try:
+        return str(get_probe(probe).footprint or "")
+    except KeyError:
+        return ""
 
 
 def _with_summaries(result: RowResult) -> RowResult:
@@ -251,7 +301,31 @@ def load_document(path: Path) -> dict[str, Any]:
     data["summary"] = summarize(data["rows"], strict)
     data["findings"] = build_findings(data["rows"])
     data.setdefault("interrupted", None)
+    if "footprint" in data:  # reports before it lack it, and keep lacking it
+        data["footprint"] = _clean_footprint(data["footprint"])
     return data
+
+
+def _clean_footprint(items: list[Any]) -> list[dict[str, Any]]:
+    """A saved `footprint` with only entries of its own shape, bounded (the words are the scan's, kept)."""
+    out: list[dict[str, Any]] = []
+
+    def count(value: Any) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12 else 0
+
+    for item in items[:64]:
+        if not isinstance(item, dict) or not isinstance(item.get("probe"), str) or not isinstance(item.get("footprint"), str):
+            continue
+        entry: dict[str, Any] = {"probe": item["probe"][:40], "checks": count(item.get("checks")),
+                                 "footprint": item["footprint"][:600]}
+        saved = item.get("flagged")
+        flagged = [{"footprint": f["footprint"][:300], "checks": count(f.get("checks"))}
+                   for f in (saved if isinstance(saved, list) else [])[:MAX_FLAGGED]
+                   if isinstance(f, dict) and isinstance(f.get("footprint"), str)]
+        if flagged:
+            entry["flagged"] = flagged
+        out.append(entry)
+    return out
 
 
 def _nesting(value: Any) -> int:
@@ -289,6 +363,7 @@ _CHECK_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
 _DOC_FIELDS: dict[str, tuple[type, ...]] = {
     "host": (dict,), "options": (dict,), "inventory": (dict,), "notes": (list,), "kind": (str,),
     "started": (str,), "finished": (str,), "interrupted": (dict, type(None)), "unexpected": (list,),
+    "footprint": (list,),
 }
 
 

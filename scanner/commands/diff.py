@@ -5,38 +5,33 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping
 
-from scanner.diff import diff_documents, load_pair, render_html, render_markdown, render_text
+from scanner.diff import diff_documents, load_pair
 from scanner.report import EXIT_TOOL
-from scanner.reporters._out import write_text
-from scanner.reporters.json_report import json_text
-
-_FORMATS: dict[str, Callable[[Mapping[str, Any]], str]] = {
-    "json": json_text,
-    "markdown": render_markdown,
-    "html": render_html,
-}
+from scanner.reporters._diff import diff_formats, get_diff_format
 
 
 def run_diff(args: argparse.Namespace) -> int:
     old, new = load_pair(args.old, args.new)
     d = diff_documents(old, new, strict=args.strict)
     failed = False
-    for name, render in _FORMATS.items():
-        dest = getattr(args, name, None)
+    to_stdout = False
+    for fmt in diff_formats():
+        dest = getattr(args, fmt.dest_attr, None)
         if not dest:
             continue
+        to_stdout = to_stdout or dest == "-"
         try:  # each format on its own: one bad path does not cost the others
-            write_text(dest, render(d))
+            fmt.write(d, dest)
         except BrokenPipeError:
-            raise
-        except OSError as exc:
+            raise  # a closed stdout: the command line ends quietly
+        except (OSError, UnicodeError) as exc:
             failed = True
-            print(f"portready: could not write the {name} diff to {dest}: {exc.strerror or exc}; "
+            why = getattr(exc, "strerror", None) or str(exc)
+            print(f"portready: could not write the {fmt.name} diff to {dest}: {why}; "
                   "the other formats were written", file=sys.stderr)
-    if not args.quiet and "-" not in (args.json, args.markdown, args.html):
-        write_text("-", render_text(d))
+    if not args.quiet and not to_stdout:
+        get_diff_format("console").write(d, "-")
     return EXIT_TOOL if failed else int(d["summary"]["exit_code"])
 
 
@@ -53,9 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("old", type=Path, metavar="OLD.json", help="the earlier run")
     p.add_argument("new", type=Path, metavar="NEW.json", help="the later run")
-    p.add_argument("--json", metavar="FILE", help="write the diff as JSON (- for stdout)")
-    p.add_argument("--markdown", metavar="FILE", help="write the diff as Markdown")
-    p.add_argument("--html", metavar="FILE", help="write the diff as a self-contained HTML page")
+    for fmt in diff_formats():  # --json, --markdown, --html: one option per registered form
+        assert fmt.flag is not None
+        p.add_argument(fmt.flag, metavar="FILE", dest=fmt.dest_attr, help=fmt.help)
     p.add_argument("--strict", action="store_true", help="removed targets/rows and rows no longer checked are regressions too")
     p.add_argument("--quiet", "-q", action="store_true", help="no console summary")
     p.set_defaults(func=run_diff)

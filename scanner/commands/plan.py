@@ -6,11 +6,31 @@ import argparse
 import json
 import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any, TextIO
 
-from scanner.cli_common import add_input_options, add_run_options, load_run_inputs, warn_ignored_options
+from scanner.cli_common import add_input_options, bounded_int, load_run_inputs, positive_float
 from scanner.models import Depth
 from scanner.reporters._view import clip
+
+# Offered by plan before the reporting merge: options are contracts, so old command lines and
+# scripts still run. They only change how a scan is done, not what it does: accepted, hidden
+# from the help, and said to be ignored when given.
+_IGNORED: dict[str, dict[str, Any]] = {
+    "--timeout": {"type": positive_float}, "--retries": {"type": bounded_int(0, 10)},
+    "--concurrency": {"type": bounded_int(1, 10000)}, "--per-host": {"type": bounded_int(1, 1000)},
+    "--ca-bundle": {"type": Path}, "--trust-private-ca": {"action": "store_true"}, "--proxy": {},
+}  # fmt: skip
+
+
+def _drop_ignored(args: argparse.Namespace) -> None:
+    for flag in _IGNORED:
+        attr = flag[2:].replace("-", "_")
+        value = getattr(args, attr, None)
+        if value is not None and value is not False:
+            print(f"portready plan: {flag} does nothing here (plan shows what a scan would do, sending nothing); "
+                  "ignored", file=sys.stderr)  # fmt: skip
+        setattr(args, attr, None)  # nothing below reads it (no --ca-bundle file check for a plan)
 
 
 def _items(plan: Any) -> list[dict[str, Any]]:
@@ -59,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     from scanner.engine import build_plan
     from scanner.selection import check_plan_size, require_targets, select_rows
 
-    warn_ignored_options(args, "plan")
+    _drop_ignored(args)
     inputs = load_run_inputs(args, need_credentials=False)
     require_targets(inputs.inventory, inputs.profiles)
     rows = select_rows(inputs.catalogue, inputs.profiles, inputs.inventory)
@@ -113,9 +133,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         ),
     )  # fmt: skip
     add_input_options(p)
-    # Of the run options only the depth changes what a scan would do; the others are accepted
-    # (old command lines keep working), hidden from the help and said to be ignored.
-    add_run_options(p, only={"--depth"})
+    # Of the run options only the depth changes what a scan would do; timeouts, concurrency,
+    # CA bundles and proxies only change how it is done, so plan does not offer them in its help.
+    p.add_argument("--depth", choices=["port", "protocol"], help="port: reachability only; protocol: deepest probe (default)")
+    for flag, kw in _IGNORED.items():
+        p.add_argument(flag, help=argparse.SUPPRESS, **kw)
     p.add_argument("--json", action="store_true", help="the plan as JSON (every row x target, and the summary)")
     p.add_argument("--full", action="store_true", help="list every row x target and its checks")
     p.set_defaults(func=_run)

@@ -15,10 +15,19 @@ RULE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Remote Service Management", ("service control manager", "scm", "svcctl")),
     ("Remote Event Log Management", ("event log", "eventlog", "even6")),
     ("Performance Logs and Alerts", ("performance logs", "plasrv", "removable storage", "pla")),
-    ("Remote Scheduled Tasks Management", ("scheduled tasks", "scheduled task", "task scheduler", "atsvc", "schedule")),
+    ("Remote Scheduled Tasks Management", ("scheduled tasks", "scheduled task", "task scheduler", "atsvc", "schedule",
+                                           "tasksched")),
     ("File and Printer Sharing", ("file and printer sharing", "netbios", "remote registry", "winreg")),
 )
 
 # RPC with no named service: WMI is what the Auditor's RPC rows need most.
 RPC_FIREWALL = FirewallHint(rule_groups=RULE_GROUPS, default_group="Windows Management Instrumentation (WMI)")
 NETBIOS_FIREWALL = FirewallHint(rule_groups=RULE_GROUPS, default_group="File and Printer Sharing")
+# DCOM names its server in the evidence (`server`: wmi, pla): WMI's or PLA's own group, whatever
+# else the row's purpose mentions; WMI when nothing says (a 135 dropped before the activation).
+DCOM_FIREWALL = FirewallHint(rule_groups=RULE_GROUPS, default_group="Windows Management Instrumentation (WMI)",
+                             evidence_key="server")
+# Authenticated RPC names the interfaces it asked for (`asked`: scm, eventlog, winreg, tasksched):
+# Remote Registry over \PIPE\winreg is SMB (File and Printer Sharing), even on a row whose purpose
+# also names the Service Control Manager. No default: an unknown interface gets a port rule.
+RPC_AUTH_FIREWALL = FirewallHint(rule_groups=RULE_GROUPS, evidence_key="asked")

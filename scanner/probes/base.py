@@ -171,6 +171,9 @@ class FirewallHint:
     appliance: str = ""
     services: tuple[tuple[int, str], ...] = ()
     default_service: str = ""
+    # An evidence key naming what the check itself asked for (a DCOM server, the RPC interfaces
+    # it binds): when the check's evidence has it, its words pick the groups before the row's purpose.
+    evidence_key: str = ""
 
 
 class Probe:

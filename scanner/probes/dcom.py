@@ -42,6 +42,7 @@ from scanner.probes._impacket_rpc import (
     no_credentials,
 )
 from scanner.probes._stealth import second_signal
+from scanner.probes._windows_firewall import DCOM_FIREWALL
 from scanner.probes.base import (
     Credentials,
     Outcome,
@@ -222,6 +223,7 @@ class DcomActivationProbe(Probe):
     )
     accepts_range = True
     option_types: ClassVar[Mapping[str, type | tuple[type, ...]]] = {"server": str, "mapper_port": int}
+    firewall = DCOM_FIREWALL  # WMI's or PLA's own rule group, from the `server` evidence
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
@@ -249,16 +251,16 @@ class DcomActivationProbe(Probe):
         if not load_impacket():
             return missing_extra(f"the DCOM activation of {server.title}")
         # Our own connect first: a dropped or refused 135 reads as such, in our words.
+        base = {"server": server.label, "clsid": server.clsid}
         try:
             _reader, writer = await connect_tcp(ctx)
         except ProbeError as exc:
             o = exc.outcome
             if o.reason is not Reason.FILTERED:
-                raise
+                raise _with(exc, base) from None  # `server` names the rule group `fix` enables
             words = await second_signal(ctx, ctx.port or 135)
-            raise ProbeError(failed(o.reason, f"{o.detail}. {words}", **dict(o.evidence))) from None
+            raise ProbeError(failed(o.reason, f"{o.detail}. {words}", **{**base, **o.evidence})) from None
         close_quietly(writer)
-        base = {"server": server.label, "clsid": server.clsid}
         sessions = Sessions()
         try:
             act = await ctx.in_thread(activate, ctx, creds, server, ctx.step_timeout(), sessions)

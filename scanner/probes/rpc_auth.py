@@ -42,6 +42,7 @@ from scanner.probes._impacket_rpc import (
     no_credentials,
 )
 from scanner.probes._rpc import EPM, Interface, RpcConnection, ept_map
+from scanner.probes._windows_firewall import RPC_AUTH_FIREWALL
 from scanner.probes.base import (
     Credentials,
     Outcome,
@@ -218,6 +219,7 @@ class RpcAuthProbe(Probe):
         "event 4624 (logon type 3, NTLM) per interface (plus 4672 for an administrator), 4625 on a wrong "
         "password; 5145 (named pipe access) where detailed file-share auditing is on"
     )
+    firewall = RPC_AUTH_FIREWALL  # each interface's rule group, from the `asked` evidence
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
@@ -238,6 +240,14 @@ class RpcAuthProbe(Probe):
             return unsupported
         if not load_impacket():
             return missing_extra(f"authenticated RPC to {names}")
+        asked = [t.label for t in targets]
+        try:
+            return await self._check(ctx, creds, targets, asked)
+        except ProbeError as exc:  # dropped or refused before any answer: still say what was asked
+            o = exc.outcome
+            raise ProbeError(type(o)(o.status, o.reason, o.detail, {"asked": asked, **o.evidence})) from None
+
+    async def _check(self, ctx: ProbeContext, creds: Credentials, targets: list[Target], asked: list[str]) -> Outcome:
         port = ctx.port or 445
         via_pipe = port in PIPE_PORTS
         if via_pipe:
@@ -275,7 +285,7 @@ class RpcAuthProbe(Probe):
                 continue
             close_quietly(writer)
             results.append(await self._in_thread(dctx, creds, target, dynamic, False))
-        return verdict(ctx, results, str(creds))
+        return verdict(ctx, results, str(creds), asked)
 
     @staticmethod
     async def _in_thread(ctx: ProbeContext, creds: Credentials, target: Target, port: int, via_pipe: bool) -> Any:
@@ -289,9 +299,14 @@ class RpcAuthProbe(Probe):
 _ORDER = ("auth", "policy", "filtered", "refused", "unreachable", "protocol")
 
 
-def verdict(ctx: ProbeContext, results: list[dict[str, Any]], account: str) -> Outcome:
-    """Worst per-interface status decides; words name each interface and what it said."""
+def verdict(ctx: ProbeContext, results: list[dict[str, Any]], account: str, asked: list[str] | None = None) -> Outcome:
+    """Worst per-interface status decides; words name each interface and what it said.
+
+    `asked` (evidence) names the interfaces the check was given, whatever happened to each.
+    """
     evidence: dict[str, Any] = {"interfaces": results, "account": account}
+    if asked is not None:
+        evidence["asked"] = list(asked)
     bad = [r for r in results if r["status"] not in ("ok", "not-registered")]
     if bad:
         worst = min(bad, key=lambda r: _ORDER.index(r["status"]) if r["status"] in _ORDER else len(_ORDER))

@@ -1,15 +1,81 @@
-"""The diff's console, Markdown and HTML forms (the comparison itself is `scanner.diff`).
+"""The diff's console, JSON, Markdown and HTML forms (the comparison itself is `scanner.diff`).
 
 Every value comes from two saved reports, which anyone may have edited: text goes through
 the shared view's `clip` / `md`, and the page through the autoescaping templates.
+
+The forms are registered like the report formats, by name with their CLI flag:
+
+    @diff_format("markdown", flag="--markdown", help="write the diff as Markdown")
+    def render_markdown(d: Mapping[str, Any]) -> str: ...
+
+    for fmt in diff_formats(): fmt.write(d, dest)   # the shared opener (_out): folders created
+
+`portready diff` builds its options from this registry and writes each form on its own.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 from scanner.models import Status
+from scanner.reporters._out import open_dest
 from scanner.reporters._view import clip, md, render_template
+from scanner.reporters.json_report import json_text
+
+DiffRender = Callable[[Mapping[str, Any]], str]
+
+
+@dataclass(frozen=True)
+class DiffFormat:
+    """A registered form of the diff: `write` renders it to `dest` (a path, or "-" / None: stdout)."""
+
+    name: str
+    render: DiffRender
+    flag: str | None  # the `diff` option that asks for it; None: the console
+    help: str
+
+    def write(self, d: Mapping[str, Any], dest: str | Path | None) -> None:
+        text = self.render(d)  # rendered before the file is opened: a failing form leaves no empty file
+        with open_dest(dest) as out:
+            out.write(text)
+
+    @property
+    def dest_attr(self) -> str:
+        return (self.flag or self.name).lstrip("-").replace("-", "_")
+
+
+_DIFF_FORMATS: dict[str, DiffFormat] = {}
+
+
+def diff_format(name: str, *, flag: str | None = None, help: str = "") -> Callable[[DiffRender], DiffRender]:  # noqa: A002
+    """Register a form of the diff under `name` (a name and a flag are taken once)."""
+
+    def add(fn: DiffRender) -> DiffRender:
+        existing = _DIFF_FORMATS.get(name)
+        if existing is not None and existing.render is not fn:
+            raise ValueError(f"diff format {name!r} is already registered")
+        if flag is not None and any(f.flag == flag and f.name != name for f in _DIFF_FORMATS.values()):
+            raise ValueError(f"diff flag {flag!r} is already taken")
+        _DIFF_FORMATS[name] = DiffFormat(name, fn, flag, help)
+        return fn
+
+    return add
+
+
+def unregister_diff_format(name: str) -> None:
+    """Remove a form (for tests that register a throwaway one)."""
+    _DIFF_FORMATS.pop(name, None)
+
+
+def diff_formats() -> list[DiffFormat]:
+    """The forms `diff` offers as options, in registration order (the console is `get_diff_format("console")`)."""
+    return [f for f in _DIFF_FORMATS.values() if f.flag]
+
+
+def get_diff_format(name: str) -> DiffFormat:
+    return _DIFF_FORMATS[name]
 
 KIND_WORDS = {
     "newly-failing": "newly failing",
@@ -82,6 +148,7 @@ def _grouped_evidence(evidence: list[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+@diff_format("console")
 def render_text(d: Mapping[str, Any]) -> str:
     """Console text (peer text made printable: no terminal escapes)."""
     s = d["summary"]
@@ -111,6 +178,12 @@ def render_text(d: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@diff_format("json", flag="--json", help="write the diff as JSON (- for stdout)")
+def render_json(d: Mapping[str, Any]) -> str:
+    return json_text(d)
+
+
+@diff_format("markdown", flag="--markdown", help="write the diff as Markdown")
 def render_markdown(d: Mapping[str, Any]) -> str:
     s = d["summary"]
     lines = [
@@ -153,6 +226,7 @@ def render_markdown(d: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@diff_format("html", flag="--html", help="write the diff as a self-contained HTML page")
 def render_html(d: Mapping[str, Any]) -> str:
     def c(v: Any, limit: int = 400) -> str:
         return clip(v if v is not None else "—", limit)

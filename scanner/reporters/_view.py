@@ -23,7 +23,7 @@ from scanner.models import STATUS_SEVERITY, Status, is_failure, reason_words
 from scanner.report import findings_of
 
 __all__ = [
-    "STATUS_ORDER", "build_view", "check_summary", "clip", "evidence_items", "findings_of", "header_view",
+    "STATUS_ORDER", "build_view", "check_summary", "clip", "evidence_items", "findings_of", "footprint_view", "header_view",
     "interrupted_view", "md", "md_code", "reason_words", "render_template", "slug", "worst",
 ]
 
@@ -181,7 +181,13 @@ def _status(value: Any) -> str:
 
 
 def build_view(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Everything the page shows, computed once: findings, matrix, per-profile sections."""
+    """Everything the page shows, computed once: findings, matrix, per-profile sections.
+
+    With many targets (more than MATRIX_TARGETS) each section also has `groups`: the
+    targets whose rows have the same outcomes (row, verdict, reason), worst and largest
+    first, so the page shows one rows table per group and one line per target (see
+    `_block_groups`); evidence is then prepared only for the blocks shown in full.
+    """
     rows = [r for r in doc.get("rows") or [] if isinstance(r, Mapping)]
     strict = bool((doc.get("summary") or {}).get("strict", False))
     by_pt: dict[str, dict[str, list[Mapping[str, Any]]]] = defaultdict(dict)
@@ -190,6 +196,7 @@ def build_view(doc: Mapping[str, Any]) -> dict[str, Any]:
         p, t = str(r.get("profile", "")), str(r.get("target", ""))
         targets.setdefault(t, len(targets))
         by_pt[p].setdefault(t, []).append(r)
+    many = len(targets) > MATRIX_TARGETS
     sections: list[dict[str, Any]] = []
     block_ids: dict[str, str] = {}  # target -> id of its first block (findings link there)
     for pi, (p, per_target) in enumerate(by_pt.items()):
@@ -205,16 +212,19 @@ def build_view(doc: Mapping[str, Any]) -> dict[str, Any]:
                 "id": bid,
                 "ti": ti,
                 "worst": worst(str(r.get("status")) for r in mine),
-                "rows": [_row_view(r, strict) for r in mine],
+                "rows": [_row_view(r, strict, with_evidence=not many) for r in mine],
+                "raw": mine,  # the document's rows, for evidence prepared later (grouped pages)
             })
         first = next(iter(per_target.values()))[0]
-        sections.append({
+        section: dict[str, Any] = {
             "profile": clip(p, 100),
             "section": clip(first.get("section", ""), 200),
             "id": f"p{pi}-{slug(p)}",
             "blocks": blocks,
             "worst": worst(b["worst"] for b in blocks),
-        })
+            "groups": _block_groups(blocks, f"p{pi}") if many else None,
+        }
+        sections.append(section)
     target_list = list(targets)
     return {
         "sections": sections,
@@ -222,6 +232,43 @@ def build_view(doc: Mapping[str, Any]) -> dict[str, Any]:
         "targets": [clip(t, 200) for t in target_list],
         "findings": findings_view(doc, block_ids),
     }
+
+
+def _block_groups(blocks: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """A section's targets grouped by identical outcomes, for pages of many targets.
+
+    Each group: {id, count, worst, rep (the first target's block, shown in full with its
+    evidence), members (every target of the group, the first included: one line each,
+    with its block id as anchor, and per row its verdict and one-line summary or detail)}.
+    A group of one target is its block in full. Every row x target stays on the page; only
+    the evidence of the other members of a group is left to the JSON report.
+    """
+    grouped: dict[tuple[tuple[str, str, str], ...], list[dict[str, Any]]] = {}
+    for b in blocks:
+        key = tuple((r["row"], r["status"], r["reason"]) for r in b["rows"])
+        grouped.setdefault(key, []).append(b)
+    order = sorted(grouped.values(), key=lambda bs: (-STATUS_SEVERITY[Status(bs[0]["worst"])], -len(bs)))
+    out = []
+    for gi, members in enumerate(order):
+        rep = members[0]
+        for view_row, row in zip(rep["rows"], rep["raw"], strict=False):  # evidence for the block shown in full
+            for check, raw_check in zip(view_row["checks"], [c for c in row.get("checks") or [] if isinstance(c, Mapping)],
+                                        strict=False):
+                check["evidence"] = evidence_items(raw_check.get("evidence") or {})
+        lines = [{"target": b["target"], "address": b["address"], "role": b["role"], "id": b["id"], "worst": b["worst"],
+                  "cells": [_member_cell(r) for r in b["rows"]]} for b in members] if len(members) > 1 else []
+        out.append({"id": f"{prefix}-g{gi}", "count": len(members), "worst": rep["worst"], "rep": rep,
+                    "members": lines, "headers": [r["row"] for r in rep["rows"]]})
+    return out
+
+
+def _member_cell(r: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of one member target: its verdict and what it said, in one short line."""
+    said = "; ".join(c["summary"] for c in r["checks"] if c["summary"])
+    if r["status"] != "pass" or not said:
+        said = r["detail"] or said or r["reason_words"]
+    return {"status": r["status"], "reason": r["reason"], "text": clip(said, 160, one_line=True),
+            "title": f"{r['row']}: {r['status']} ({r['reason']})"}
 
 
 def findings_view(doc: Mapping[str, Any], block_ids: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
@@ -340,7 +387,7 @@ def _subnets(addresses: Iterable[str], shown: int = 3) -> str:
     return " in " + ", ".join(names[:shown]) + more
 
 
-def _row_view(r: Mapping[str, Any], strict: bool) -> dict[str, Any]:
+def _row_view(r: Mapping[str, Any], strict: bool, *, with_evidence: bool = True) -> dict[str, Any]:
     status = _status(r.get("status"))
     checks = []
     total = 0.0
@@ -359,7 +406,7 @@ def _row_view(r: Mapping[str, Any], strict: bool) -> dict[str, Any]:
             "reason": clip(c.get("reason", ""), 40),
             "detail": clip(c.get("detail", "")),
             "summary": check_summary(c),
-            "evidence": evidence_items(c.get("evidence") or {}),
+            "evidence": evidence_items(c.get("evidence") or {}) if with_evidence else [],
             "ms": ms,
         })
     return {
@@ -413,7 +460,34 @@ def header_view(doc: Mapping[str, Any]) -> dict[str, Any]:
         "options": {clip(k, 40): _cell(v) for k, v in list(options.items())[:40]},
         "notes": [clip(n, 600) for n in _list(doc.get("notes"))[:50]],
         "interrupted": interrupted_view(doc),
+        "footprint": footprint_view(doc),
     }
+
+
+def footprint_view(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The document's `footprint` (probes whose checks ran and leave events), bounded; [] for old reports.
+
+    Each item: {probe, checks, footprint, flagged: [{footprint, checks}], text: one line for text formats}.
+    """
+    out: list[dict[str, Any]] = []
+    for item in _list(doc.get("footprint"))[:MAX_ITEMS]:
+        if not isinstance(item, Mapping) or not isinstance(item.get("footprint"), str):
+            continue
+        checks = item.get("checks")
+        n = checks if isinstance(checks, int) and not isinstance(checks, bool) else 0
+        flagged = []
+        for f in _list(item.get("flagged"))[:8]:
+            if isinstance(f, Mapping) and isinstance(f.get("footprint"), str):
+                fn = f.get("checks")
+                flagged.append({"footprint": clip(f["footprint"], 300, one_line=True),
+                                "checks": fn if isinstance(fn, int) and not isinstance(fn, bool) else 0})
+        probe = clip(item.get("probe", ""), 40, one_line=True)
+        words = clip(item["footprint"], 400, one_line=True)
+        text = f"{probe} ({n:,} check{'s' if n != 1 else ''}): {words}"
+        if flagged:
+            text += "; this run: " + "; ".join(f"{f['footprint']} ({f['checks']:,})" for f in flagged)
+        out.append({"probe": probe, "checks": n, "footprint": words, "flagged": flagged, "text": text})
+    return out
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

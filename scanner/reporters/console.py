@@ -18,7 +18,15 @@ from typing import Any, Mapping, TextIO
 
 from scanner.report import exit_code
 from scanner.reporters import RenderOptions, reporter
-from scanner.reporters._view import STATUS_ORDER, check_summary, clip, findings_of, interrupted_view, reason_words
+from scanner.reporters._view import (
+    STATUS_ORDER,
+    check_summary,
+    clip,
+    findings_of,
+    footprint_view,
+    interrupted_view,
+    reason_words,
+)
 
 SMALL_RUN = 60  # row x target results listed one by one without --verbose...
 FEW_TARGETS, FEW_TARGETS_ROWS = 5, 400  # ...or every row of a run against a few targets
@@ -75,6 +83,7 @@ def write_console(doc: Mapping[str, Any], out: TextIO, options: RenderOptions) -
     interrupted = interrupted_view(doc)
     if interrupted:
         w.line(interrupted["text"], lead="!! ")
+    _footprint(w, doc)
     targets = {str(r.get("target", "")) for r in rows}
     listed = options.verbose or len(rows) <= SMALL_RUN or (len(targets) <= FEW_TARGETS and len(rows) <= FEW_TARGETS_ROWS)
     if listed:
@@ -82,6 +91,17 @@ def write_console(doc: Mapping[str, Any], out: TextIO, options: RenderOptions) -
     if not listed or len(targets) > 1:
         _findings(w, doc, listed)
     _summary(w, doc)
+
+
+def _footprint(w: _Lines, doc: Mapping[str, Any]) -> None:
+    """The header line(s): what the checks that ran leave in the targets' security logs."""
+    items = footprint_view(doc)
+    if not items:
+        return
+    w.line("Security-log footprint of the checks that ran (README: \"Footprint in the target's security log\"):")
+    for item in items:
+        w.line(item["text"], indent=1, lead="- ")
+    w.out.write("\n")
 
 
 def _per_target(w: _Lines, rows: list[Mapping[str, Any]]) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Mapping, TextIO
 
 from scanner.models import Status, is_failure
 from scanner.reporters import RenderOptions, reporter
-from scanner.reporters._view import check_summary, interrupted_view
+from scanner.reporters._view import check_summary, footprint_view, interrupted_view
 
 # XML 1.0 cannot carry most control characters; C1 controls are legal XML but would
 # drive a terminal (`--junit -`). Peers may send any of them.
@@ -38,6 +38,7 @@ def render_junit(doc: Mapping[str, Any], out: TextIO, options: RenderOptions) ->
     strict = bool(doc.get("summary", {}).get("strict", False))
     suites = ET.Element("testsuites", name=f"portready {_clean(doc.get('kind', 'scan'))}")
     interrupted = interrupted_view(doc)
+    footprint = "; ".join(item["text"] for item in footprint_view(doc))
     by_profile: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in doc.get("rows", []):
         by_profile[str(row.get("profile"))].append(row)
@@ -46,9 +47,12 @@ def render_junit(doc: Mapping[str, Any], out: TextIO, options: RenderOptions) ->
     total = failures = errors = skipped = 0
     for profile, rows in by_profile.items():
         suite = ET.SubElement(suites, "testsuite", name=_clean(profile))
-        if interrupted:
+        if interrupted or footprint:
             props = ET.SubElement(suite, "properties")
-            ET.SubElement(props, "property", name="interrupted", value=_clean(interrupted["text"]))
+            if interrupted:
+                ET.SubElement(props, "property", name="interrupted", value=_clean(interrupted["text"]))
+            if footprint:  # what the run left in the targets' security logs (the same on every suite)
+                ET.SubElement(props, "property", name="footprint", value=_clean(footprint))
         s_fail = s_err = s_skip = 0
         s_time = 0.0
         for row in rows:

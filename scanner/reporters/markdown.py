@@ -76,6 +76,9 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     ]
     for note in head["notes"]:
         lines.append(f"- Note: {md(note, 600)}")
+    if head["footprint"]:
+        lines.append("- Security-log footprint of the checks that ran:")
+        lines += [f"  - {md(item['text'], 1200)}" for item in head["footprint"]]
     if head["interrupted"]:
         lines[2:2] = [f"**{md(head['interrupted']['text'], 300)}**", ""]
     findings = [f for f in view["findings"] if f["status"] not in ("pass", "skip")]

@@ -26,7 +26,7 @@ def test_plan_offers_only_the_options_a_plan_uses() -> None:
         assert unused not in text, unused
     # Options are contracts: an old command line still runs, and is told the option is ignored.
     old = portready("plan", "--timeout", "2", "--target", "domain-controllers=192.0.2.1")
-    assert old.returncode == 0 and "--timeout does nothing here; ignored" in old.stderr
+    assert old.returncode == 0 and "--timeout does nothing here" in old.stderr and "ignored" in old.stderr
 
 
 def test_local_offers_only_the_options_it_uses() -> None:

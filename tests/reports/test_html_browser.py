@@ -110,3 +110,31 @@ def test_opening_the_failed_filter_hides_every_other_row(tmp_path: Path, report:
     shown = {r["data-status"] for r in dom.rows if "hidden" not in r}
     hidden = {r["data-status"] for r in dom.rows if "hidden" in r}
     assert shown == {"fail"} and "pass" in hidden
+
+
+def test_a_grouped_page_of_many_targets_opens_the_list_a_link_lands_in(tmp_path: Path) -> None:
+    from .test_html_many_targets import _fleet
+
+    path = tmp_path / "many.html"
+    path.write_text(render_html(_fleet(300)), encoding="utf-8")
+    target = "pt0-4-10-1-0-5"  # 10.1.0.5: a member line inside the closed list of 200 passing-SMB targets
+    assert f'id="{target}"' in path.read_text()
+    done = _chromium(tmp_path, "--dump-dom", path.as_uri() + "#" + target)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    line = dom.rfind("<details", 0, dom.index(f'id="{target}"'))
+    assert dom[line:dom.index(">", line)].find("open") > 0, "the list holding the linked target was opened"
+    parsed = Dom()
+    parsed.feed(dom)
+    missing = [x for x in parsed.matrix_links if x not in parsed.ids]
+    assert parsed.matrix_links and not missing, missing
+
+
+def test_the_failed_filter_on_a_grouped_page_keeps_only_failing_lines(tmp_path: Path) -> None:
+    from .test_html_many_targets import _fleet
+
+    path = tmp_path / "many.html"
+    path.write_text(render_html(_fleet(120)), encoding="utf-8")
+    dom = _dom(tmp_path, path.as_uri() + "#only-failed")
+    shown = {r["data-status"] for r in dom.rows if "hidden" not in r}
+    assert shown == {"fail"} and len([r for r in dom.rows if "hidden" not in r]) > 120
