@@ -295,16 +295,17 @@ def bind_outcome(ctx: ProbeContext, method: str, result: wire.LdapResult) -> Out
     return failed(Reason.PROTOCOL, f"the {method} bind on {ctx.where()} ended with{said}", **evidence)
 
 
-def kerberos_possible(host: str, account: str) -> bool:
+def kerberos_possible(host: str, account: str, *, integrated: bool = False) -> bool:
     """Whether a Negotiate bind may try Kerberos: the target is named (a ticket is for
     ldap/<name>, never an address) and, off Windows, the account is in a DNS domain (else
-    MIT krb5 would look for the KDC of a realm that does not exist). Else NTLM only."""
+    MIT krb5 would look for the KDC of a realm that does not exist) or the logon is
+    integrated (the user's ticket cache names its realm). Else NTLM only."""
     try:
         ipaddress.ip_address(host.strip("[]"))
         return False
     except ValueError:
         pass
-    return sys.platform == "win32" or "@" in account and "." in account.rsplit("@", 1)[1]
+    return sys.platform == "win32" or integrated or "@" in account and "." in account.rsplit("@", 1)[1]
 
 
 def _spnego_client(
@@ -315,18 +316,22 @@ def _spnego_client(
     import spnego
     from spnego.channel_bindings import GssChannelBindings
 
+    integrated = False
     if username is None:
         creds = ctx.credentials
         assert creds is not None
-        user, domain = split_account(creds.username, creds.domain)
-        # A DNS domain makes a UPN (the principal Kerberos needs; NTLM takes it too).
-        account = f"{user}@{domain.upper()}" if "." in domain else (f"{domain}\\{user}" if domain else user)
-        username, password = account, creds.password
+        if creds.integrated:  # the current user's logon (SSPI; a ticket cache elsewhere): no password
+            integrated, username, password = True, creds.username or None, None
+        else:
+            user, domain = split_account(creds.username, creds.domain)
+            # A DNS domain makes a UPN (the principal Kerberos needs; NTLM takes it too).
+            account = f"{user}@{domain.upper()}" if "." in domain else (f"{domain}\\{user}" if domain else user)
+            username, password = account, creds.password
     host = ctx.host.strip("[]")
     bindings = GssChannelBindings(application_data=channel_binding) if channel_binding else None
     # Unsigned binds ask for no integrity at all (SSPI would add it otherwise).
     flags = spnego.ContextReq.default if sign else spnego.ContextReq.no_integrity
-    if protocol == "negotiate" and kerberos_possible(host, username):
+    if protocol == "negotiate" and kerberos_possible(host, username or "", integrated=integrated):
         options = spnego.NegotiateOptions.none  # Kerberos where this host can, NTLM otherwise
     else:
         options = spnego.NegotiateOptions.use_ntlm  # NTLMSSP, which GSS-SPNEGO also carries bare
@@ -495,6 +500,11 @@ async def simple_bind(
 ) -> wire.LdapResult:
     creds = ctx.credentials
     assert creds is not None
+    if creds.integrated:
+        raise ProbeError(inconclusive(
+            Reason.AUTH, f"LDAP on {ctx.where()}: a simple bind needs a password, and the credentials are "
+            "`integrated` (the current Windows user); use bind: negotiate or ntlm for this role",
+        ))  # fmt: skip
     user, domain = split_account(creds.username, creds.domain)
     name = f"{user}@{domain}" if "." in domain else (f"{domain}\\{user}" if domain else user)
     mid = ids.next()

@@ -226,7 +226,7 @@ async def test_dropped_and_rejected_ports_still_read_as_network_reasons(dc: Samb
     assert "channel_binding" not in dropped.evidence and "ldap_signing" not in rejected.evidence
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def kerberos_dc(lab: Lab, samba_template: Any) -> Iterator[SambaDC]:
     """A DC with ldap/dc1.lab.test registered, as a Windows DC registers it itself."""
     pytest.importorskip("gssapi")
@@ -419,3 +419,39 @@ def test_the_real_command_reports_policy_trust_store_and_the_dc_certificate(dc: 
     assert gc_ssl["channel_binding"] == "never"
     assert rows["gc-ssl-3269"]["reason"] == "certificate"  # by address: the name does not match
     assert gc_ssl["not_after"][:10] in html.read_text()
+
+
+@pytest.mark.lab
+async def test_integrated_logon_binds_with_the_current_users_ticket_and_no_password(
+    kerberos_dc: SambaDC, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`credentials: {integrated: true}`: no password is handed over; the bind uses the logon
+    of the user running portready (SSPI on Windows; here, through the same pyspnego call, the
+    MIT ticket cache that `kinit` filled). Without a ticket the check says so, never `auth`."""
+    import os
+    import subprocess
+
+    dc = kerberos_dc
+    conf = tmp_path / "krb5.conf"
+    conf.write_text(
+        "[libdefaults]\n"
+        f"  default_realm = {dc.realm}\n  dns_lookup_realm = false\n  dns_lookup_kdc = false\n"
+        "  rdns = false\n  dns_canonicalize_hostname = false\n  udp_preference_limit = 0\n"
+        f"[realms]\n  {dc.realm} = {{\n    kdc = {dc.address}\n  }}\n"
+        f"[domain_realm]\n  .{dc.realm.lower()} = {dc.realm}\n  {dc.realm.lower()} = {dc.realm}\n"
+    )
+    env = {"KRB5_CONFIG": str(conf), "KRB5CCNAME": f"FILE:{tmp_path / 'ccache'}"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    integrated = Credentials("", "", integrated=True)
+    without_ticket = await probe("ldap", dc.address, 389, host=dc.fqdn, credentials=integrated)
+    assert without_ticket.status is Status.INCONCLUSIVE and without_ticket.reason is Reason.AUTH, without_ticket.detail
+    done = subprocess.run(
+        ["kinit", f"{dc.admin_user}@{dc.realm}"], input=dc.admin_password + "\n", capture_output=True,
+        text=True, env={**os.environ, **env}, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = await probe("ldap", dc.address, 389, host=dc.fqdn, credentials=integrated)
+    assert result.status is Status.PASS, result.detail
+    assert result.evidence["bind_method"] == "kerberos", result.evidence
+    assert dc.admin_password not in json.dumps(result.to_dict())
