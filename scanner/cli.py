@@ -69,7 +69,8 @@ def _stdout_is_devnull() -> bool:
         out, null = os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
     except (OSError, ValueError, AttributeError):
         return False
-    return (out.st_dev, out.st_ino, out.st_rdev) == (null.st_dev, null.st_ino, null.st_rdev)
+    # st_rdev tells character devices apart on POSIX; Windows' stat has none (nor a /dev/null inode)
+    return (out.st_dev, out.st_ino, getattr(out, "st_rdev", 0)) == (null.st_dev, null.st_ino, getattr(null, "st_rdev", 0))
 
 
 def _is_broken_pipe(exc: BaseException) -> bool:

@@ -348,10 +348,10 @@ class Listener:
 
     def _fit_file_limit(self) -> None:
         """Raise the soft open-files limit if we may; else take fewer connections, and say so."""
-        try:
-            import resource
-        except ImportError:  # Windows: no such per-process limit on sockets
+        if sys.platform == "win32":  # no such per-process limit on sockets (and no `resource`)
             return
+        import resource
+
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         need = self.max_connections + 256
         if soft != resource.RLIM_INFINITY and soft < need:
