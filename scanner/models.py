@@ -64,6 +64,7 @@ class Reason(_StrEnum):
     NOT_SEEN = "not-seen"  # listener: nothing arrived from that source
     TIME_SKEW = "time-skew"
     PORT_IN_USE = "port-in-use"  # a local port the Auditor needs is held by another process
+    NO_REPLY = "no-reply"  # connected, then no answer in time: the service is overloaded or hung
     INTERNAL = "internal"  # a bug or local failure; detail says what
 
 

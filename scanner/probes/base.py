@@ -141,13 +141,19 @@ class ProbeContext:
         try:
             return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.remaining())
         except asyncio.TimeoutError:
-            raise ProbeError(
-                failed(
-                    Reason.PROTOCOL,
-                    f"no complete answer within {self.settings.timeout:g} s on {self.where()}: "
-                    "the port accepts connections but the service did not finish the exchange",
-                )
-            ) from None
+            self.timing.stalls += 1
+            raise ProbeError(stalled(self)) from None
+
+
+def stalled(ctx: ProbeContext, waited: float | None = None) -> Outcome:
+    """The exchange began and then stopped: no complete answer in time (overload, a hung service)."""
+    waited = ctx.settings.timeout if waited is None else waited
+    return inconclusive(
+        Reason.NO_REPLY,
+        f"no reply: the service on {ctx.where()} accepted the connection but did not finish "
+        f"answering in {waited:.3g} s: overloaded or hung",
+        waited_s=round(waited, 3),
+    )
 
 
 class Probe:
@@ -190,6 +196,13 @@ class Probe:
     async def run(self, ctx: ProbeContext) -> Outcome:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # How deep the probe looks: "protocol" (speaks the service's protocol; replaced by the
+    # transport's port-level probe at --depth port), "port" (reachability only: kept), or
+    # "inert" (sends nothing, e.g. inbound rows: kept).
+    depth: ClassVar[str] = "protocol"
+    # The transports for which this probe is THE port-level check used at --depth port.
+    port_level_for: ClassVar[tuple[Transport, ...]] = ()
+
 
 _REGISTRY: dict[str, type[Probe]] = {}
 
@@ -211,6 +224,20 @@ def registry() -> Mapping[str, type[Probe]]:
 
     load_all()
     return dict(_REGISTRY)
+
+
+def find_probe(name: str) -> type[Probe] | None:
+    """The probe class registered as `name`, or None (cheap: no copy of the registry)."""
+    probe = _REGISTRY.get(name)
+    return probe if probe is not None else registry().get(name)
+
+
+def port_level_probe(transport: Transport) -> str:
+    """The name of the probe that checks `transport` at port level (e.g. "tcp")."""
+    for name, cls in registry().items():
+        if transport in cls.port_level_for:
+            return name
+    raise KeyError(f"no port-level probe is registered for {transport.value}")
 
 
 def get_probe(name: str) -> type[Probe]:

@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
+import math
 import socket
 import ssl as ssl_module
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from scanner.models import Reason, Transport
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, inconclusive
+from scanner.timing import SYN_RETRY
+
+_timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
 
 # errno values (Linux, BSD/macOS) and Winsock codes that mean "no route".
 _UNREACHABLE = {
@@ -63,6 +69,17 @@ def filtered(ctx: ProbeContext, waited: float, port: int | None = None) -> Outco
     )
 
 
+def no_reply(ctx: ProbeContext, what: str, waited: float | None = None, port: int | None = None) -> Outcome:
+    """Connected, then no answer in time: slowness, never proof of a wrong protocol."""
+    waited = ctx.settings.timeout if waited is None else waited
+    return inconclusive(
+        Reason.NO_REPLY,
+        f"no reply: the service on {ctx.where(port)} accepted the connection but sent no {what} "
+        f"in {waited:.3g} s: overloaded or hung",
+        waited_s=round(waited, 3),
+    )
+
+
 def outcome_for_oserror(ctx: ProbeContext, exc: BaseException, port: int | None = None) -> Outcome:
     """Map a socket-level error to the project's reasons, keeping the OS text as evidence."""
     if isinstance(exc, ConnectionRefusedError):
@@ -94,6 +111,36 @@ def outcome_for_oserror(ctx: ProbeContext, exc: BaseException, port: int | None 
     )
 
 
+@dataclass(frozen=True)
+class Resolved:
+    address: str | None
+    addresses: tuple[str, ...] = ()
+    error: str | None = None
+
+
+async def resolve(host: str, timeout: float) -> Resolved:
+    """Resolve a name once (IPv4 and IPv6); literals pass through untouched."""
+    try:
+        return Resolved(str(ipaddress.ip_address(host.strip("[]"))), (host,))
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), timeout)
+    except asyncio.TimeoutError:
+        return Resolved(None, error=f"name resolution of {host} timed out after {timeout:g} s")
+    except (socket.gaierror, UnicodeError, OSError) as exc:
+        return Resolved(None, error=f"{host} does not resolve ({getattr(exc, 'strerror', None) or exc})")
+    addresses: list[str] = []
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in addresses:
+            addresses.append(addr)
+    if not addresses:
+        return Resolved(None, error=f"{host} resolves to no address")
+    return Resolved(addresses[0], tuple(addresses))
+
+
 def kernel_rtt(sock: Any) -> float | None:
     """The round trip the kernel measured for a connected TCP socket (Linux TCP_INFO), in s.
 
@@ -117,89 +164,155 @@ def kernel_rtt(sock: Any) -> float | None:
 async def connect_socket(ctx: ProbeContext, port: int | None = None) -> socket.socket:
     """Connect a non-blocking TCP socket, with the host's adaptive timeout and the retries.
 
-    A pending attempt sleeps until it completes, its budget runs out, or the host
-    answers something for the first time (then the budget shrinks from the full
-    timeout to a few round trips): no polling, so thousands can wait at once. The
-    budget runs from the moment the SYN is sent, not from when the attempt was
-    scheduled, so a busy event loop never eats into it. Raises ProbeError with
-    reason refused, filtered or unreachable.
+    SYNs follow TCP's own retry schedule (the next one SYN_RETRY = 1 s after the
+    first, then 2 s later, ...) and earlier attempts stay pending meanwhile, so a
+    SYN dropped by a full accept queue, which the kernel would send again after
+    1 s, still gets its answer. After the last SYN the wait is the host's adaptive
+    timeout: a few round trips once the host answers other ports, the full
+    timeout until then (a silent attempt wakes when the host first answers).
+    No polling, so thousands can wait at once. Raises ProbeError with reason
+    refused, filtered or unreachable.
     """
     port = ctx.port if port is None else port
     if port is None:
         raise ValueError("connect_socket needs a port")
     loop = asyncio.get_running_loop()
+    tries = ctx.settings.retries + 1
     started = loop.time()
-    for _attempt in range(ctx.settings.retries + 1):
-        sock, exc, sent = await _attempt_connect(ctx, port)
-        if sock is None and exc is None:  # no answer within the budget
-            if ctx.remaining() <= 0:
-                break
-            continue
-        elapsed = loop.time() - sent
-        if sock is not None:
-            exact = kernel_rtt(sock)
-            ctx.timing.observe(exact if exact is not None else elapsed, exact=exact is not None)
+    first_window = SYN_RETRY if tries > 1 else ctx.timing.timeout()
+    if (tries > 1 or ctx.timing.answered) and _timeout_at is not None:
+        sock = _new_socket(ctx)
+        # Fast path (Python 3.11+): nearly every connect is accepted or reset within
+        # the first window; no extra task, no extra future.
+        try:
+            async with _timeout_at(min(started + first_window, ctx.deadline)):
+                await loop.sock_connect(sock, (ctx.address, port))
+        except TimeoutError:
+            pass  # still in SYN-SENT: the kernel keeps trying while we send the next SYN
+        except OSError as exc:
+            sock.close()
+            _raise_connect_error(ctx, exc, port, loop.time() - started)
+        except BaseException:
+            sock.close()
+            raise
+        else:
+            _observe_connected(ctx, sock, loop.time() - started, late=False)
             return sock
-        assert exc is not None
-        if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) in _REFUSED:
-            ctx.timing.observe(elapsed)
-        if getattr(exc, "errno", None) in _TIMEDOUT:
-            continue
-        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
-    raise ProbeError(filtered(ctx, loop.time() - started, port))
+        if tries == 1:
+            sock.close()
+            raise ProbeError(filtered(ctx, loop.time() - started, port))
+        return await _connect_slow(ctx, port, [(sock, started)], started)
+    return await _connect_slow(ctx, port, [], started)
 
 
-async def _attempt_connect(
-    ctx: ProbeContext, port: int
-) -> tuple[socket.socket | None, BaseException | None, float]:
-    """One SYN: (socket, None, sent) on success, (None, error, sent), or (None, None, sent) on silence."""
-    loop = asyncio.get_running_loop()
+def _new_socket(ctx: ProbeContext) -> socket.socket:
     family = socket.AF_INET6 if ":" in ctx.address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
-    sent = loop.time()
-    timeout_at = getattr(asyncio, "timeout_at", None)
+    return sock
+
+
+def _observe_connected(ctx: ProbeContext, sock: socket.socket, elapsed: float, *, late: bool) -> None:
+    exact = kernel_rtt(sock)
+    ctx.timing.observe(exact if exact is not None else elapsed, exact=exact is not None)
+    if late:
+        ctx.timing.late += 1  # accepted only after a SYN went again: the engine slows down
+
+
+def _raise_connect_error(ctx: ProbeContext, exc: BaseException, port: int, elapsed: float) -> None:
+    """An attempt ended with an error: refused/unreachable end the check; ETIMEDOUT is silence."""
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, ConnectionRefusedError) or code in _REFUSED:
+        ctx.timing.observe(elapsed)
+    raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
+
+
+async def _connect_slow(
+    ctx: ProbeContext, port: int, attempts: list[tuple[socket.socket, float]], started: float
+) -> socket.socket:
+    """Several SYNs in flight on TCP's retry schedule; the first to be answered wins."""
+    loop = asyncio.get_running_loop()
+    tries = ctx.settings.retries + 1
+    address = (ctx.address, port)
+    pending: dict[asyncio.Future[None], tuple[socket.socket, float]] = {}
+    sent_count = 0
+
+    def launch(sock: socket.socket, sent: float) -> None:
+        # On a socket already connecting, connect() says EALREADY and asyncio waits for it.
+        pending[asyncio.ensure_future(loop.sock_connect(sock, address))] = (sock, sent)
+
+    for sock, sent in attempts:
+        launch(sock, sent)
+        sent_count += 1
+    last_sent = started
     try:
-        if ctx.timing.answered and timeout_at is not None:
-            # Fast path (Python 3.11+, host already answered): a fixed budget, no extra task.
-            try:
-                async with timeout_at(min(sent + ctx.timing.timeout(), ctx.deadline)):
-                    await loop.sock_connect(sock, (ctx.address, port))
-            except TimeoutError:
+        while True:
+            now = loop.time()
+            if sent_count < tries:
+                next_syn = started + SYN_RETRY * (2**sent_count - 1)
+                if now >= next_syn and now < ctx.deadline:
+                    launch(_new_socket(ctx), now)
+                    last_sent = now
+                    sent_count += 1
+                    continue
+                give_up = math.inf
+            else:
+                next_syn = math.inf
+                give_up = last_sent + ctx.timing.timeout()
+            until = min(next_syn, give_up, ctx.deadline)
+            if now >= until and until != next_syn:
+                break
+            waiters: set[asyncio.Future[Any]] = set(pending)
+            if not ctx.timing.answered:
+                waiters.add(ctx.timing.first_answer())
+            if not pending and sent_count >= tries:
+                break
+            done, _ = await asyncio.wait(waiters, timeout=max(0.0, until - now), return_when=asyncio.FIRST_COMPLETED)
+            for task in [t for t in done if t in pending]:
+                sock, sent = pending.pop(task)
+                exc = None if task.cancelled() else task.exception()
+                if exc is None and not task.cancelled():
+                    _observe_connected(ctx, sock, loop.time() - sent, late=True)
+                    return _keep(pending, sock)
+                if exc is not None and getattr(exc, "errno", None) == errno.EISCONN:
+                    _observe_connected(ctx, sock, loop.time() - sent, late=True)
+                    return _keep(pending, sock)
                 sock.close()
-                return None, None, sent
-            return sock, None, sent
-        task = asyncio.ensure_future(loop.sock_connect(sock, (ctx.address, port)))
-        try:
-            while not task.done():
-                budget = min(sent + ctx.timing.timeout(), ctx.deadline) - loop.time()
-                if budget <= 0:
-                    break
-                waiters: set[asyncio.Future[Any]] = {task}
-                if not ctx.timing.answered:
-                    waiters.add(ctx.timing.first_answer())
-                await asyncio.wait(waiters, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not task.done():
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, OSError):
-                    pass
-        if task.cancelled():
-            sock.close()
-            return None, None, sent
-        exc = task.exception()
-        if exc is not None:
-            sock.close()
-            return None, exc, sent
-        return sock, None, sent
-    except OSError as exc:
-        sock.close()
-        return None, exc, sent
+                if exc is None or getattr(exc, "errno", None) in _TIMEDOUT or (
+                    isinstance(exc, OSError) and getattr(exc, "errno", None) in _ALREADY_DEAD
+                ):
+                    continue  # this attempt is over without an answer; others may still get one
+                _cancel_all(pending)
+                _raise_connect_error(ctx, exc, port, loop.time() - sent)
     except BaseException:
-        sock.close()
+        _cancel_all(pending)
         raise
+    _cancel_all(pending)
+    raise ProbeError(filtered(ctx, loop.time() - started, port))
+
+
+# A re-armed attempt that the OS already gave up (Windows cancels ConnectEx with the wait).
+_ALREADY_DEAD = {getattr(errno, "EINVAL", 22), getattr(errno, "EBADF", 9), 10022, 10038}
+
+
+def _keep(pending: dict[asyncio.Future[None], tuple[socket.socket, float]], sock: socket.socket) -> socket.socket:
+    _cancel_all(pending)
+    return sock
+
+
+def _closer(sock: socket.socket) -> Callable[[asyncio.Future[None]], None]:
+    def close(_task: asyncio.Future[None]) -> None:
+        sock.close()
+
+    return close
+
+
+def _cancel_all(pending: dict[asyncio.Future[None], tuple[socket.socket, float]]) -> None:
+    for task, (sock, _sent) in pending.items():
+        task.cancel()
+        # Closed only once asyncio has unregistered it: a closed fd number can be reused at once.
+        task.add_done_callback(_closer(sock))
+    pending.clear()
 
 
 async def tcp_port_open(ctx: ProbeContext, port: int | None = None) -> None:
@@ -234,13 +347,8 @@ async def connect_tcp(
             await asyncio.wait_for(start_tls(writer, ssl, server_hostname), ctx.step_timeout())
         except asyncio.TimeoutError:
             writer.close()
-            raise ProbeError(
-                failed(
-                    Reason.TLS,
-                    f"TLS handshake timed out on {ctx.where(port)}: the port accepts "
-                    "connections but does not complete a TLS handshake",
-                )
-            ) from None
+            ctx.timing.stalls += 1
+            raise ProbeError(no_reply(ctx, "TLS handshake answer", port=port)) from None
         except ssl_module.SSLError as tls_exc:
             writer.close()
             raise ProbeError(outcome_for_oserror(ctx, tls_exc, port)) from None
@@ -285,13 +393,8 @@ def close_quietly(writer: asyncio.StreamWriter) -> None:
 
 
 def _silent(ctx: ProbeContext, what: str) -> ProbeError:
-    return ProbeError(
-        failed(
-            Reason.PROTOCOL,
-            f"no {what} within {ctx.settings.timeout:g} s on {ctx.where()}: the port accepts "
-            "connections but does not answer the documented protocol",
-        )
-    )
+    ctx.timing.stalls += 1
+    return ProbeError(no_reply(ctx, what))
 
 
 async def read_exactly(ctx: ProbeContext, reader: asyncio.StreamReader, n: int, what: str) -> bytes:
@@ -357,7 +460,10 @@ async def framed_exchange(
                 )
             )
         return await read_exactly(ctx, reader, size, what)
-    except (asyncio.TimeoutError, OSError):
+    except asyncio.TimeoutError:
+        ctx.timing.stalls += 1
+        raise ProbeError(no_reply(ctx, "acknowledgement of our request")) from None
+    except OSError:
         raise ProbeError(failed(Reason.PROTOCOL, f"the peer on {ctx.where()} did not take our request")) from None
     finally:
         close_quietly(writer)
@@ -408,11 +514,19 @@ async def udp_exchange(
     except OSError as exc:
         raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
     started = loop.time()
+    pacer = ctx.timing.pacer
     try:
-        for _attempt in range(ctx.settings.retries + 1):
+        for attempt in range(ctx.settings.retries + 1):
+            if pacer is not None:
+                # ICMP errors are rate-limited on the way back: send at the rate they return.
+                delay = pacer.slot(loop.time())
+                if delay > 0:
+                    await asyncio.sleep(min(delay, ctx.remaining()))
+            epoch = pacer.epoch if pacer is not None else 0
             sent = loop.time()
             transport.sendto(payload)
-            wait = min(ctx.step_timeout(), max(1.0, ctx.timing.timeout()))
+            # Back off like TCP: each silent try waits twice as long as the one before.
+            wait = min(ctx.step_timeout(), max(1.0, ctx.timing.timeout()) * (2**attempt))
             end = sent + wait
             while (left := end - loop.time()) > 0:
                 try:
@@ -422,11 +536,17 @@ async def udp_exchange(
                 if isinstance(item, BaseException):
                     if isinstance(item, (ConnectionRefusedError, ConnectionResetError)):
                         ctx.timing.observe(loop.time() - sent)
+                        if pacer is not None:
+                            pacer.answered()
                         raise ProbeError(refused(ctx, port, Transport.UDP))
                     raise ProbeError(outcome_for_oserror(ctx, item, port))
                 if accept is None or accept(item):
                     ctx.timing.observe(loop.time() - sent)
+                    if pacer is not None:
+                        pacer.answered()
                     return item
+            if pacer is not None and ctx.timing.answered:
+                pacer.silent(epoch)  # the host answers elsewhere: maybe our rate was too high
             if ctx.remaining() <= 0:
                 break
     finally:
