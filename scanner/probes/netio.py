@@ -526,13 +526,20 @@ async def udp_exchange(
             sent = loop.time()
             transport.sendto(payload)
             # Back off like TCP: each silent try waits twice as long as the one before.
-            wait = min(ctx.step_timeout(), max(1.0, ctx.timing.timeout()) * (2**attempt))
-            end = sent + wait
-            while (left := end - loop.time()) > 0:
-                try:
-                    item = await asyncio.wait_for(proto.queue.get(), left)
-                except asyncio.TimeoutError:
+            # The first wait is the host's adaptive timeout (ICMP errors come back as fast as
+            # SYN-ACKs do); a lost one is not late, it is gone: the next try asks again.
+            step = ctx.step_timeout()
+            while True:
+                # Recomputed while waiting: once the host answers anything, the wait shrinks
+                # from the full timeout to its adaptive one (checked every quarter second).
+                wait = min(step, max(ctx.settings.min_timeout, ctx.timing.timeout()) * (2**attempt))
+                left = sent + wait - loop.time()
+                if left <= 0:
                     break
+                try:
+                    item = await asyncio.wait_for(proto.queue.get(), left if ctx.timing.answered else min(left, 0.25))
+                except asyncio.TimeoutError:
+                    continue
                 if isinstance(item, BaseException):
                     if isinstance(item, (ConnectionRefusedError, ConnectionResetError)):
                         ctx.timing.observe(loop.time() - sent)
