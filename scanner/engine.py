@@ -478,7 +478,7 @@ class _Scheduler:
 
     def for_retry(self) -> None:
         """The second pass: fewer checks at once, slower UDP, kinder to loaded peers."""
-        self.window.cap(max(4, int(self.window.size) // 4))
+        self.window.cap(max(16, int(self.window.size) // 2))
         for host in self.hosts.values():
             host.window.cap(max(1, min(2, self.per_host)))
         self.pacer.slow_down()

@@ -223,3 +223,54 @@ def test_ipv6_targets_are_scanned_too(second_host: Host) -> None:
         assert row.status is Status.PASS, row.detail
     finally:
         _stop(proc)
+
+
+def test_interleave_groups_network_checks_by_host_in_plan_order(listening_port: int) -> None:
+    from scanner.engine import _interleave, _round_robin
+
+    rows = [_row(_tcp(listening_port), _tcp(None, setting="custom"), _tcp(listening_port + 1))]
+    targets = {"monitored-computers": [Target("monitored-computers", h) for h in ("a", "b")]}
+    plan = build_plan(rows, targets, depth=Depth.PORT, settings=Settings())
+    groups = _interleave(plan)
+    assert {h: list(q) for h, q in groups.items()} == {"a": [(0, 0), (0, 2)], "b": [(1, 0), (1, 2)]}  # preset left out
+    assert list(_round_robin(list(groups.values()))) == [(0, 0), (1, 0), (0, 2), (1, 2)]
+
+
+def test_probes_declare_their_depth_and_the_port_level_probe_per_transport() -> None:
+    from scanner.probes.base import port_level_probe, registry
+
+    assert port_level_probe(Transport.TCP) == "tcp" and port_level_probe(Transport.UDP) == "udp"
+    assert registry()["listen"].depth == "inert" and registry()["ldap"].depth == "protocol"
+
+
+def test_cancelled_scan_raises_interrupted_with_the_finished_checks(listening_port: int) -> None:
+    from scanner.engine import Interrupted
+
+    async def scenario() -> Interrupted:
+        async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(hang, "127.0.0.1", 0)
+        slow_port = server.sockets[0].getsockname()[1]
+        async with server:
+            rows = [_row(_tcp(listening_port), row_id="fast"), _row(CheckSpec(Transport.TCP, "http", slow_port), row_id="slow")]
+            settings = Settings(timeout=20.0, retries=0)
+            targets = {"monitored-computers": [Target("monitored-computers", "127.0.0.1")]}
+            plan = build_plan(rows, targets, depth=Depth.PROTOCOL, settings=settings)
+            finished = asyncio.Event()
+            task = asyncio.ensure_future(run_plan(plan, settings, on_row=lambda r: finished.set()))
+            await finished.wait()  # the fast row is done, the slow one hangs
+            task.cancel()
+            try:
+                await task
+            except Interrupted as exc:
+                return exc
+        raise AssertionError("run_plan did not raise Interrupted")
+
+    interrupted = asyncio.run(scenario())
+    assert [r.row.id for r in interrupted.rows] == ["fast"]  # rows without a finished check are left out
+    assert interrupted.rows[0].checks[0].status is Status.PASS
