@@ -234,7 +234,6 @@ async def execute_check(probe_name: str, ctx: ProbeContext) -> CheckResult:
     except ProbeError as exc:
         outcome = exc.outcome
     except (asyncio.TimeoutError, TimeoutError):
-        ctx.timing.stalls += 1
         outcome = stalled(ctx)
     except asyncio.CancelledError:
         raise
@@ -350,6 +349,8 @@ class _Scheduler:
         self.hosts: dict[str, _Host] = {}
         self.ready: deque[_Host] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.later: list[Job] = []  # checks to ask once more, in the retry pass (`for_retry`)
+        self.retrying = False
         self.fastest: dict[str, float] = {}  # per probe: the quickest check that ended in time
         self.probes = registry()
         self._idle: asyncio.Future[None] | None = None
@@ -461,7 +462,8 @@ class _Scheduler:
         timing = host.timing
         congested = timing.late > host.late or timing.stalls > host.stalls or result.reason is Reason.NO_REPLY
         host.late, host.stalls = timing.late, timing.stalls
-        if not congested and result.reason is not Reason.FILTERED and result.reason is not Reason.NO_ANSWER:
+        if not congested and result.protocol == "tcp" and result.reason is not Reason.FILTERED:
+            # (UDP checks wait for the pacer: their duration is our own pacing, not the peer's.)
             seconds = result.duration_ms / 1000
             fastest = self.fastest.get(probe)
             if fastest is None or seconds < fastest:
@@ -476,12 +478,20 @@ class _Scheduler:
             self.window.grow()
             host.window.grow()
 
-    def for_retry(self) -> None:
-        """The second pass: fewer checks at once, slower UDP, kinder to loaded peers."""
-        self.window.cap(max(16, int(self.window.size) // 2))
+    def for_retry(self, overloaded: bool) -> None:
+        """The second pass: fewer checks at once per host, slower UDP, kinder to loaded peers.
+
+        The scan's window is halved too when some service stalled after accepting
+        (`overloaded`); silence alone costs the peers nothing to ask again.
+        """
+        self.retrying = True
+        if overloaded:
+            self.window.cap(max(16, int(self.window.size) // 2))
         for host in self.hosts.values():
-            host.window.cap(max(1, min(2, self.per_host)))
-        self.pacer.slow_down()
+            cap = max(1, min(self.per_host, max(self.START_PER_HOST, int(host.window.size) // 2)))
+            host.window.cap(cap)
+            host.window.size = float(cap)
+        self.pacer.slow_down(0.5)
 
 
 async def run_plan(
@@ -501,8 +511,6 @@ async def run_plan(
     results: list[list[CheckResult | None]] = [[None] * len(p.checks) for p in plan.rows]
     missing = [len(p.checks) for p in plan.rows]
     resolved: dict[str, Resolved] = {}
-    retry: list[Job] = []
-    final = False  # the retry pass: results are the verdict now
 
     def row_result(i: int) -> RowResult:
         prow = plan.rows[i]
@@ -517,9 +525,9 @@ async def run_plan(
         else:
             if on_check is not None:
                 on_check(result)  # once per check, however often it is tried
-            if not final and _retryable(result, timing_of(i)):
+            if not scheduler.retrying and _retryable(result, timing_of(i)):
                 results[i][j] = result  # kept if the scan is interrupted before the retry
-                retry.append(job)
+                scheduler.later.append(job)
                 return
         results[i][j] = result
         missing[i] -= 1
@@ -539,10 +547,10 @@ async def run_plan(
                 if pc.preset is not None:
                     on_result((i, j), _preset_result(pc))
         await scheduler.run(_round_robin(list(_interleave(plan).values())))
-        if retry:
-            final = True
-            scheduler.for_retry()
-            await scheduler.run(list(retry))
+        if scheduler.later:  # every first try has ended: ask these again at lower load
+            stalled = any(results[i][j].reason is Reason.NO_REPLY for i, j in scheduler.later)  # type: ignore[union-attr]
+            scheduler.for_retry(overloaded=stalled)
+            await scheduler.run(scheduler.later)
     except asyncio.CancelledError:
         await scheduler.cancel()
         raise Interrupted([row_result(i) for i in range(len(plan.rows)) if any(results[i])]) from None

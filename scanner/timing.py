@@ -16,7 +16,7 @@ rate-limit ICMP port-unreachable (Linux: 1000/s, burst 50, per namespace).
 from __future__ import annotations
 
 import asyncio
-import math
+from collections import deque
 
 # A SYN lost to a full accept queue (or a congested path) is sent again by TCP
 # after its initial retransmission timeout: 1 s (RFC 6298 2.1, Linux TCP_TIMEOUT_INIT).
@@ -69,30 +69,56 @@ class Window:
 
 
 class Pacer:
-    """Spaces UDP datagrams to the rate the path answers (virtual-time token bucket).
+    """Spaces UDP datagrams to the rate the path answers: a token bucket with a FIFO of senders.
 
-    `slot()` returns how long to sleep before sending; it costs O(1) however many
-    senders wait. Answers (a reply or an ICMP error) raise the rate a little;
-    silence from a host that answers other ports halves it, once per round.
+    `await acquire()` returns when a datagram may go. The rate is read at every release,
+    so a rate that rises while senders wait lets them go sooner. Answers (a reply or an
+    ICMP error) raise the rate by one per second each (at most doubling per second, like
+    slow start); silence from a host that answers other ports halves it, once per round.
     """
 
-    def __init__(self, rate: float = 200.0, ceiling: float = 5000.0, floor: float = 20.0, burst: int = 20) -> None:
+    def __init__(self, rate: float = 500.0, ceiling: float = 5000.0, floor: float = 20.0, burst: int = 50) -> None:
         self.ceiling = ceiling
         self.floor = min(floor, ceiling)
         self.rate = max(self.floor, min(rate, ceiling))
-        self.burst = max(1, burst)
+        self.burst = float(max(1, burst))
         self.epoch = 0
-        self._next = -math.inf
+        self.tokens = self.burst
+        self._last: float | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
-    def slot(self, now: float) -> float:
-        """Reserve the next send slot; returns the seconds to wait for it (0 = now)."""
-        gap = 1.0 / self.rate
-        start = max(now - self.burst * gap, self._next)
-        self._next = start + gap
-        return max(0.0, start - now)
+    def _refill(self, now: float) -> None:
+        if self._last is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._refill(loop.time())
+        if self.tokens >= 1 and not self._waiters:
+            self.tokens -= 1
+            return
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        self._arm(loop)
+        await waiter
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is None and self._waiters:
+            self._timer = loop.call_later(max(0.0, (1 - self.tokens) / self.rate), self._release, loop)
+
+    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._refill(loop.time())
+        while self._waiters and self.tokens >= 1:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a cancelled sender takes no token
+                self.tokens -= 1
+                waiter.set_result(None)
+        self._arm(loop)
 
     def answered(self) -> None:
-        # +1/s per answer: at most doubling per second of answers (slow start's pace).
         self.rate = min(self.ceiling, self.rate + 1.0)
 
     def silent(self, started_epoch: int) -> None:

@@ -75,6 +75,8 @@ def test_open_port_behind_an_overflowing_accept_queue_is_not_filtered(site: Rout
     finally:
         server.kill()
         server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
     assert overflows > 0  # the queue really overflowed: SYNs were dropped by the listener
     slow = [r.checks[1] for r in results]
     assert {(c.status, c.reason) for c in slow} == {(Status.PASS, Reason.PORT_DEPTH)}, [

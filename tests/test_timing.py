@@ -68,12 +68,26 @@ def test_window_starts_modest_grows_on_answers_and_halves_once_per_round() -> No
     assert window.size == 64  # the user's limit is the ceiling
 
 
-def test_pacer_spaces_sends_to_its_rate_and_slows_on_silence() -> None:
+def test_pacer_releases_senders_at_its_rate_and_slows_on_silence() -> None:
     from scanner.timing import Pacer
 
-    pacer = Pacer(rate=100.0, burst=1)
-    waits = [pacer.slot(now=10.0) for _ in range(5)]
-    assert waits[0] == 0.0 and waits == sorted(waits) and waits[-1] > waits[1]  # a queue at 100/s
+    async def scenario() -> tuple[list[float], float]:
+        pacer = Pacer(rate=50.0, burst=1)
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        released: list[float] = []
+
+        async def send() -> None:
+            await pacer.acquire()
+            released.append(loop.time() - begun)
+
+        await asyncio.gather(*(send() for _ in range(4)))
+        return released, pacer.rate
+
+    released, _rate = asyncio.run(scenario())
+    assert len(released) == 4 and released == sorted(released)
+    assert released[-1] >= 2 / 50  # at 50/s with a burst of 1: one every 20 ms after the first
+    pacer = Pacer(rate=100.0)
     epoch = pacer.epoch
     pacer.silent(epoch)
     assert pacer.rate == 50.0

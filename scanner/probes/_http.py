@@ -192,7 +192,6 @@ async def _read_one_head(
 
 def _incomplete(ctx: ProbeContext, what: str, data: bytes) -> ProbeError:
     # Connected, then no (complete) answer in time: slowness, not proof of another protocol.
-    ctx.timing.stalls += 1
     got = f"complete answer (only {len(data)} bytes of an HTTP head)" if data else "answer"
     return ProbeError(no_reply(ctx, f"{got} to the {what}"))
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from scanner.models import Reason
 from scanner.probes.base import ProbeContext, ProbeError, failed
-from scanner.probes.netio import close_quietly, connect_tcp, outcome_for_oserror, read_exactly
+from scanner.probes.netio import close_quietly, connect_tcp, no_reply, outcome_for_oserror, read_exactly
 
 PACKET_PRELOGIN = 0x12
 PACKET_REPLY = 0x04
@@ -241,7 +241,7 @@ async def _exchange(
                         ) from None
                     head = exc.partial  # parse_header explains what is wrong with it
                 except asyncio.TimeoutError:
-                    raise _protocol_error(pctx, port, f"no answer within {pctx.settings.timeout:g} s") from None
+                    raise ProbeError(no_reply(pctx, "TDS PRELOGIN answer", port=port)) from None
                 except OSError as exc:
                     raise ProbeError(outcome_for_oserror(pctx, exc)) from None
                 if head[:1] in (b"\x15", b"\x16") and head[1:2] == b"\x03":

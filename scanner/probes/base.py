@@ -141,17 +141,20 @@ class ProbeContext:
         try:
             return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.remaining())
         except asyncio.TimeoutError:
-            self.timing.stalls += 1
             raise ProbeError(stalled(self)) from None
 
 
-def stalled(ctx: ProbeContext, waited: float | None = None) -> Outcome:
-    """The exchange began and then stopped: no complete answer in time (overload, a hung service)."""
+def stalled(ctx: ProbeContext, waited: float | None = None, what: str = "") -> Outcome:
+    """The exchange began and then stopped: no complete answer in time (overload, a hung service).
+
+    The one wording for every "no complete answer" (engine deadline, worker threads, probes).
+    """
     waited = ctx.settings.timeout if waited is None else waited
+    ctx.timing.stalls += 1
     return inconclusive(
         Reason.NO_REPLY,
         f"no reply: the service on {ctx.where()} accepted the connection but did not finish "
-        f"answering in {waited:.3g} s: overloaded or hung",
+        f"{what + ' ' if what else ''}answering in {waited:.3g} s: overloaded or hung",
         waited_s=round(waited, 3),
     )
 

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
+from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register, stalled
 from scanner.probes.ldap import generalized_time_to_iso, split_account, utc_now_iso
 from scanner.probes.netio import framed_exchange, udp_exchange
 from scanner.probes.udp import udp_payload
@@ -173,11 +173,7 @@ class KerberosProbe(Probe):
             else:
                 reply = await asyncio.wait_for(_over_tcp(ctx, request), max(0.05, ctx.remaining()))
         except asyncio.TimeoutError:
-            return failed(
-                Reason.PROTOCOL,
-                f"no complete Kerberos answer in {ctx.settings.timeout:g} s on {ctx.where()}: "
-                "the port accepts connections but never finished answering",
-            )
+            return stalled(ctx, what="its Kerberos")
         observed = utc_now_iso()
         try:
             evidence = parse_answer(reply)

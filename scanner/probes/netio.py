@@ -18,16 +18,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
-import math
 import socket
 import ssl as ssl_module
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from scanner.models import Reason, Transport
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, inconclusive
-from scanner.timing import SYN_RETRY
+from scanner.timing import SYN_RETRY, Pacer
 
 _timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
 
@@ -72,6 +71,7 @@ def filtered(ctx: ProbeContext, waited: float, port: int | None = None) -> Outco
 def no_reply(ctx: ProbeContext, what: str, waited: float | None = None, port: int | None = None) -> Outcome:
     """Connected, then no answer in time: slowness, never proof of a wrong protocol."""
     waited = ctx.settings.timeout if waited is None else waited
+    ctx.timing.stalls += 1  # a sign of overload: the engine's windows shrink on it
     return inconclusive(
         Reason.NO_REPLY,
         f"no reply: the service on {ctx.where(port)} accepted the connection but sent no {what} "
@@ -164,45 +164,78 @@ def kernel_rtt(sock: Any) -> float | None:
 async def connect_socket(ctx: ProbeContext, port: int | None = None) -> socket.socket:
     """Connect a non-blocking TCP socket, with the host's adaptive timeout and the retries.
 
-    SYNs follow TCP's own retry schedule (the next one SYN_RETRY = 1 s after the
-    first, then 2 s later, ...) and earlier attempts stay pending meanwhile, so a
-    SYN dropped by a full accept queue, which the kernel would send again after
-    1 s, still gets its answer. After the last SYN the wait is the host's adaptive
-    timeout: a few round trips once the host answers other ports, the full
-    timeout until then (a silent attempt wakes when the host first answers).
-    No polling, so thousands can wait at once. Raises ProbeError with reason
-    refused, filtered or unreachable.
+    One socket per check, so TCP itself sends the SYN again on its own schedule (Linux:
+    after 1 s, then 2 s later): a SYN dropped by a full accept queue still gets its
+    answer, and an overloaded listener is not sent duplicate handshakes. `retries`
+    says how many of those retransmissions to wait for (SYN_RETRY * (2**retries - 1));
+    after the last, the wait is the host's adaptive timeout: a few round trips once the
+    host answers other ports, the full timeout until then (a waiting attempt wakes when
+    the host first answers). No polling, so thousands can wait at once. Raises
+    ProbeError with reason refused, filtered or unreachable.
     """
     port = ctx.port if port is None else port
     if port is None:
         raise ValueError("connect_socket needs a port")
     loop = asyncio.get_running_loop()
-    tries = ctx.settings.retries + 1
     started = loop.time()
-    first_window = SYN_RETRY if tries > 1 else ctx.timing.timeout()
-    if (tries > 1 or ctx.timing.answered) and _timeout_at is not None:
-        sock = _new_socket(ctx)
-        # Fast path (Python 3.11+): nearly every connect is accepted or reset within
-        # the first window; no extra task, no extra future.
-        try:
-            async with _timeout_at(min(started + first_window, ctx.deadline)):
-                await loop.sock_connect(sock, (ctx.address, port))
-        except TimeoutError:
-            pass  # still in SYN-SENT: the kernel keeps trying while we send the next SYN
-        except OSError as exc:
-            sock.close()
-            _raise_connect_error(ctx, exc, port, loop.time() - started)
-        except BaseException:
-            sock.close()
-            raise
-        else:
-            _observe_connected(ctx, sock, loop.time() - started, late=False)
-            return sock
-        if tries == 1:
-            sock.close()
-            raise ProbeError(filtered(ctx, loop.time() - started, port))
-        return await _connect_slow(ctx, port, [(sock, started)], started)
-    return await _connect_slow(ctx, port, [], started)
+    sock = _new_socket(ctx)
+    address = (ctx.address, port)
+    retransmits = SYN_RETRY * (2**ctx.settings.retries - 1)
+    try:
+        if _timeout_at is not None and (retransmits > 0 or ctx.timing.answered):
+            # Fast path (Python 3.11+): nearly every connect is accepted or reset before the
+            # first retransmission; no extra task, no extra future.
+            first = retransmits if retransmits > 0 else ctx.timing.timeout()
+            try:
+                async with _timeout_at(min(started + min(first, SYN_RETRY), ctx.deadline)):
+                    await loop.sock_connect(sock, address)
+            except TimeoutError:
+                pass  # still in SYN-SENT: TCP sends the SYN again by itself
+            else:
+                _observe_connected(ctx, sock, loop.time() - started, late=False)
+                return sock
+        return await _connect_wait(ctx, sock, address, started, retransmits)
+    except OSError as exc:
+        sock.close()
+        _raise_connect_error(ctx, exc, port, loop.time() - started)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _connect_wait(
+    ctx: ProbeContext, sock: socket.socket, address: tuple[str, int], started: float, retransmits: float
+) -> socket.socket:
+    """Wait on a pending connect until it is answered or TCP's retries had their chance."""
+    loop = asyncio.get_running_loop()
+    # On a socket already connecting, connect() says EALREADY and asyncio waits for it.
+    task = asyncio.ensure_future(loop.sock_connect(sock, address))
+    try:
+        while not task.done():
+            give_up = min(started + retransmits + ctx.timing.timeout(), ctx.deadline)
+            budget = give_up - loop.time()
+            if budget <= 0:
+                break
+            waiters: set[asyncio.Future[Any]] = {task}
+            if not ctx.timing.answered:
+                waiters.add(ctx.timing.first_answer())  # the budget shrinks when it answers
+            await asyncio.wait(waiters, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, OSError):
+                pass
+    if task.cancelled():
+        sock.close()
+        raise ProbeError(filtered(ctx, loop.time() - started, address[1]))
+    exc = task.exception()
+    if exc is not None and getattr(exc, "errno", None) != errno.EISCONN:
+        raise exc  # the caller closes the socket and maps the error
+    # Accepted after the first retransmission was due: a sign of a full queue or a congested path.
+    _observe_connected(ctx, sock, loop.time() - started, late=loop.time() - started >= SYN_RETRY)
+    return sock
 
 
 def _new_socket(ctx: ProbeContext) -> socket.socket:
@@ -216,103 +249,17 @@ def _observe_connected(ctx: ProbeContext, sock: socket.socket, elapsed: float, *
     exact = kernel_rtt(sock)
     ctx.timing.observe(exact if exact is not None else elapsed, exact=exact is not None)
     if late:
-        ctx.timing.late += 1  # accepted only after a SYN went again: the engine slows down
+        ctx.timing.late += 1  # accepted only after TCP sent the SYN again: the engine slows down
 
 
-def _raise_connect_error(ctx: ProbeContext, exc: BaseException, port: int, elapsed: float) -> None:
-    """An attempt ended with an error: refused/unreachable end the check; ETIMEDOUT is silence."""
+def _raise_connect_error(ctx: ProbeContext, exc: BaseException, port: int, elapsed: float) -> NoReturn:
+    """A connect ended with an error: refused and unreachable end the check; ETIMEDOUT is silence."""
     code = getattr(exc, "errno", None)
+    if code in _TIMEDOUT:
+        raise ProbeError(filtered(ctx, elapsed, port)) from None
     if isinstance(exc, ConnectionRefusedError) or code in _REFUSED:
         ctx.timing.observe(elapsed)
     raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
-
-
-async def _connect_slow(
-    ctx: ProbeContext, port: int, attempts: list[tuple[socket.socket, float]], started: float
-) -> socket.socket:
-    """Several SYNs in flight on TCP's retry schedule; the first to be answered wins."""
-    loop = asyncio.get_running_loop()
-    tries = ctx.settings.retries + 1
-    address = (ctx.address, port)
-    pending: dict[asyncio.Future[None], tuple[socket.socket, float]] = {}
-    sent_count = 0
-
-    def launch(sock: socket.socket, sent: float) -> None:
-        # On a socket already connecting, connect() says EALREADY and asyncio waits for it.
-        pending[asyncio.ensure_future(loop.sock_connect(sock, address))] = (sock, sent)
-
-    for sock, sent in attempts:
-        launch(sock, sent)
-        sent_count += 1
-    last_sent = started
-    try:
-        while True:
-            now = loop.time()
-            if sent_count < tries:
-                next_syn = started + SYN_RETRY * (2**sent_count - 1)
-                if now >= next_syn and now < ctx.deadline:
-                    launch(_new_socket(ctx), now)
-                    last_sent = now
-                    sent_count += 1
-                    continue
-                give_up = math.inf
-            else:
-                next_syn = math.inf
-                give_up = last_sent + ctx.timing.timeout()
-            until = min(next_syn, give_up, ctx.deadline)
-            if now >= until and until != next_syn:
-                break
-            waiters: set[asyncio.Future[Any]] = set(pending)
-            if not ctx.timing.answered:
-                waiters.add(ctx.timing.first_answer())
-            if not pending and sent_count >= tries:
-                break
-            done, _ = await asyncio.wait(waiters, timeout=max(0.0, until - now), return_when=asyncio.FIRST_COMPLETED)
-            for task in [t for t in done if t in pending]:
-                sock, sent = pending.pop(task)
-                exc = None if task.cancelled() else task.exception()
-                if exc is None and not task.cancelled():
-                    _observe_connected(ctx, sock, loop.time() - sent, late=True)
-                    return _keep(pending, sock)
-                if exc is not None and getattr(exc, "errno", None) == errno.EISCONN:
-                    _observe_connected(ctx, sock, loop.time() - sent, late=True)
-                    return _keep(pending, sock)
-                sock.close()
-                if exc is None or getattr(exc, "errno", None) in _TIMEDOUT or (
-                    isinstance(exc, OSError) and getattr(exc, "errno", None) in _ALREADY_DEAD
-                ):
-                    continue  # this attempt is over without an answer; others may still get one
-                _cancel_all(pending)
-                _raise_connect_error(ctx, exc, port, loop.time() - sent)
-    except BaseException:
-        _cancel_all(pending)
-        raise
-    _cancel_all(pending)
-    raise ProbeError(filtered(ctx, loop.time() - started, port))
-
-
-# A re-armed attempt that the OS already gave up (Windows cancels ConnectEx with the wait).
-_ALREADY_DEAD = {getattr(errno, "EINVAL", 22), getattr(errno, "EBADF", 9), 10022, 10038}
-
-
-def _keep(pending: dict[asyncio.Future[None], tuple[socket.socket, float]], sock: socket.socket) -> socket.socket:
-    _cancel_all(pending)
-    return sock
-
-
-def _closer(sock: socket.socket) -> Callable[[asyncio.Future[None]], None]:
-    def close(_task: asyncio.Future[None]) -> None:
-        sock.close()
-
-    return close
-
-
-def _cancel_all(pending: dict[asyncio.Future[None], tuple[socket.socket, float]]) -> None:
-    for task, (sock, _sent) in pending.items():
-        task.cancel()
-        # Closed only once asyncio has unregistered it: a closed fd number can be reused at once.
-        task.add_done_callback(_closer(sock))
-    pending.clear()
 
 
 async def tcp_port_open(ctx: ProbeContext, port: int | None = None) -> None:
@@ -347,7 +294,6 @@ async def connect_tcp(
             await asyncio.wait_for(start_tls(writer, ssl, server_hostname), ctx.step_timeout())
         except asyncio.TimeoutError:
             writer.close()
-            ctx.timing.stalls += 1
             raise ProbeError(no_reply(ctx, "TLS handshake answer", port=port)) from None
         except ssl_module.SSLError as tls_exc:
             writer.close()
@@ -393,7 +339,6 @@ def close_quietly(writer: asyncio.StreamWriter) -> None:
 
 
 def _silent(ctx: ProbeContext, what: str) -> ProbeError:
-    ctx.timing.stalls += 1
     return ProbeError(no_reply(ctx, what))
 
 
@@ -461,12 +406,24 @@ async def framed_exchange(
             )
         return await read_exactly(ctx, reader, size, what)
     except asyncio.TimeoutError:
-        ctx.timing.stalls += 1
         raise ProbeError(no_reply(ctx, "acknowledgement of our request")) from None
     except OSError:
         raise ProbeError(failed(Reason.PROTOCOL, f"the peer on {ctx.where()} did not take our request")) from None
     finally:
         close_quietly(writer)
+
+
+def _paced_answer(pacer: Pacer | None, attempt: int, epoch: int) -> None:
+    """An answer: the rate may grow; one that came only on a later try proves a loss (nmap's signal).
+
+    Silence on every try proves nothing (a firewall drops the port), so it never slows the scan.
+    """
+    if pacer is None:
+        return
+    if attempt > 0:
+        pacer.silent(epoch)
+    else:
+        pacer.answered()
 
 
 class _UdpClient(asyncio.DatagramProtocol):
@@ -515,14 +472,18 @@ async def udp_exchange(
         raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
     started = loop.time()
     pacer = ctx.timing.pacer
+    epoch = 0
     try:
         for attempt in range(ctx.settings.retries + 1):
             if pacer is not None:
-                # ICMP errors are rate-limited on the way back: send at the rate they return.
-                delay = pacer.slot(loop.time())
-                if delay > 0:
-                    await asyncio.sleep(min(delay, ctx.remaining()))
-            epoch = pacer.epoch if pacer is not None else 0
+                # ICMP errors are rate-limited on the way back: send at the rate they return,
+                # but never wait so long that no time is left to hear the answer.
+                try:
+                    await asyncio.wait_for(pacer.acquire(), max(0.0, ctx.remaining() - ctx.settings.timeout))
+                except asyncio.TimeoutError:
+                    pass
+            if attempt == 0 and pacer is not None:
+                epoch = pacer.epoch
             sent = loop.time()
             transport.sendto(payload)
             # Back off like TCP: each silent try waits twice as long as the one before.
@@ -532,8 +493,8 @@ async def udp_exchange(
             while True:
                 # Recomputed while waiting: once the host answers anything, the wait shrinks
                 # from the full timeout to its adaptive one (checked every quarter second).
-                wait = min(step, max(ctx.settings.min_timeout, ctx.timing.timeout()) * (2**attempt))
-                left = sent + wait - loop.time()
+                wanted = max(ctx.settings.min_timeout, ctx.timing.timeout()) * (2**attempt)
+                left = sent + min(step, wanted) - loop.time()
                 if left <= 0:
                     break
                 try:
@@ -543,17 +504,13 @@ async def udp_exchange(
                 if isinstance(item, BaseException):
                     if isinstance(item, (ConnectionRefusedError, ConnectionResetError)):
                         ctx.timing.observe(loop.time() - sent)
-                        if pacer is not None:
-                            pacer.answered()
+                        _paced_answer(pacer, attempt, epoch)
                         raise ProbeError(refused(ctx, port, Transport.UDP))
                     raise ProbeError(outcome_for_oserror(ctx, item, port))
                 if accept is None or accept(item):
                     ctx.timing.observe(loop.time() - sent)
-                    if pacer is not None:
-                        pacer.answered()
+                    _paced_answer(pacer, attempt, epoch)
                     return item
-            if pacer is not None and ctx.timing.answered:
-                pacer.silent(epoch)  # the host answers elsewhere: maybe our rate was too high
             if ctx.remaining() <= 0:
                 break
     finally:

@@ -46,8 +46,9 @@ from scanner.probes.base import (
     failed,
     passed,
     register,
+    stalled,
 )
-from scanner.probes.netio import close_quietly, connect_tcp, outcome_for_oserror, read_exactly
+from scanner.probes.netio import close_quietly, connect_tcp, no_reply, outcome_for_oserror, read_exactly
 
 MAX_SMB_MESSAGE = 64 * 1024  # a NEGOTIATE response with its SPNEGO token is ~300 bytes
 SMB1_ONLY = "speaks only SMB1; the rows need SMB 2.0/3.0"
@@ -73,7 +74,7 @@ async def _send(ctx: ProbeContext, writer: asyncio.StreamWriter, data: bytes) ->
     try:
         await asyncio.wait_for(writer.drain(), ctx.step_timeout())
     except asyncio.TimeoutError:
-        raise ProbeError(failed(Reason.PROTOCOL, f"{ctx.where()} stopped reading our request")) from None
+        raise ProbeError(stalled(ctx, what="reading our request and")) from None
     except OSError as exc:
         raise ProbeError(outcome_for_oserror(ctx, exc)) from None
 
@@ -91,13 +92,8 @@ async def _frame_header(ctx: ProbeContext, reader: asyncio.StreamReader, what: s
     except (ConnectionResetError, BrokenPipeError):
         raise _Closed() from None
     except asyncio.TimeoutError:
-        raise ProbeError(
-            failed(
-                Reason.PROTOCOL,
-                f"no {what} within {ctx.settings.timeout:g} s on {ctx.where()}: the port accepts "
-                "connections but does not answer SMB",
-            )
-        ) from None
+        # Connected, then silent: a busy or hung server, not proof that it does not speak SMB.
+        raise ProbeError(no_reply(ctx, what)) from None
     except OSError as exc:
         raise ProbeError(outcome_for_oserror(ctx, exc)) from None
 
