@@ -142,7 +142,7 @@ def main() -> int:
             if not args.no_nmap:
                 wall, _, nmap_xml = run(nmap)
                 nm_times.append(wall)
-        quiet_wall, _, _ = run([*ours, "--quiet"])  # the engine alone, without the console's rendering
+        quiet_wall, quiet_rss, _ = run([*ours, "--quiet"])  # the engine alone, without the console's rendering
         server.kill()
         server.wait()
         server.stdout.close()
@@ -183,7 +183,7 @@ def main() -> int:
         nm = statistics.median(nm_times)
         print(f"nmap -sT -sU -T4 -Pn -n : {nm:.2f} s (median of {args.runs}: {', '.join(f'{t:.2f}' for t in nm_times)})")
         print(f"ratio portready / nmap  : {pr / nm:.2f}  (target <= 0.5 for ports, <= 1 for icmp)")
-    print(f"portready --quiet       : {quiet_wall:.2f} s (one run: the engine without console rendering)")
+    print(f"portready --quiet       : {quiet_wall:.2f} s, {quiet_rss / 1024:.1f} MiB (one run: no console rendering)")
     print(f"peak RSS (portready)    : {max(peaks) / 1024:.1f} MiB  (target <= 150)")
     print(f"console lines           : {max(lines)} (to a file, not --quiet)")
     print(f"verdicts true           : portready {right}/{len(keys)}, nmap {nmap_right}/{len(keys)}")
