@@ -143,6 +143,7 @@ def main() -> int:
                 wall, _, nmap_xml = run(nmap)
                 nm_times.append(wall)
         quiet_wall, quiet_rss, _ = run([*ours, "--quiet"])  # the engine alone, without the console's rendering
+        icmp_dropped = site.icmp_dropped()
         server.kill()
         server.wait()
         server.stdout.close()
@@ -188,6 +189,8 @@ def main() -> int:
     print(f"console lines           : {max(lines)} (to a file, not --quiet)")
     print(f"verdicts true           : portready {right}/{len(keys)}, nmap {nmap_right}/{len(keys)}")
     print(f"closed UDP read refused : {sum(1 for k in closed_udp if ours_v[k] == 'closed')}/{len(closed_udp)}")
+    if args.scenario == "icmp":
+        print(f"ICMP errors the router dropped (rate limit, both tools, all runs): {icmp_dropped}")
     for k, got, want in wrong[:10]:
         print(f"  wrong: {k[0]} {k[1].upper()} {k[2]}: portready {got}, truth {want}")
     return 0

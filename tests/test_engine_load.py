@@ -91,7 +91,7 @@ def test_closed_udp_ports_behind_an_icmp_rate_limit_read_refused(site: RoutedSit
         rows = [_row(CheckSpec(Transport.TCP, "tcp", 8299), CheckSpec(Transport.UDP, "udp", 9389),
                      CheckSpec(Transport.UDP, "udp", 9390))]  # fmt: skip
         results = _scan(rows, site.addresses[:100], Settings(timeout=2.0, retries=1), concurrency=512)
-        dropped = site.router.run(["nft", "list", "table", "inet", "prsite"], capture_output=True, text=True).stdout
+        dropped = site.icmp_dropped()
     finally:
         site.router.run(["nft", "delete", "table", "inet", "prsite"], check=False, capture_output=True)
     udp = [c for r in results for c in r.checks if c.protocol == "udp"]
@@ -99,7 +99,7 @@ def test_closed_udp_ports_behind_an_icmp_rate_limit_read_refused(site: RoutedSit
     assert {(c.status, c.reason) for c in udp} == {(Status.FAIL, Reason.REFUSED)}, [
         c.detail for c in udp if c.reason is not Reason.REFUSED
     ][:5]
-    assert "limit rate over 100/second" in dropped
+    assert dropped > 0  # the limit really bit: some ICMP errors were lost and the scan recovered
 
 
 @pytest.mark.lab

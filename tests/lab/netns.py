@@ -155,9 +155,15 @@ class RoutedSite:
         rules = (
             "table inet prsite {\n  chain forward {\n    type filter hook forward priority 0;\n"
             "    icmp type destination-unreachable limit rate over "
-            f"{rate}/second burst {burst} packets drop\n  }}\n}}\n"
+            f"{rate}/second burst {burst} packets counter drop\n  }}\n}}\n"
         )
         self.router.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+
+    def icmp_dropped(self) -> int:
+        """How many ICMP errors the router's rate limit dropped so far (0 without a limit)."""
+        out = self.router.run(["nft", "list", "table", "inet", "prsite"], capture_output=True, text=True).stdout
+        marker = "counter packets "
+        return int(out.split(marker, 1)[1].split()[0]) if marker in out else 0
 
 
 class Lab:
