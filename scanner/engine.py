@@ -300,6 +300,11 @@ def _interleave(plan: Plan, key: Callable[[PlannedRow], str] | None = None) -> d
     return by_host
 
 
+def _stalled(result: CheckResult | None) -> bool:
+    """Connected, then no (complete) answer in time: no-reply, or a TLS handshake that timed out."""
+    return result is not None and (result.reason is Reason.NO_REPLY or result.evidence.get("stalled") is True)
+
+
 def _retryable(result: CheckResult, timing: HostTiming | None) -> bool:
     """Whether a verdict may be an artefact of load: it is asked again before it is final.
 
@@ -307,8 +312,8 @@ def _retryable(result: CheckResult, timing: HostTiming | None) -> bool:
     other ports (a SYN or datagram lost to a full queue or a rate limit, or a real
     firewall: the second try tells).
     """
-    if result.reason is Reason.NO_REPLY:
-        return True
+    if _stalled(result):
+        return True  # (a TLS handshake that timed out: overload, or not TLS; the retry tells)
     return result.reason in (Reason.FILTERED, Reason.NO_ANSWER) and timing is not None and timing.answered
 
 
@@ -548,7 +553,7 @@ async def run_plan(
                     on_result((i, j), _preset_result(pc))
         await scheduler.run(_round_robin(list(_interleave(plan).values())))
         if scheduler.later:  # every first try has ended: ask these again at lower load
-            stalled = any(results[i][j].reason is Reason.NO_REPLY for i, j in scheduler.later)  # type: ignore[union-attr]
+            stalled = any(_stalled(results[i][j]) for i, j in scheduler.later)
             scheduler.for_retry(overloaded=stalled)
             await scheduler.run(scheduler.later)
     except asyncio.CancelledError:
@@ -577,7 +582,7 @@ def _second_try(first: CheckResult, second: CheckResult) -> CheckResult:
     """The verdict after a retry at lower load: the second try decides; the first is evidence."""
     evidence = {**second.evidence, "first_try": {"reason": first.reason.value, "detail": first.detail[:300]}}
     detail = second.detail
-    if second.reason is first.reason and second.reason in (Reason.NO_REPLY, Reason.FILTERED, Reason.NO_ANSWER):
+    if second.reason is first.reason and (second.reason in (Reason.FILTERED, Reason.NO_ANSWER) or _stalled(second)):
         detail = f"{detail}; asked twice, the second time with fewer checks at once, with the same result"
     return CheckResult(second.protocol, second.port, second.probe, second.status, second.reason,
                        detail[:_MAX_TEXT], evidence, first.duration_ms + second.duration_ms)  # fmt: skip

@@ -242,6 +242,12 @@ async def _exchange(
                     head = exc.partial  # parse_header explains what is wrong with it
                 except asyncio.TimeoutError:
                     raise ProbeError(no_reply(pctx, "TDS PRELOGIN answer", port=port)) from None
+                except (ConnectionResetError, BrokenPipeError):
+                    # Accepted, then reset before a word (our request arrived before its close):
+                    # the same as closing without answering, not a refusal.
+                    raise _MaybeStrict(
+                        _protocol_error(pctx, port, "the server closed the connection without answering")
+                    ) from None
                 except OSError as exc:
                     raise ProbeError(outcome_for_oserror(pctx, exc)) from None
                 if head[:1] in (b"\x15", b"\x16") and head[1:2] == b"\x03":

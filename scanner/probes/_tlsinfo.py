@@ -34,7 +34,7 @@ from scanner.models import Reason, Status
 from scanner.probes._http import HttpResponse, clip, close_writer, host_header, http_request
 from scanner.probes._proxy import Stream, open_stream
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
-from scanner.probes.netio import no_reply, start_tls
+from scanner.probes.netio import start_tls
 
 _NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: dates are judged by us, in words
 _OLD_VERSIONS = ("SSLv3", "TLSv1", "TLSv1.1")
@@ -224,8 +224,15 @@ async def _handshake(
         raise
     except asyncio.TimeoutError:
         await close_writer(stream.writer)
-        # Connected, then no handshake answer in time: overload or a hung service, not a TLS fault.
-        raise ProbeError(no_reply(ctx, "TLS handshake answer", port=port)) from None
+        # Overload, or a service that is not TLS waiting for its own protocol: the retry pass
+        # asks again at lower load (evidence `stalled`) before this verdict stands.
+        ctx.timing.stalls += 1
+        raise _handshake_failed(
+            ctx, port, stream,
+            f"TLS handshake timed out on {ctx.where(port)}: the port accepts connections but "
+            f"does not complete a TLS handshake within {ctx.settings.timeout:g} s",
+            stalled=True,
+        ) from None  # fmt: skip
     except ssl.SSLError as exc:
         await close_writer(stream.writer)
         why = exc.reason or exc.strerror or str(exc)

@@ -294,7 +294,17 @@ async def connect_tcp(
             await asyncio.wait_for(start_tls(writer, ssl, server_hostname), ctx.step_timeout())
         except asyncio.TimeoutError:
             writer.close()
-            raise ProbeError(no_reply(ctx, "TLS handshake answer", port=port)) from None
+            # Overload, or a service that is not TLS waiting for its own protocol: the retry
+            # pass asks again at lower load (evidence `stalled`) before this verdict stands.
+            ctx.timing.stalls += 1
+            raise ProbeError(
+                failed(
+                    Reason.TLS,
+                    f"TLS handshake timed out on {ctx.where(port)}: the port accepts "
+                    "connections but does not complete a TLS handshake",
+                    stalled=True,
+                )
+            ) from None
         except ssl_module.SSLError as tls_exc:
             writer.close()
             raise ProbeError(outcome_for_oserror(ctx, tls_exc, port)) from None
