@@ -146,7 +146,7 @@ def parse_answer(data: bytes) -> dict[str, Any]:
 @udp_payload(88)
 def kerberos_payload(ctx: ProbeContext) -> bytes:
     """The port-level UDP 88 check sends a real AS-REQ."""
-    return as_req(realm_for(ctx)[0], "portready-" + os.urandom(4).hex())
+    return as_req(realm_for(ctx)[0], _ANONYMOUS_CLIENT)  # the run's made-up client: encoded once per realm
 
 
 async def _over_tcp(ctx: ProbeContext, request: bytes) -> bytes:
