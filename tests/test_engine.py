@@ -274,3 +274,26 @@ def test_cancelled_scan_raises_interrupted_with_the_finished_checks(listening_po
     interrupted = asyncio.run(scenario())
     assert [r.row.id for r in interrupted.rows] == ["fast"]  # rows without a finished check are left out
     assert interrupted.rows[0].checks[0].status is Status.PASS
+
+
+def test_connect_without_the_fast_path_reads_the_same(listening_port: int, closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The path Windows' proactor loop takes: one awaited connect in a task, no re-armed socket.
+    import scanner.probes.netio as netio
+
+    monkeypatch.setattr(netio, "_rearmable", lambda loop: False)
+    (row,) = _scan([_row(_tcp(listening_port), _tcp(closed_port))], ["127.0.0.1"])
+    assert [(c.status, c.reason) for c in row.checks] == [(Status.PASS, Reason.PORT_DEPTH), (Status.FAIL, Reason.REFUSED)]
+
+
+@pytest.mark.lab
+def test_dropped_port_is_filtered_without_the_fast_path_too(second_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    import scanner.probes.netio as netio
+
+    monkeypatch.setattr(netio, "_rearmable", lambda loop: False)
+    server = _serve(second_host, 8001, 8002)
+    try:
+        second_host.firewall.drop(8002, "tcp")
+        (row,) = _scan([_row(_tcp(8001), _tcp(8002))], [second_host.ipv4], Settings(timeout=2.0, retries=1))
+        assert [c.reason for c in row.checks] == [Reason.PORT_DEPTH, Reason.FILTERED]
+    finally:
+        _stop(server)

@@ -182,9 +182,9 @@ async def connect_socket(ctx: ProbeContext, port: int | None = None) -> socket.s
     address = (ctx.address, port)
     retransmits = SYN_RETRY * (2**ctx.settings.retries - 1)
     try:
-        if _timeout_at is not None and (retransmits > 0 or ctx.timing.answered):
-            # Fast path (Python 3.11+): nearly every connect is accepted or reset before the
-            # first retransmission; no extra task, no extra future.
+        if _timeout_at is not None and _rearmable(loop) and (retransmits > 0 or ctx.timing.answered):
+            # Fast path (Python 3.11+, selector loops): nearly every connect is accepted or
+            # reset before the first retransmission; no extra task, no extra future.
             first = retransmits if retransmits > 0 else ctx.timing.timeout()
             try:
                 async with _timeout_at(min(started + min(first, SYN_RETRY), ctx.deadline)):
@@ -236,6 +236,15 @@ async def _connect_wait(
     # Accepted after the first retransmission was due: a sign of a full queue or a congested path.
     _observe_connected(ctx, sock, loop.time() - started, late=loop.time() - started >= SYN_RETRY)
     return sock
+
+
+def _rearmable(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a cancelled sock_connect leaves the socket connecting (selector loops do).
+
+    Windows' proactor cancels the overlapped ConnectEx itself, so there the connect is
+    awaited once, in a task, from the start.
+    """
+    return isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
 
 
 def _new_socket(ctx: ProbeContext) -> socket.socket:
