@@ -26,14 +26,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.measure import CHILD_ENV  # noqa: E402
+from bench.measure import timed_run  # noqa: E402
 from tests.lab.netns import Lab  # noqa: E402
 
 UDP_OPEN = (53, 88)
@@ -70,18 +69,7 @@ while True:
 
 def run(argv: list[str], stdout_path: Path | None = None) -> tuple[float, int, str]:
     """Wall time, peak RSS (KiB) and stdout of one command (stdout to a file when given)."""
-    started = time.perf_counter()
-    out = open(stdout_path, "w") if stdout_path else subprocess.PIPE  # noqa: SIM115
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if stdout_path else subprocess.DEVNULL,
-                            text=True, env=CHILD_ENV)  # fmt: skip
-    text = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    if stdout_path:
-        out.close()  # type: ignore[union-attr]
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) not in (0, 1):
-        raise SystemExit(f"{argv[0]} exited {os.waitstatus_to_exitcode(status)}")
-    return wall, usage.ru_maxrss, text
+    return timed_run(argv, str(stdout_path) if stdout_path else None)
 
 
 def main() -> int:
