@@ -467,7 +467,7 @@ class _Scheduler:
         timing = host.timing
         congested = timing.late > host.late or timing.stalls > host.stalls or result.reason is Reason.NO_REPLY
         host.late, host.stalls = timing.late, timing.stalls
-        if not congested and result.protocol == "tcp" and result.reason is not Reason.FILTERED:
+        if not congested and result.protocol == Transport.TCP.value and result.reason is not Reason.FILTERED:
             # (UDP checks wait for the pacer: their duration is our own pacing, not the peer's.)
             seconds = result.duration_ms / 1000
             fastest = self.fastest.get(probe)

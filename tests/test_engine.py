@@ -297,3 +297,33 @@ def test_dropped_port_is_filtered_without_the_fast_path_too(second_host: Host, m
         assert [c.reason for c in row.checks] == [Reason.PORT_DEPTH, Reason.FILTERED]
     finally:
         _stop(server)
+
+
+def test_the_engine_names_no_probe() -> None:
+    # Probes declare their depth and port-level role; the engine reads the declarations.
+    from pathlib import Path
+
+    import scanner.engine
+    from scanner.probes.base import registry
+
+    source = Path(scanner.engine.__file__).read_text(encoding="utf-8")
+    named = [name for name in registry() if f'"{name}"' in source or f"'{name}'" in source]
+    assert named == []
+
+
+def test_test_contexts_get_the_probes_own_budget_as_the_engine_gives_it() -> None:
+    from scanner.engine import probe_budget
+    from scanner.probes.base import get_probe
+    from scanner.testing import make_context
+
+    async def budgets() -> dict[str, float]:
+        loop = asyncio.get_running_loop()
+        out = {}
+        for probe in ("tcp", "vsphere", "rpc-dynamic"):
+            ctx = make_context("h", "127.0.0.1", 443, probe=probe, timeout=2.0, retries=1)
+            out[probe] = round(ctx.deadline - loop.time())
+        return out
+
+    settings = Settings(timeout=2.0, retries=1)
+    expected = {p: round(probe_budget(settings, get_probe(p).exchanges)) for p in ("tcp", "vsphere", "rpc-dynamic")}
+    assert asyncio.run(budgets()) == expected
