@@ -4,17 +4,23 @@
     results = await run_plan(plan, settings, concurrency=256, per_host=32,
                              on_row=lambda result: ...)
 
-Each host is resolved once; probes run under a global and a per-host limit;
-each probe gets a deadline sized from the user's timeout and retries, and the
-engine enforces it. Whatever a probe raises becomes a result, never a crash.
+Each host is resolved once (`_resolve_hosts`); checks are interleaved across
+hosts (`_interleave`) and run by a `_Scheduler` under congestion windows (one
+per host, one for the scan: AIMD, see `scanner.timing`) whose ceilings are the
+user's `--per-host` and `--concurrency`. Checks that end in silence at a host
+that answers other ports, or with a service that accepted and then said nothing
+(`no-reply`), are run once more at the end with fewer checks at once: slowness
+is never the verdict. Each probe gets a deadline sized from the user's timeout
+and retries (`probe_budget`), and the engine enforces it. Whatever a probe
+raises becomes a result, never a crash. Cancelling `run_plan` raises
+`Interrupted` with every row that has a finished check.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -31,14 +37,27 @@ from scanner.models import (
     Target,
     Transport,
 )
-from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, Settings, failed, get_probe, registry, skipped
+from scanner.probes.base import (
+    Outcome,
+    Probe,
+    ProbeContext,
+    ProbeError,
+    Settings,
+    find_probe,
+    get_probe,
+    port_level_probe,
+    registry,
+    skipped,
+    stalled,
+)
+from scanner.probes.netio import Resolved, resolve
 from scanner.redact import scrub, secret_fragments
-from scanner.timing import HostTiming
+from scanner.timing import HostTiming, Pacer, Window
 
-# At --depth port each transport's plain reachability probe replaces the protocol probe.
-_PORT_LEVEL = {Transport.TCP: "tcp", Transport.UDP: "udp", Transport.ICMP: "icmp-echo"}
-# Probes that are already as shallow as they can honestly be.
-_KEEP_AT_PORT_DEPTH = {"listen", "udp-unverifiable", "tcp", "udp", "icmp-echo"}
+__all__ = [
+    "Interrupted", "Plan", "PlannedCheck", "PlannedRow", "Resolved", "build_plan", "context_for",
+    "execute_check", "probe_budget", "resolve", "run_plan",
+]  # fmt: skip
 _MAX_TEXT = 2000
 _MAX_ITEMS = 256
 
@@ -112,8 +131,11 @@ def _plan_check(spec: CheckSpec, depth: Depth, settings: Settings) -> PlannedChe
             "in the inventory to check it",
         )
     probe = spec.probe
-    if depth is Depth.PORT and probe not in _KEEP_AT_PORT_DEPTH:
-        probe = _PORT_LEVEL[spec.protocol]
+    if depth is Depth.PORT:
+        # A probe declares how deep it looks; only protocol-level ones give way.
+        probe_cls = find_probe(probe)
+        if probe_cls is None or probe_cls.depth == "protocol":
+            probe = port_level_probe(spec.protocol)
     if depth is Depth.PORT and ports is not None and preset is None:
         preset = skipped(
             Reason.NEEDS_PROTOCOL_DEPTH,
@@ -171,6 +193,45 @@ def probe_budget(settings: Settings, exchanges: int) -> float:
     return settings.timeout * (settings.retries + 1) + settings.timeout * max(exchanges, 0)
 
 
+def context_for(
+    row: Row,
+    target: Target,
+    spec: CheckSpec,
+    *,
+    address: str,
+    settings: Settings,
+    timing: HostTiming,
+    probe: str | None = None,
+    port: int | None = None,
+    ports: PortRange | None = None,
+) -> ProbeContext:
+    """The one way to build a ProbeContext (engine, local readiness, tests).
+
+    The deadline is the probe's budget from now (`probe_budget` with the probe's
+    declared `exchanges`); port/ports default to the spec's own.
+    """
+    if port is None and ports is None:
+        if isinstance(spec.port, PortRange):
+            ports = spec.port
+        else:
+            port = spec.port
+    probe_cls = find_probe(probe or spec.probe)
+    exchanges = probe_cls.exchanges if probe_cls is not None else Probe.exchanges
+    return ProbeContext(
+        row=row,
+        target=target,
+        host=target.host,
+        address=address,
+        protocol=spec.protocol,
+        port=port,
+        ports=ports,
+        options=spec.options,
+        settings=settings,
+        timing=timing,
+        deadline=asyncio.get_running_loop().time() + probe_budget(settings, exchanges),
+    )
+
+
 async def execute_check(probe_name: str, ctx: ProbeContext) -> CheckResult:
     """Run one probe, turning every way it can end into a CheckResult."""
     started = time.perf_counter()
@@ -179,20 +240,15 @@ async def execute_check(probe_name: str, ctx: ProbeContext) -> CheckResult:
     try:
         probe = get_probe(probe_name)()
         # A small grace over the deadline lets the probe report its own, better reason.
-        timeout_cm = getattr(asyncio, "timeout", None)
-        if timeout_cm is not None:  # Python 3.11+: no extra task per check
-            async with timeout_cm(ctx.remaining() + 0.5):
+        if _timeout is not None:  # Python 3.11+: no extra task per check
+            async with _timeout(ctx.remaining() + 0.5):
                 outcome = await probe.run(ctx)
         else:
             outcome = await asyncio.wait_for(probe.run(ctx), ctx.remaining() + 0.5)
     except ProbeError as exc:
         outcome = exc.outcome
     except (asyncio.TimeoutError, TimeoutError):
-        outcome = failed(
-            Reason.PROTOCOL,
-            f"no complete answer in {ctx.settings.timeout:g} s on {ctx.where()}: the port "
-            "accepts connections but the service stalled in the middle of the exchange",
-        )
+        outcome = stalled(ctx)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - a probe bug is a result, not a crash
@@ -227,36 +283,239 @@ def _summary(probe: Probe | None, evidence: Mapping[str, Any]) -> str:
         return ""
 
 
-@dataclass(frozen=True)
-class Resolved:
-    address: str | None
-    addresses: tuple[str, ...] = ()
-    error: str | None = None
+_timeout = getattr(asyncio, "timeout", None)
 
 
-async def resolve(host: str, timeout: float) -> Resolved:
-    """Resolve a name once (IPv4 and IPv6); literals pass through untouched."""
-    try:
-        return Resolved(str(ipaddress.ip_address(host.strip("[]"))), (host,))
-    except ValueError:
-        pass
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), timeout
-        )
-    except asyncio.TimeoutError:
-        return Resolved(None, error=f"name resolution of {host} timed out after {timeout:g} s")
-    except (socket.gaierror, UnicodeError, OSError) as exc:
-        return Resolved(None, error=f"{host} does not resolve ({getattr(exc, 'strerror', None) or exc})")
-    addresses: list[str] = []
-    for info in infos:
-        addr = str(info[4][0])
-        if addr not in addresses:
-            addresses.append(addr)
-    if not addresses:
-        return Resolved(None, error=f"{host} resolves to no address")
-    return Resolved(addresses[0], tuple(addresses))
+async def _resolve_hosts(plan: Plan, settings: Settings) -> dict[str, Resolved]:
+    """Resolve every target name once; targets that arrive resolved are not asked again."""
+    known = {r.target.host: r.target.address for r in plan.rows if r.target.address}
+    names = [h for h in plan.hosts if h not in known]
+    limit = asyncio.Semaphore(64)
+
+    async def one(host: str) -> Resolved:
+        async with limit:
+            return await resolve(host, max(settings.timeout, 2.0))
+
+    resolved = dict(zip(names, await asyncio.gather(*(one(h) for h in names)), strict=True))
+    resolved.update({host: Resolved(address, (address,)) for host, address in known.items()})
+    return resolved
+
+
+Job = tuple[int, int]  # (row index in the plan, check index in the row)
+
+
+def _interleave(plan: Plan, key: Callable[[PlannedRow], str] | None = None) -> dict[str, deque[Job]]:
+    """Group the plan's network checks by host (insertion order = plan order); pure.
+
+    The scheduler takes one check per host in turn, so work spreads over the
+    targets instead of queueing on one host's window. Preset checks are left out.
+    """
+    key = key or (lambda prow: prow.target.host)
+    by_host: dict[str, deque[Job]] = {}
+    for i, prow in enumerate(plan.rows):
+        for j, pc in enumerate(prow.checks):
+            if pc.preset is None:
+                by_host.setdefault(key(prow), deque()).append((i, j))
+    return by_host
+
+
+def _stalled(result: CheckResult | None) -> bool:
+    """Connected, then no (complete) answer in time: no-reply, or a TLS handshake that timed out."""
+    return result is not None and (result.reason is Reason.NO_REPLY or result.evidence.get("stalled") is True)
+
+
+def _retryable(result: CheckResult, timing: HostTiming | None) -> bool:
+    """Whether a verdict may be an artefact of load: it is asked again before it is final.
+
+    A service that accepted and said nothing, and silence from a host that answers
+    other ports (a SYN or datagram lost to a full queue or a rate limit, or a real
+    firewall: the second try tells).
+    """
+    if _stalled(result):
+        return True  # (a TLS handshake that timed out: overload, or not TLS; the retry tells)
+    return result.reason in (Reason.FILTERED, Reason.NO_ANSWER) and timing is not None and timing.answered
+
+
+@dataclass
+class _Host:
+    """One address's share of the scan: its timing, its window and its queued checks."""
+
+    address: str
+    timing: HostTiming
+    window: Window
+    queue: deque[Job] = field(default_factory=deque)
+    queued: bool = False  # in the scheduler's ready ring
+    late: int = 0  # timing.late / timing.stalls already acted on
+    stalls: int = 0
+
+
+class _Scheduler:
+    """Runs jobs under congestion windows: one per host, one for the scan (AIMD).
+
+    Windows start small (4 per host, 32 for the scan) and grow while checks end in
+    time; a check that needed a second SYN, stalled after connecting, or took far
+    longer than the fastest of its kind halves them. The user's limits are the
+    ceilings. `run()` returns when every job has a result.
+    """
+
+    START_PER_HOST = 4
+    START_GLOBAL = 32
+
+    def __init__(self, plan: Plan, settings: Settings, resolved: Mapping[str, Resolved], *,
+                 concurrency: int, per_host: int, on_result: Callable[[Job, CheckResult], None]) -> None:  # fmt: skip
+        self.plan = plan
+        self.settings = settings
+        self.resolved = resolved
+        self.per_host = max(1, per_host)
+        self.window = Window(max(1, concurrency), self.START_GLOBAL)
+        self.pacer = Pacer()
+        self.on_result = on_result
+        self.hosts: dict[str, _Host] = {}
+        self.ready: deque[_Host] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.later: list[Job] = []  # checks to ask once more, in the retry pass (`for_retry`)
+        self.retrying = False
+        self.fastest: dict[str, float] = {}  # per probe: the quickest check that ended in time
+        self.probes = registry()
+        self._idle: asyncio.Future[None] | None = None
+
+    def host_for(self, address: str) -> _Host:
+        host = self.hosts.get(address)
+        if host is None:
+            timing = HostTiming(self.settings.timeout, self.settings.min_timeout, self.pacer)
+            host = self.hosts[address] = _Host(address, timing, Window(self.per_host, self.START_PER_HOST))
+        return host
+
+    def address_of(self, prow: PlannedRow, pc: PlannedCheck) -> str | CheckResult:
+        """Where the check connects, or its result when the name did not resolve."""
+        res = self.resolved[prow.target.host]
+        if res.address is not None:
+            return res.address
+        probe_cls = self.probes.get(pc.probe)
+        name_ctx = context_for(prow.row, prow.target, pc.spec, address=prow.target.host, settings=self.settings,
+                               timing=HostTiming(self.settings.timeout), probe=pc.probe, port=pc.port, ports=pc.ports)  # fmt: skip
+        if probe_cls is None or probe_cls.needs_address(name_ctx):
+            return CheckResult(
+                pc.spec.protocol.value, pc.port_label, pc.probe, Status.FAIL, Reason.UNRESOLVED,
+                f"unresolved: {res.error} — check the name and this host's DNS servers",
+            )
+        return prow.target.host  # a proxy connects to it by name
+
+    def add(self, job: Job) -> None:
+        prow = self.plan.rows[job[0]]
+        pc = prow.checks[job[1]]
+        where = self.address_of(prow, pc)
+        if isinstance(where, CheckResult):
+            self.finish(job, where)
+            return
+        host = self.host_for(where)
+        host.queue.append(job)
+        if not host.queued:
+            host.queued = True
+            self.ready.append(host)
+
+    def finish(self, job: Job, result: CheckResult) -> None:
+        self.on_result(job, result)
+
+    async def run(self, jobs: Iterable[Job]) -> None:
+        for job in jobs:
+            self.add(job)
+        if not self.ready and not self.tasks:
+            return
+        self._idle = asyncio.get_running_loop().create_future()
+        self.pump()
+        try:
+            await asyncio.shield(self._idle)
+        except asyncio.CancelledError:
+            await self.cancel()
+            raise
+
+    async def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def pump(self) -> None:
+        """Start checks while the scan's window allows, one host at a time in turn."""
+        loop = asyncio.get_running_loop()
+        window, ready = self.window, self.ready
+        while ready and window.allows():
+            host = ready.popleft()
+            if not host.window.allows():
+                host.queued = False  # back in the ring when one of its checks ends
+                continue
+            job = host.queue.popleft()
+            if host.queue:
+                ready.append(host)
+            else:
+                host.queued = False
+            window.inflight += 1
+            host.window.inflight += 1
+            task = loop.create_task(self.check(job, host, window.epoch, host.window.epoch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        if not ready and not self.tasks and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    async def check(self, job: Job, host: _Host, epoch: int, host_epoch: int) -> None:
+        prow = self.plan.rows[job[0]]
+        pc = prow.checks[job[1]]
+        try:
+            try:
+                ctx = context_for(prow.row, prow.target, pc.spec, address=host.address, settings=self.settings,
+                                  timing=host.timing, probe=pc.probe, port=pc.port, ports=pc.ports)  # fmt: skip
+                result = await execute_check(pc.probe, ctx)
+            finally:
+                self.window.inflight -= 1
+                host.window.inflight -= 1
+            self.adapt(host, pc.probe, result, epoch, host_epoch)
+            self.finish(job, result)
+            if host.queue and not host.queued:
+                host.queued = True
+                self.ready.append(host)
+            self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self.pump()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a callback failed: end the run with it, never hang
+            if self._idle is not None and not self._idle.done():
+                self._idle.set_exception(exc)
+
+    def adapt(self, host: _Host, probe: str, result: CheckResult, epoch: int, host_epoch: int) -> None:
+        """AIMD: grow on checks that ended in time, cut on signs of congestion."""
+        timing = host.timing
+        congested = timing.late > host.late or timing.stalls > host.stalls or result.reason is Reason.NO_REPLY
+        host.late, host.stalls = timing.late, timing.stalls
+        if not congested and result.protocol == Transport.TCP.value and result.reason is not Reason.FILTERED:
+            # (UDP checks wait for the pacer: their duration is our own pacing, not the peer's.)
+            seconds = result.duration_ms / 1000
+            fastest = self.fastest.get(probe)
+            if fastest is None or seconds < fastest:
+                self.fastest[probe] = fastest = seconds
+            # Rising latency: far slower than the fastest check of its kind, and slow in
+            # absolute terms (a third of the timeout), means the peer or we are saturated.
+            congested = seconds > max(4 * fastest, self.settings.timeout / 3)
+        if congested:
+            self.window.cut(epoch)
+            host.window.cut(host_epoch)
+        elif result.reason is not Reason.FILTERED and result.reason is not Reason.NO_ANSWER:
+            self.window.grow()
+            host.window.grow()
+
+    def for_retry(self, overloaded: bool) -> None:
+        """The second pass: fewer checks at once per host, slower UDP, kinder to loaded peers.
+
+        The scan's window is halved too when some service stalled after accepting
+        (`overloaded`); silence alone costs the peers nothing to ask again.
+        """
+        self.retrying = True
+        if overloaded:
+            self.window.cap(max(16, int(self.window.size) // 2))
+        for host in self.hosts.values():
+            cap = max(1, min(self.per_host, max(self.START_PER_HOST, int(host.window.size) // 2)))
+            host.window.cap(cap)
+            host.window.size = float(cap)
+        self.pacer.slow_down(0.5)
 
 
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:
@@ -281,116 +540,82 @@ async def run_plan(
     on_row: Callable[[RowResult], None] | None = None,
     on_check: Callable[[CheckResult], None] | None = None,
 ) -> list[RowResult]:
-    """Run every planned check; results come back in plan order."""
-    loop = asyncio.get_running_loop()
-    hosts = plan.hosts
-    resolve_limit = asyncio.Semaphore(64)
+    """Run every planned check; results come back in plan order.
 
-    async def _resolve(host: str) -> Resolved:
-        async with resolve_limit:
-            return await resolve(host, max(settings.timeout, 2.0))
-
-    # Targets that arrive resolved (discovery asked the domain's own DNS server) are not
-    # asked of the system resolver again.
-    known = {r.target.host: r.target.address for r in plan.rows if r.target.address}
-    hosts = [h for h in hosts if h not in known]
-    try:
-        resolved = dict(zip(hosts, await asyncio.gather(*(_resolve(h) for h in hosts)), strict=True))
-    except asyncio.CancelledError:
-        raise Interrupted([]) from None  # nothing was checked yet
-    resolved.update({host: Resolved(address, (address,)) for host, address in known.items()})
-    timings: dict[str, HostTiming] = {}
-    host_limits: dict[str, asyncio.Semaphore] = {}
-    probes = registry()
-
-    async def _check(prow: PlannedRow, pc: PlannedCheck) -> CheckResult:
-        if pc.preset is not None:
-            return CheckResult(
-                pc.spec.protocol.value, pc.port_label, pc.probe,
-                pc.preset.status, pc.preset.reason, pc.preset.detail, dict(pc.preset.evidence),
-            )
-        res = resolved[prow.target.host]
-        probe_cls = probes.get(pc.probe)
-        address = res.address
-        if address is None:
-            name_ctx = _context(prow, pc, prow.target.host, HostTiming(settings.timeout, settings.min_timeout), 0.0)
-            if probe_cls is None or probe_cls.needs_address(name_ctx):
-                return CheckResult(
-                    pc.spec.protocol.value, pc.port_label, pc.probe, Status.FAIL, Reason.UNRESOLVED,
-                    f"unresolved: {res.error} — check the name and this host's DNS servers",
-                )
-            address = prow.target.host  # a proxy connects to it by name
-        timing = timings.get(address)
-        if timing is None:
-            timing = timings[address] = HostTiming(settings.timeout, settings.min_timeout)
-        limit = host_limits.get(address)
-        if limit is None:
-            limit = host_limits[address] = asyncio.Semaphore(max(1, per_host))
-        exchanges = getattr(probe_cls, "exchanges", 2)
-        async with limit:
-            ctx = _context(prow, pc, address, timing, loop.time() + probe_budget(settings, exchanges))
-            return await execute_check(pc.probe, ctx)
-
-    def _context(prow: PlannedRow, pc: PlannedCheck, address: str, timing: HostTiming, deadline: float) -> ProbeContext:
-        return ProbeContext(
-            row=prow.row,
-            target=prow.target,
-            host=prow.target.host,
-            address=address,
-            protocol=pc.spec.protocol,
-            port=pc.port,
-            ports=pc.ports,
-            options=pc.spec.options,
-            settings=settings,
-            timing=timing,
-            deadline=deadline,
-        )
-
-    # Jobs interleaved across hosts, so workers spread over targets instead of queueing
-    # on one host's limit; a fixed pool of workers instead of a task per check keeps the
-    # event loop light (thousands of tasks waiting on one semaphore cost O(n^2)).
-    by_host: dict[str, list[tuple[int, int]]] = {}
-    for i, prow in enumerate(plan.rows):
-        for j in range(len(prow.checks)):
-            by_host.setdefault(prow.target.host, []).append((i, j))
-    queues = list(by_host.values())
-    jobs: list[tuple[int, int]] = []
-    for k in range(max((len(q) for q in queues), default=0)):
-        jobs.extend(q[k] for q in queues if k < len(q))
+    Cancelled, it cancels the checks in flight and raises `Interrupted` with the
+    rows that have finished checks (rows without one are left out).
+    """
     results: list[list[CheckResult | None]] = [[None] * len(p.checks) for p in plan.rows]
     missing = [len(p.checks) for p in plan.rows]
-    rows_out: list[RowResult | None] = [None] * len(plan.rows)
-    next_job = iter(jobs)
+    resolved: dict[str, Resolved] = {}
 
-    async def _worker() -> None:
-        for i, j in next_job:
-            prow = plan.rows[i]
-            result = await _check(prow, prow.checks[j])
-            results[i][j] = result
+    def row_result(i: int) -> RowResult:
+        prow = plan.rows[i]
+        return RowResult(prow.row, prow.target, resolved[prow.target.host].address,
+                         tuple(c for c in results[i] if c is not None))  # fmt: skip
+
+    def on_result(job: Job, result: CheckResult) -> None:
+        i, j = job
+        first = results[i][j]
+        if first is not None:  # the second try of a retried check: it decides
+            result = _second_try(first, result)
+        else:
             if on_check is not None:
-                on_check(result)
-            missing[i] -= 1
-            if missing[i] == 0:
-                row = RowResult(prow.row, prow.target, resolved[prow.target.host].address,
-                                tuple(c for c in results[i] if c is not None))
-                rows_out[i] = row
-                if on_row is not None:
-                    on_row(row)
+                on_check(result)  # once per check, however often it is tried
+            if not scheduler.retrying and _retryable(result, timing_of(i)):
+                results[i][j] = result  # kept if the scan is interrupted before the retry
+                scheduler.later.append(job)
+                return
+        results[i][j] = result
+        missing[i] -= 1
+        if missing[i] == 0 and on_row is not None:
+            on_row(row_result(i))
 
-    workers = max(1, min(concurrency, len(jobs), per_host * max(1, len(by_host))))
-    tasks = [asyncio.ensure_future(_worker()) for _ in range(workers)]
+    def timing_of(i: int) -> HostTiming | None:
+        host = scheduler.hosts.get(resolved[plan.rows[i].target.host].address or plan.rows[i].target.host)
+        return host.timing if host is not None else None
+
+    scheduler = _Scheduler(plan, settings, resolved, concurrency=concurrency, per_host=per_host,
+                           on_result=on_result)  # fmt: skip
     try:
-        await asyncio.wait(tasks)  # unlike gather, raises CancelledError here at once
+        resolved.update(await _resolve_hosts(plan, settings))
+        for i, prow in enumerate(plan.rows):  # decided without sending anything
+            for j, pc in enumerate(prow.checks):
+                if pc.preset is not None:
+                    on_result((i, j), _preset_result(pc))
+        await scheduler.run(_round_robin(list(_interleave(plan).values())))
+        if scheduler.later:  # every first try has ended: ask these again at lower load
+            stalled = any(_stalled(results[i][j]) for i, j in scheduler.later)
+            scheduler.for_retry(overloaded=stalled)
+            await scheduler.run(scheduler.later)
     except asyncio.CancelledError:
-        # Cancelled from outside: stop the checks in flight, keep the ones that finished.
-        await _stop(tasks)
-        raise Interrupted([
-            RowResult(prow.row, prow.target, resolved[prow.target.host].address, tuple(c for c in results[i] if c is not None))
-            for i, prow in enumerate(plan.rows) if any(c is not None for c in results[i])
-        ]) from None  # fmt: skip
-    for task in tasks:
-        task.result()  # a worker's own failure (an on_check callback) is not hidden
-    for i, prow in enumerate(plan.rows):  # rows without checks
-        if rows_out[i] is None:
-            rows_out[i] = RowResult(prow.row, prow.target, resolved[prow.target.host].address, ())
-    return [r for r in rows_out if r is not None]
+        await scheduler.cancel()
+        raise Interrupted([row_result(i) for i in range(len(plan.rows)) if any(results[i])]) from None
+    return [row_result(i) for i in range(len(plan.rows))]
+
+
+def _round_robin(queues: list[deque[Job]]) -> Iterable[Job]:
+    """One job from each host in turn, so scheduling order spreads over hosts."""
+    ring = deque(q for q in queues if q)
+    while ring:
+        queue = ring.popleft()
+        yield queue.popleft()
+        if queue:
+            ring.append(queue)
+
+
+def _preset_result(pc: PlannedCheck) -> CheckResult:
+    assert pc.preset is not None
+    return CheckResult(pc.spec.protocol.value, pc.port_label, pc.probe, pc.preset.status, pc.preset.reason,
+                       pc.preset.detail, dict(pc.preset.evidence))  # fmt: skip
+
+
+def _second_try(first: CheckResult, second: CheckResult) -> CheckResult:
+    """The verdict after a retry at lower load: the second try decides; the first is evidence."""
+    evidence = {**second.evidence, "first_try": {"reason": first.reason.value, "detail": first.detail[:300]}}
+    detail = second.detail
+    if second.reason is first.reason and (second.reason in (Reason.FILTERED, Reason.NO_ANSWER) or _stalled(second)):
+        detail = f"{detail}; asked twice, the second time with fewer checks at once, with the same result"
+    return CheckResult(second.protocol, second.port, second.probe, second.status, second.reason,
+                       detail[:_MAX_TEXT], evidence, first.duration_ms + second.duration_ms,
+                       summary=second.summary)  # fmt: skip

@@ -253,11 +253,9 @@ def skew_outcome(remote: _dt.datetime, local: _dt.datetime, source: str, dc: str
 
 
 async def check_time_skew(dcs: list[Target], settings: Settings, sources: list[TimeSource]) -> list[RowResult]:
-    from scanner.engine import execute_check, probe_budget, resolve
-    from scanner.probes.base import ProbeContext, get_probe
+    from scanner.engine import context_for, execute_check
+    from scanner.probes.netio import resolve
     from scanner.timing import HostTiming
-
-    loop = asyncio.get_running_loop()
 
     async def one(target: Target) -> RowResult:
         started = time.perf_counter()
@@ -274,12 +272,8 @@ async def check_time_skew(dcs: list[Target], settings: Settings, sources: list[T
         timing = HostTiming(settings.timeout, settings.min_timeout)
         for source in sources:
             probe, port, key = source.probe, source.port, source.evidence
-            probe_cls = get_probe(probe)
-            ctx = ProbeContext(
-                row=row, target=target, host=target.host, address=res.address, protocol=Transport.TCP,
-                port=port, ports=None, options={}, settings=settings, timing=timing,
-                deadline=loop.time() + probe_budget(settings, getattr(probe_cls, "exchanges", 2)),
-            )  # fmt: skip
+            ctx = context_for(row, target, CheckSpec(Transport.TCP, probe, port), address=res.address,
+                              settings=settings, timing=timing)  # fmt: skip
             result = await execute_check(probe, ctx)
             when = result.evidence.get(key)
             if not isinstance(when, str) or parse_iso(when) is None:

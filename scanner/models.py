@@ -101,6 +101,7 @@ class Reason(_StrEnum):
     TIME_SKEW = "time-skew"
     PORT_IN_USE = "port-in-use"  # a local port the Auditor needs is held by another process
     CLOSED = "closed"  # accepted, then closed/reset by the service: TLS required, IP allow-list, overload
+    NO_REPLY = "no-reply"  # connected, then no answer in time: the service is overloaded or hung
     INTERNAL = "internal"  # a bug or local failure; detail says what
 
 

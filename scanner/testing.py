@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -67,25 +68,23 @@ def make_context(
             retries=retries,
             credentials={role: credentials} if credentials else {},
         )
+    from scanner.engine import context_for
+
     row = make_row(probe, protocol, ports or single, role, options or {})
-    loop = asyncio.get_running_loop()
-    return ProbeContext(
-        row=row,
-        target=Target(role, host),
-        host=host,
-        address=address,
-        protocol=Transport(protocol),
-        port=single,
-        ports=ports,
-        options=dict(options or {}),
-        settings=settings,
-        timing=HostTiming(settings.timeout, settings.min_timeout),
-        deadline=loop.time() + settings.timeout * (settings.retries + 1) + settings.timeout * 4,
-    )
+    return context_for(
+        row, Target(role, host), row.checks[0], address=address, settings=settings,
+        timing=HostTiming(settings.timeout, settings.min_timeout), probe=probe,
+    )  # fmt: skip
 
 
 async def run_probe(probe: str, ctx: ProbeContext) -> CheckResult:
-    """Run the named probe against ctx exactly as the engine does (same error mapping)."""
-    from scanner.engine import execute_check
+    """Run the named probe against ctx exactly as the engine does (same error mapping).
 
+    The deadline is the named probe's own budget from now, as the engine gives it.
+    """
+    from scanner.engine import execute_check, probe_budget
+    from scanner.probes.base import Probe, find_probe
+
+    budget = probe_budget(ctx.settings, (find_probe(probe) or Probe).exchanges)
+    ctx = dataclasses.replace(ctx, deadline=asyncio.get_running_loop().time() + budget)
     return await execute_check(probe, ctx)

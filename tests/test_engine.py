@@ -223,3 +223,107 @@ def test_ipv6_targets_are_scanned_too(second_host: Host) -> None:
         assert row.status is Status.PASS, row.detail
     finally:
         _stop(proc)
+
+
+def test_interleave_groups_network_checks_by_host_in_plan_order(listening_port: int) -> None:
+    from scanner.engine import _interleave, _round_robin
+
+    rows = [_row(_tcp(listening_port), _tcp(None, setting="custom"), _tcp(listening_port + 1))]
+    targets = {"monitored-computers": [Target("monitored-computers", h) for h in ("a", "b")]}
+    plan = build_plan(rows, targets, depth=Depth.PORT, settings=Settings())
+    groups = _interleave(plan)
+    assert {h: list(q) for h, q in groups.items()} == {"a": [(0, 0), (0, 2)], "b": [(1, 0), (1, 2)]}  # preset left out
+    assert list(_round_robin(list(groups.values()))) == [(0, 0), (1, 0), (0, 2), (1, 2)]
+
+
+def test_probes_declare_their_depth_and_the_port_level_probe_per_transport() -> None:
+    from scanner.probes.base import port_level_probe, registry
+
+    assert port_level_probe(Transport.TCP) == "tcp" and port_level_probe(Transport.UDP) == "udp"
+    assert registry()["listen"].depth == "inert" and registry()["ldap"].depth == "protocol"
+
+
+def test_cancelled_scan_raises_interrupted_with_the_finished_checks(listening_port: int) -> None:
+    from scanner.engine import Interrupted
+
+    async def scenario() -> Interrupted:
+        async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(hang, "127.0.0.1", 0)
+        slow_port = server.sockets[0].getsockname()[1]
+        async with server:
+            rows = [_row(_tcp(listening_port), row_id="fast"), _row(CheckSpec(Transport.TCP, "http", slow_port), row_id="slow")]
+            settings = Settings(timeout=20.0, retries=0)
+            targets = {"monitored-computers": [Target("monitored-computers", "127.0.0.1")]}
+            plan = build_plan(rows, targets, depth=Depth.PROTOCOL, settings=settings)
+            finished = asyncio.Event()
+            task = asyncio.ensure_future(run_plan(plan, settings, on_row=lambda r: finished.set()))
+            await finished.wait()  # the fast row is done, the slow one hangs
+            task.cancel()
+            try:
+                await task
+            except Interrupted as exc:
+                return exc
+        raise AssertionError("run_plan did not raise Interrupted")
+
+    interrupted = asyncio.run(scenario())
+    assert [r.row.id for r in interrupted.rows] == ["fast"]  # rows without a finished check are left out
+    assert interrupted.rows[0].checks[0].status is Status.PASS
+
+
+def test_connect_without_the_fast_path_reads_the_same(listening_port: int, closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The path Windows' proactor loop takes: one awaited connect in a task, no re-armed socket.
+    import scanner.probes.netio as netio
+
+    monkeypatch.setattr(netio, "_rearmable", lambda loop: False)
+    (row,) = _scan([_row(_tcp(listening_port), _tcp(closed_port))], ["127.0.0.1"])
+    assert [(c.status, c.reason) for c in row.checks] == [(Status.PASS, Reason.PORT_DEPTH), (Status.FAIL, Reason.REFUSED)]
+
+
+@pytest.mark.lab
+def test_dropped_port_is_filtered_without_the_fast_path_too(second_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    import scanner.probes.netio as netio
+
+    monkeypatch.setattr(netio, "_rearmable", lambda loop: False)
+    server = _serve(second_host, 8001, 8002)
+    try:
+        second_host.firewall.drop(8002, "tcp")
+        (row,) = _scan([_row(_tcp(8001), _tcp(8002))], [second_host.ipv4], Settings(timeout=2.0, retries=1))
+        assert [c.reason for c in row.checks] == [Reason.PORT_DEPTH, Reason.FILTERED]
+    finally:
+        _stop(server)
+
+
+def test_the_engine_names_no_probe() -> None:
+    # Probes declare their depth and port-level role; the engine reads the declarations.
+    from pathlib import Path
+
+    import scanner.engine
+    from scanner.probes.base import registry
+
+    source = Path(scanner.engine.__file__).read_text(encoding="utf-8")
+    named = [name for name in registry() if f'"{name}"' in source or f"'{name}'" in source]
+    assert named == []
+
+
+def test_test_contexts_get_the_probes_own_budget_as_the_engine_gives_it() -> None:
+    from scanner.engine import probe_budget
+    from scanner.probes.base import get_probe
+    from scanner.testing import make_context
+
+    async def budgets() -> dict[str, float]:
+        loop = asyncio.get_running_loop()
+        out = {}
+        for probe in ("tcp", "vsphere", "rpc-dynamic"):
+            ctx = make_context("h", "127.0.0.1", 443, probe=probe, timeout=2.0, retries=1)
+            out[probe] = round(ctx.deadline - loop.time())
+        return out
+
+    settings = Settings(timeout=2.0, retries=1)
+    expected = {p: round(probe_budget(settings, get_probe(p).exchanges)) for p in ("tcp", "vsphere", "rpc-dynamic")}
+    assert asyncio.run(budgets()) == expected

@@ -48,3 +48,50 @@ def test_first_answer_wakes_waiters_once() -> None:
 
     before, after = asyncio.run(scenario())
     assert before is False and after is True
+
+
+# -- congestion control ----------------------------------------------------------------------
+def test_window_starts_modest_grows_on_answers_and_halves_once_per_round() -> None:
+    from scanner.timing import Window
+
+    window = Window(ceiling=64, start=4)
+    assert int(window.size) == 4
+    for _ in range(20):
+        window.grow()
+    assert int(window.size) == 24  # slow start: +1 per answer
+    started_in = window.epoch
+    assert window.cut(started_in) is True
+    assert int(window.size) == 12
+    assert window.cut(started_in) is False  # a second loss of the same round is the same event
+    for _ in range(5000):
+        window.grow()  # congestion avoidance after the cut: +1 per window of answers
+    assert window.size == 64  # the user's limit is the ceiling
+
+
+def test_pacer_releases_senders_at_its_rate_and_slows_on_silence() -> None:
+    from scanner.timing import Pacer
+
+    async def scenario() -> tuple[list[float], float]:
+        pacer = Pacer(rate=50.0, burst=1)
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        released: list[float] = []
+
+        async def send() -> None:
+            await pacer.acquire()
+            released.append(loop.time() - begun)
+
+        await asyncio.gather(*(send() for _ in range(4)))
+        return released, pacer.rate
+
+    released, _rate = asyncio.run(scenario())
+    assert len(released) == 4 and released == sorted(released)
+    assert released[-1] >= 2 / 50  # at 50/s with a burst of 1: one every 20 ms after the first
+    pacer = Pacer(rate=100.0)
+    epoch = pacer.epoch
+    pacer.silent(epoch)
+    assert pacer.rate == 50.0
+    pacer.silent(epoch)  # same round: no second cut
+    assert pacer.rate == 50.0
+    pacer.answered()
+    assert pacer.rate > 50.0

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from scanner.models import Reason, Status
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
-from scanner.probes.netio import wire_errors
+from scanner.probes.netio import no_reply, wire_errors
 
 MAX_HEADERS = 100
 MAX_BODY = 64 * 1024  # bodies are evidence only: the first 64 KiB are plenty
@@ -184,14 +184,9 @@ async def _read_one_head(
 
 
 def _incomplete(ctx: ProbeContext, what: str, data: bytes) -> ProbeError:
-    got = f"only {len(data)} bytes of an HTTP head" if data else "no answer"
-    return ProbeError(
-        failed(
-            Reason.PROTOCOL,
-            f"{got} to the {what} within {ctx.settings.timeout:g} s on {ctx.where()}: the port "
-            "accepts connections but no HTTP server answered in time",
-        )
-    )
+    # Connected, then no (complete) answer in time: slowness, not proof of another protocol.
+    got = f"complete answer (only {len(data)} bytes of an HTTP head)" if data else "answer"
+    return ProbeError(no_reply(ctx, f"{got} to the {what}"))
 
 
 def _parse_head(ctx: ProbeContext, head: bytes, what: str) -> HttpResponse:

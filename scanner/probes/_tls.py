@@ -370,10 +370,14 @@ async def handshake(ctx: ProbeContext, port: int, context: ssl.SSLContext, sni: 
         raise
     except asyncio.TimeoutError:
         await close_writer(stream.writer)
+        # Overload, or a service that is not TLS waiting for its own protocol: the retry pass
+        # asks again at lower load (evidence `stalled`) before this verdict stands.
+        ctx.timing.stalls += 1
         raise _handshake_failed(
             stream,
             f"TLS handshake timed out on {ctx.where(port)}: the port accepts connections but "
             f"does not complete a TLS handshake within {ctx.settings.timeout:g} s",
+            stalled=True,
         ) from None
     except ssl.SSLError as exc:
         await close_writer(stream.writer)

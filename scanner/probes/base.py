@@ -146,13 +146,22 @@ class ProbeContext:
         try:
             return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.remaining())
         except asyncio.TimeoutError:
-            raise ProbeError(
-                failed(
-                    Reason.PROTOCOL,
-                    f"no complete answer within {self.settings.timeout:g} s on {self.where()}: "
-                    "the port accepts connections but the service did not finish the exchange",
-                )
-            ) from None
+            raise ProbeError(stalled(self)) from None
+
+
+def stalled(ctx: ProbeContext, waited: float | None = None, what: str = "") -> Outcome:
+    """The exchange began and then stopped: no complete answer in time (overload, a hung service).
+
+    The one wording for every "no complete answer" (engine deadline, worker threads, probes).
+    """
+    waited = ctx.settings.timeout if waited is None else waited
+    ctx.timing.stalls += 1
+    return inconclusive(
+        Reason.NO_REPLY,
+        f"no reply: the service on {ctx.where()} accepted the connection but did not finish "
+        f"{what + ' ' if what else ''}answering in {waited:.3g} s: overloaded or hung",
+        waited_s=round(waited, 3),
+    )
 
 
 @dataclass(frozen=True)
@@ -216,6 +225,12 @@ class Probe:
     async def run(self, ctx: ProbeContext) -> Outcome:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # How deep the probe looks: "protocol" (speaks the service's protocol; replaced by the
+    # transport's port-level probe at --depth port), "port" (reachability only: kept), or
+    # "inert" (sends nothing, e.g. inbound rows: kept).
+    depth: ClassVar[str] = "protocol"
+    # The transports for which this probe is THE port-level check used at --depth port.
+    port_level_for: ClassVar[tuple[Transport, ...]] = ()
     # What opens this probe's traffic beyond a port rule (rule groups, an appliance); None: a port rule.
     firewall: ClassVar[FirewallHint | None] = None
     # The evidence key holding the peer's clock as ISO 8601 (`portready local` reads DC time skew from it).
@@ -261,6 +276,20 @@ def registry() -> Mapping[str, type[Probe]]:
 
     load_all()
     return dict(_REGISTRY)
+
+
+def find_probe(name: str) -> type[Probe] | None:
+    """The probe class registered as `name`, or None (cheap: no copy of the registry)."""
+    probe = _REGISTRY.get(name)
+    return probe if probe is not None else registry().get(name)
+
+
+def port_level_probe(transport: Transport) -> str:
+    """The name of the probe that checks `transport` at port level (e.g. "tcp")."""
+    for name, cls in registry().items():
+        if transport in cls.port_level_for:
+            return name
+    raise KeyError(f"no port-level probe is registered for {transport.value}")
 
 
 def get_probe(name: str) -> type[Probe]:

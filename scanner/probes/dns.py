@@ -18,7 +18,7 @@ import asyncio
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register, warned
+from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register, stalled, warned
 from scanner.probes.netio import framed_exchange, udp_exchange
 from scanner.probes.udp import udp_payload
 
@@ -121,11 +121,7 @@ class DnsProbe(Probe):
             try:
                 reply = await asyncio.wait_for(_over_tcp(ctx, request), max(0.05, ctx.remaining()))
             except asyncio.TimeoutError:
-                return failed(
-                    Reason.PROTOCOL,
-                    f"no complete DNS answer in {ctx.settings.timeout:g} s on {ctx.where()}: "
-                    "the port accepts connections but never finished answering",
-                )
+                return stalled(ctx, what="its DNS")
         try:
             response = parse_response(query, reply)
         except DnsAnswerError as exc:

@@ -393,6 +393,8 @@ class IcmpEchoProbe(Probe):
     transports = (Transport.ICMP,)
     summary = "ICMP echo: reply, silence (filtered) or no means to ping (inconclusive)"
     exchanges = 1
+    depth = "port"
+    port_level_for = (Transport.ICMP,)
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from scanner.models import Reason, Transport
 from scanner.probes import _der as der
-from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
+from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register, stalled
 from scanner.probes.ldap import generalized_time_to_iso, split_account, utc_now_iso
 from scanner.probes.netio import framed_exchange, udp_exchange
 from scanner.probes.udp import udp_payload
@@ -223,6 +223,7 @@ def parse_answer(data: bytes) -> dict[str, Any]:
 @udp_payload(88)
 def kerberos_payload(ctx: ProbeContext) -> bytes:
     """The port-level UDP 88 check sends a real AS-REQ."""
+    # The quiet client (the DC's own computer account where known): encoded once per realm and client.
     return as_req(realm_for(ctx)[0], client_for(ctx)[0])
 
 
@@ -252,11 +253,7 @@ class KerberosProbe(Probe):
             else:
                 reply = await asyncio.wait_for(_over_tcp(ctx, request), max(0.05, ctx.remaining()))
         except asyncio.TimeoutError:
-            return failed(
-                Reason.PROTOCOL,
-                f"no complete Kerberos answer in {ctx.settings.timeout:g} s on {ctx.where()}: "
-                "the port accepts connections but never finished answering",
-            )
+            return stalled(ctx, what="its Kerberos")
         observed = utc_now_iso()
         try:
             evidence = parse_answer(reply)

@@ -56,6 +56,7 @@ from scanner.probes.base import (
     inconclusive,
     passed,
     register,
+    stalled,
     warned,
 )
 from scanner.probes.netio import close_quietly, connect_tcp, read_exactly
@@ -704,11 +705,7 @@ async def within_deadline(ctx: ProbeContext, work: Any, label: str) -> Outcome:
         result: Outcome = await asyncio.wait_for(work, max(0.05, ctx.remaining()))
         return result
     except asyncio.TimeoutError:
-        return failed(
-            Reason.PROTOCOL,
-            f"no complete {label} answer in {ctx.settings.timeout:g} s on {ctx.where()}: the port "
-            "accepts connections but the service never finished answering",
-        )
+        return stalled(ctx, what=f"its {label}")
 
 
 @register

@@ -16,6 +16,7 @@ class InboundProbe(Probe):
     transports = (Transport.TCP, Transport.UDP)
     summary = "inbound to the Auditor host: proven by `portready listen` and `portready send`"
     exchanges = 0
+    depth = "inert"  # sends nothing: inbound rows are proved by `portready listen`
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         return skipped(

@@ -21,15 +21,20 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import errno
+import ipaddress
 import os
 import socket
 import ssl as ssl_module
 import sys
 import time
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, NoReturn
 
 from scanner.models import Reason, Transport
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, inconclusive
+from scanner.timing import SYN_RETRY, Pacer
+
+_timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
 
 # The one table of OS error codes, kept by meaning, not by platform: errno values (Linux,
 # BSD/macOS), Winsock codes (WSAE*, which Python puts in errno and winerror on Windows) and
@@ -107,6 +112,18 @@ def filtered(ctx: ProbeContext, waited: float, port: int | None = None) -> Outco
         Reason.FILTERED,
         f"filtered: no answer in {waited:.3g} s ({_tries(ctx)}; {ctx.timing.describe()}) — "
         f"a firewall drops {ctx.where(port)}",
+    )
+
+
+def no_reply(ctx: ProbeContext, what: str, waited: float | None = None, port: int | None = None) -> Outcome:
+    """Connected, then no answer in time: slowness, never proof of a wrong protocol."""
+    waited = ctx.settings.timeout if waited is None else waited
+    ctx.timing.stalls += 1  # a sign of overload: the engine's windows shrink on it
+    return inconclusive(
+        Reason.NO_REPLY,
+        f"no reply: the service on {ctx.where(port)} accepted the connection but sent no {what} "
+        f"in {waited:.3g} s: overloaded or hung",
+        waited_s=round(waited, 3),
     )
 
 
@@ -202,7 +219,7 @@ def wire_errors(ctx: ProbeContext, what: str, *, port: int | None = None, starte
         with wire_errors(ctx, "SMB negotiate response"):
             data = await asyncio.wait_for(reader.readexactly(n), ctx.step_timeout())
 
-    Timeouts read as `protocol` (the port accepts but does not answer), a short read as
+    Timeouts read as `no-reply` (the port accepts but does not answer in time), a short read as
     `closed` (nothing came) or `protocol` (a truncated answer), an over-long line as
     `protocol`, TLS errors as `tls` and OS errors through `outcome_for_oserror`
     (a reset is `closed`). `started`: part of the answer (a header) was already read, so
@@ -225,14 +242,9 @@ def wire_errors(ctx: ProbeContext, what: str, *, port: int | None = None, starte
 
 
 def silent(ctx: ProbeContext, what: str, port: int | None = None) -> ProbeError:
-    """The port accepted the connection but did not answer within the timeout."""
-    return ProbeError(
-        failed(
-            Reason.PROTOCOL,
-            f"no {what} within {ctx.settings.timeout:g} s on {ctx.where(port)}: the port accepts "
-            "connections but does not answer the documented protocol",
-        )
-    )
+    """The port accepted the connection but did not answer within the timeout: `no-reply`
+    (overloaded or hung), never `protocol` — slowness is not a verdict on the protocol."""
+    return ProbeError(no_reply(ctx, what, port=port))
 
 
 def closed_early(
@@ -255,6 +267,36 @@ def oversized(ctx: ProbeContext, what: str, port: int | None = None) -> Outcome:
         Reason.PROTOCOL,
         f"the {what} on {ctx.where(port)} is longer than any such answer: another service answers there",
     )
+
+
+@dataclass(frozen=True)
+class Resolved:
+    address: str | None
+    addresses: tuple[str, ...] = ()
+    error: str | None = None
+
+
+async def resolve(host: str, timeout: float) -> Resolved:
+    """Resolve a name once (IPv4 and IPv6); literals pass through untouched."""
+    try:
+        return Resolved(str(ipaddress.ip_address(host.strip("[]"))), (host,))
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), timeout)
+    except asyncio.TimeoutError:
+        return Resolved(None, error=f"name resolution of {host} timed out after {timeout:g} s")
+    except (socket.gaierror, UnicodeError, OSError) as exc:
+        return Resolved(None, error=f"{host} does not resolve ({getattr(exc, 'strerror', None) or exc})")
+    addresses: list[str] = []
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in addresses:
+            addresses.append(addr)
+    if not addresses:
+        return Resolved(None, error=f"{host} resolves to no address")
+    return Resolved(addresses[0], tuple(addresses))
 
 
 def kernel_rtt(sock: Any) -> float | None:
@@ -280,89 +322,111 @@ def kernel_rtt(sock: Any) -> float | None:
 async def connect_socket(ctx: ProbeContext, port: int | None = None) -> socket.socket:
     """Connect a non-blocking TCP socket, with the host's adaptive timeout and the retries.
 
-    A pending attempt sleeps until it completes, its budget runs out, or the host
-    answers something for the first time (then the budget shrinks from the full
-    timeout to a few round trips): no polling, so thousands can wait at once. The
-    budget runs from the moment the SYN is sent, not from when the attempt was
-    scheduled, so a busy event loop never eats into it. Raises ProbeError with
-    reason refused, filtered or unreachable.
+    One socket per check, so TCP itself sends the SYN again on its own schedule (Linux:
+    after 1 s, then 2 s later): a SYN dropped by a full accept queue still gets its
+    answer, and an overloaded listener is not sent duplicate handshakes. `retries`
+    says how many of those retransmissions to wait for (SYN_RETRY * (2**retries - 1));
+    after the last, the wait is the host's adaptive timeout: a few round trips once the
+    host answers other ports, the full timeout until then (a waiting attempt wakes when
+    the host first answers). No polling, so thousands can wait at once. Raises
+    ProbeError with reason refused, filtered or unreachable.
     """
     port = ctx.port if port is None else port
     if port is None:
         raise ValueError("connect_socket needs a port")
     loop = asyncio.get_running_loop()
     started = loop.time()
-    for _attempt in range(ctx.settings.retries + 1):
-        sock, exc, sent = await _attempt_connect(ctx, port)
-        if sock is None and exc is None:  # no answer within the budget
-            if ctx.remaining() <= 0:
-                break
-            continue
-        elapsed = loop.time() - sent
-        if sock is not None:
-            exact = kernel_rtt(sock)
-            ctx.timing.observe(exact if exact is not None else elapsed, exact=exact is not None)
-            return sock
-        assert exc is not None
-        if isinstance(exc, ConnectionRefusedError) or _error_codes(exc) & _REFUSED:
-            ctx.timing.observe(elapsed)
-        if _error_codes(exc) & _TIMEDOUT:
-            continue
-        raise ProbeError(outcome_for_oserror(ctx, exc, port)) from exc
-    raise ProbeError(filtered(ctx, loop.time() - started, port))
-
-
-async def _attempt_connect(
-    ctx: ProbeContext, port: int
-) -> tuple[socket.socket | None, BaseException | None, float]:
-    """One SYN: (socket, None, sent) on success, (None, error, sent), or (None, None, sent) on silence."""
-    loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in ctx.address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    sent = loop.time()
-    timeout_at = getattr(asyncio, "timeout_at", None)
+    sock = _new_socket(ctx)
+    address = (ctx.address, port)
+    retransmits = SYN_RETRY * (2**ctx.settings.retries - 1)
     try:
-        if ctx.timing.answered and timeout_at is not None:
-            # Fast path (Python 3.11+, host already answered): a fixed budget, no extra task.
+        if _timeout_at is not None and _rearmable(loop) and (retransmits > 0 or ctx.timing.answered):
+            # Fast path (Python 3.11+, selector loops): nearly every connect is accepted or
+            # reset before the first retransmission; no extra task, no extra future.
+            first = retransmits if retransmits > 0 else ctx.timing.timeout()
             try:
-                async with timeout_at(min(sent + ctx.timing.timeout(), ctx.deadline)):
-                    await loop.sock_connect(sock, (ctx.address, port))
+                async with _timeout_at(min(started + min(first, SYN_RETRY), ctx.deadline)):
+                    await loop.sock_connect(sock, address)
             except TimeoutError:
-                sock.close()
-                return None, None, sent
-            return sock, None, sent
-        task = asyncio.ensure_future(loop.sock_connect(sock, (ctx.address, port)))
-        try:
-            while not task.done():
-                budget = min(sent + ctx.timing.timeout(), ctx.deadline) - loop.time()
-                if budget <= 0:
-                    break
-                waiters: set[asyncio.Future[Any]] = {task}
-                if not ctx.timing.answered:
-                    waiters.add(ctx.timing.first_answer())
-                await asyncio.wait(waiters, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not task.done():
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, OSError):
-                    pass
-        if task.cancelled():
-            sock.close()
-            return None, None, sent
-        exc = task.exception()
-        if exc is not None:
-            sock.close()
-            return None, exc, sent
-        return sock, None, sent
+                pass  # still in SYN-SENT: TCP sends the SYN again by itself
+            else:
+                _observe_connected(ctx, sock, loop.time() - started, late=False)
+                return sock
+        return await _connect_wait(ctx, sock, address, started, retransmits)
     except OSError as exc:
         sock.close()
-        return None, exc, sent
+        _raise_connect_error(ctx, exc, port, loop.time() - started)
     except BaseException:
         sock.close()
         raise
+
+
+async def _connect_wait(
+    ctx: ProbeContext, sock: socket.socket, address: tuple[str, int], started: float, retransmits: float
+) -> socket.socket:
+    """Wait on a pending connect until it is answered or TCP's retries had their chance."""
+    loop = asyncio.get_running_loop()
+    # On a socket already connecting, connect() says EALREADY and asyncio waits for it.
+    task = asyncio.ensure_future(loop.sock_connect(sock, address))
+    try:
+        while not task.done():
+            give_up = min(started + retransmits + ctx.timing.timeout(), ctx.deadline)
+            budget = give_up - loop.time()
+            if budget <= 0:
+                break
+            waiters: set[asyncio.Future[Any]] = {task}
+            if not ctx.timing.answered:
+                waiters.add(ctx.timing.first_answer())  # the budget shrinks when it answers
+            await asyncio.wait(waiters, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, OSError):
+                pass
+    if task.cancelled():
+        sock.close()
+        raise ProbeError(filtered(ctx, loop.time() - started, address[1]))
+    exc = task.exception()
+    if exc is not None and getattr(exc, "errno", None) != errno.EISCONN:
+        raise exc  # the caller closes the socket and maps the error
+    # Accepted after the first retransmission was due: a sign of a full queue or a congested path.
+    _observe_connected(ctx, sock, loop.time() - started, late=loop.time() - started >= SYN_RETRY)
+    return sock
+
+
+def _rearmable(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a cancelled sock_connect leaves the socket connecting (selector loops do).
+
+    Windows' proactor cancels the overlapped ConnectEx itself, so there the connect is
+    awaited once, in a task, from the start.
+    """
+    return isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+
+
+def _new_socket(ctx: ProbeContext) -> socket.socket:
+    family = socket.AF_INET6 if ":" in ctx.address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    return sock
+
+
+def _observe_connected(ctx: ProbeContext, sock: socket.socket, elapsed: float, *, late: bool) -> None:
+    exact = kernel_rtt(sock)
+    ctx.timing.observe(exact if exact is not None else elapsed, exact=exact is not None)
+    if late:
+        ctx.timing.late += 1  # accepted only after TCP sent the SYN again: the engine slows down
+
+
+def _raise_connect_error(ctx: ProbeContext, exc: BaseException, port: int, elapsed: float) -> NoReturn:
+    """A connect ended with an error: refused and unreachable end the check; ETIMEDOUT is silence."""
+    codes = _error_codes(exc)  # errno and Windows' codes alike
+    if codes & _TIMEDOUT:
+        raise ProbeError(filtered(ctx, elapsed, port)) from exc
+    if isinstance(exc, ConnectionRefusedError) or codes & _REFUSED:
+        ctx.timing.observe(elapsed)
+    raise ProbeError(outcome_for_oserror(ctx, exc, port)) from exc
 
 
 async def tcp_port_open(ctx: ProbeContext, port: int | None = None) -> None:
@@ -397,11 +461,15 @@ async def connect_tcp(
             await asyncio.wait_for(start_tls(writer, ssl, server_hostname), ctx.step_timeout())
         except asyncio.TimeoutError as exc:
             writer.close()
+            # Overload, or a service that is not TLS waiting for its own protocol: the retry
+            # pass asks again at lower load (evidence `stalled`) before this verdict stands.
+            ctx.timing.stalls += 1
             raise ProbeError(
                 failed(
                     Reason.TLS,
                     f"TLS handshake timed out on {ctx.where(port)}: the port accepts "
                     "connections but does not complete a TLS handshake",
+                    stalled=True,
                 )
             ) from exc
         except ssl_module.SSLError as tls_exc:
@@ -504,6 +572,19 @@ async def framed_exchange(
         return await read_exactly(ctx, reader, size, what, started=True)
     finally:
         close_quietly(writer)
+
+
+def _paced_answer(pacer: Pacer | None, attempt: int, epoch: int) -> None:
+    """An answer: the rate may grow; one that came only on a later try proves a loss (nmap's signal).
+
+    Silence on every try proves nothing (a firewall drops the port), so it never slows the scan.
+    """
+    if pacer is None:
+        return
+    if attempt > 0:
+        pacer.silent(epoch)
+    else:
+        pacer.answered()
 
 
 class _UdpClient(asyncio.DatagramProtocol):
@@ -662,24 +743,45 @@ async def udp_exchange(
     except OSError as exc:
         raise ProbeError(outcome_for_oserror(ctx, exc, port)) from exc
     started = loop.time()
+    pacer = ctx.timing.pacer
+    epoch = 0
     try:
-        for _attempt in range(ctx.settings.retries + 1):
+        for attempt in range(ctx.settings.retries + 1):
+            if pacer is not None:
+                # ICMP errors are rate-limited on the way back: send at the rate they return,
+                # but never wait so long that no time is left to hear the answer.
+                try:
+                    await asyncio.wait_for(pacer.acquire(), max(0.0, ctx.remaining() - ctx.settings.timeout))
+                except asyncio.TimeoutError:
+                    pass
+            if attempt == 0 and pacer is not None:
+                epoch = pacer.epoch
             sent = loop.time()
             transport.sendto(payload)
-            wait = min(ctx.step_timeout(), max(1.0, ctx.timing.timeout()))
-            end = sent + wait
-            while (left := end - loop.time()) > 0:
-                try:
-                    item = await asyncio.wait_for(proto.queue.get(), left)
-                except asyncio.TimeoutError:
+            # Back off like TCP: each silent try waits twice as long as the one before.
+            # The first wait is the host's adaptive timeout (ICMP errors come back as fast as
+            # SYN-ACKs do); a lost one is not late, it is gone: the next try asks again.
+            step = ctx.step_timeout()
+            while True:
+                # Recomputed while waiting: once the host answers anything, the wait shrinks
+                # from the full timeout to its adaptive one (checked every quarter second).
+                wanted = max(ctx.settings.min_timeout, ctx.timing.timeout()) * (2**attempt)
+                left = sent + min(step, wanted) - loop.time()
+                if left <= 0:
                     break
+                try:
+                    item = await asyncio.wait_for(proto.queue.get(), left if ctx.timing.answered else min(left, 0.25))
+                except asyncio.TimeoutError:
+                    continue
                 if isinstance(item, BaseException):
                     if is_port_unreachable(item):
                         ctx.timing.observe(loop.time() - sent)
+                        _paced_answer(pacer, attempt, epoch)
                         raise ProbeError(refused(ctx, port, Transport.UDP))
                     raise ProbeError(outcome_for_oserror(ctx, item, port))
                 if accept is None or accept(item):
                     ctx.timing.observe(loop.time() - sent)
+                    _paced_answer(pacer, attempt, epoch)
                     return item
             if ctx.remaining() <= 0:
                 break

@@ -74,6 +74,7 @@ from scanner.probes.base import (
     inconclusive,
     passed,
     register,
+    stalled,
 )
 from scanner.probes.netio import close_quietly, closed, connect_tcp, read_exactly, wire_errors
 
@@ -102,7 +103,7 @@ async def _send(ctx: ProbeContext, writer: asyncio.StreamWriter, data: bytes) ->
         try:
             await asyncio.wait_for(writer.drain(), ctx.step_timeout())
         except asyncio.TimeoutError as exc:
-            raise ProbeError(failed(Reason.PROTOCOL, f"{ctx.where()} stopped reading our request")) from exc
+            raise ProbeError(stalled(ctx, what="reading our request and")) from exc
 
 
 async def _frame_header(ctx: ProbeContext, reader: asyncio.StreamReader, what: str) -> bytes:

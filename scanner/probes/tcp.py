@@ -13,6 +13,8 @@ class TcpConnectProbe(Probe):
     transports = (Transport.TCP,)
     summary = "TCP connect (port level): accepted, refused, filtered or unreachable"
     exchanges = 1
+    depth = "port"
+    port_level_for = (Transport.TCP,)
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         await tcp_port_open(ctx)

@@ -41,6 +41,8 @@ class UdpProbe(Probe):
     transports = (Transport.UDP,)
     summary = "UDP (port level): reply, ICMP port-unreachable, or silence (inconclusive)"
     exchanges = 1
+    depth = "port"
+    port_level_for = (Transport.UDP,)
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         reply = await udp_exchange(ctx, payload_for(ctx))
@@ -65,6 +67,7 @@ class UdpUnverifiableProbe(Probe):
     transports = (Transport.UDP,)
     summary = "UDP port with no service by design: observed, reported as not verifiable"
     exchanges = 1
+    depth = "port"  # already as shallow as it can honestly be
 
     option_types = {"why": str}
 

@@ -138,6 +138,34 @@ class Host:
         return new
 
 
+class RoutedSite:
+    """Targets behind one router: ``router`` (on the bridge), ``far`` (owns ``addresses``).
+
+    ``far.run``/``far.popen`` run commands where the targets live; ``router.run`` where the
+    hop is (e.g. an nftables ICMP rate limit in its forward chain, see ``limit_icmp``).
+    """
+
+    def __init__(self, router: Host, far: Host, addresses: list[str]) -> None:
+        self.router = router
+        self.far = far
+        self.addresses = addresses
+
+    def limit_icmp(self, rate: int = 1000, burst: int = 50) -> None:
+        """Rate-limit ICMP errors crossing the router the way Linux does (1000/s, burst 50)."""
+        rules = (
+            "table inet prsite {\n  chain forward {\n    type filter hook forward priority 0;\n"
+            "    icmp type destination-unreachable limit rate over "
+            f"{rate}/second burst {burst} packets counter drop\n  }}\n}}\n"
+        )
+        self.router.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+
+    def icmp_dropped(self) -> int:
+        """How many ICMP errors the router's rate limit dropped so far (0 without a limit)."""
+        out = self.router.run(["nft", "list", "table", "inet", "prsite"], capture_output=True, text=True).stdout
+        marker = "counter packets "
+        return int(out.split(marker, 1)[1].split()[0]) if marker in out else 0
+
+
 class Lab:
     """A bridge in the root namespace plus hosts in namespaces; see the module docstring."""
 
@@ -151,6 +179,8 @@ class Lab:
         self.workdir = WORK_ROOT / self.tag
         self._processes: list[subprocess.Popen[Any]] = []
         self._next_alias = 1
+        self.site_subnets: list[int] = []  # extra /24s claimed by routed sites
+        self._extra_netns: list[str] = []
         self._up = False
         self.extra: dict[str, Any] = {}  # free-form data stored in the state file (CLI)
 
@@ -269,6 +299,46 @@ class Lab:
     def host(self, name: str) -> Host:
         return self.hosts[name]
 
+    def add_routed_site(self, name: str, count: int) -> RoutedSite:
+        """``count`` target addresses behind ONE routed hop, like a remote site of a real network.
+
+        A router namespace ``name`` sits on the bridge; behind it a namespace ``<name>f``
+        owns whole /24s (198.19.Y.1-250, Y claimed like lab subnets) as local routes on
+        ``lo`` (AnyIP): one listener on 0.0.0.0 answers on every address, and the Auditor's
+        neighbour table holds one entry (the router), not thousands.
+        """
+        router = self.add_host(name)
+        far = Host(self, name + "f", 0)
+        far.netns = f"{self.tag}-{name}f"
+        blocks = (count + MAX_ALIASES - 1) // MAX_ALIASES
+        with self._alloc_lock():
+            claimed: list[int] = []
+            for _ in range(blocks + 1):  # +1: the router-to-site link
+                claimed.append(self._free_subnet_excluding(set(claimed)))
+            self.site_subnets.extend(claimed)
+            self._write_state()
+        link, *nets = claimed
+        far.ipv4 = f"198.18.{link}.2"
+        far.ipv6 = f"fd5e:0:{link}::2"
+        addresses = [f"198.19.{y}.{k}" for y in nets for k in range(1, MAX_ALIASES + 1)][:count]
+        _ip("netns", "add", far.netns)
+        far.run(["sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0", "net.ipv4.icmp_msgs_per_sec=100000",
+                 "net.ipv4.icmp_msgs_burst=100000"], check=False,
+                capture_output=True)  # fmt: skip
+        router.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"],
+                   check=True, capture_output=True)  # fmt: skip
+        rside, fside = f"{self.tag}r{router.index}", f"{self.tag}f{router.index}"
+        _ip("link", "add", rside, "netns", router.netns, "type", "veth", "peer", "name", fside, "netns", far.netns)
+        _ip_batch([f"link set {rside} name eth1", f"addr add 198.18.{link}.1/24 dev eth1", "link set eth1 up"]
+                  + [f"route add 198.19.{y}.0/24 via 198.18.{link}.2" for y in nets], netns=router.netns)  # fmt: skip
+        _ip_batch([f"link set {fside} name eth0", "link set lo up", f"addr add 198.18.{link}.2/24 dev eth0",
+                   "link set eth0 up", f"route add default via 198.18.{link}.1"]
+                  + [f"route add local 198.19.{y}.0/24 dev lo" for y in nets], netns=far.netns)  # fmt: skip
+        _ip_batch([f"route add 198.19.{y}.0/24 via {router.ipv4}" for y in nets]
+                  + [f"route add 198.18.{link}.0/24 via {router.ipv4}"])  # fmt: skip
+        self._extra_netns.append(far.netns)
+        return RoutedSite(router, far, addresses)
+
     def down(self) -> None:
         """Kill every process the lab started, remove namespaces, veths, bridge, workdir.
 
@@ -299,10 +369,25 @@ class Lab:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
+    def _free_subnet_excluding(self, also: set[int]) -> int:
+        """A free subnet number not in ``also`` (call under the allocation lock)."""
+        taken = set(also) | {self.subnet}
+        for st in _read_states():
+            taken.add(int(st.get("subnet", 0)))
+            taken.update(int(x) for x in st.get("site_subnets", []))
+        addrs = _ip("-4", "-o", "addr", "show").stdout
+        routes = _ip("-4", "route", "show").stdout
+        for x in range(MAX_SUBNET, 0, -1):  # from the top: lab subnets are taken from the bottom
+            if x in taken or f"198.18.{x}." in addrs or f"198.19.{x}." in addrs or f"198.19.{x}." in routes:
+                continue
+            return x
+        raise LabError("no free lab subnet for a routed site (run `python -m tests.lab down`)")
+
     def _free_subnet(self) -> int:
         taken: set[int] = set()
         for st in _read_states():
             taken.add(int(st.get("subnet", 0)))
+            taken.update(int(x) for x in st.get("site_subnets", []))
         addrs = _ip("-4", "-o", "addr", "show").stdout
         for x in range(1, MAX_SUBNET + 1):
             if x in taken:
@@ -323,6 +408,7 @@ class Lab:
             "hosts": {h.name: {"ipv4": h.ipv4, "ipv6": h.ipv6, "netns": h.netns,
                                "index": h.index} for h in self.hosts.values()},
             "extra": self.extra,
+            "site_subnets": self.site_subnets,
             "created": time.time(),
         }  # fmt: skip
 
@@ -345,6 +431,7 @@ class Lab:
         lab.bridge = f"{lab.tag}br"
         lab.workdir = Path(state.get("workdir", WORK_ROOT / lab.tag))
         lab.extra = dict(state.get("extra", {}))
+        lab.site_subnets = [int(x) for x in state.get("site_subnets", [])]
         for name, h in state.get("hosts", {}).items():
             host = Host(lab, name, int(h["index"]))
             lab.hosts[name] = host

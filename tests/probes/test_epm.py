@@ -204,5 +204,8 @@ async def test_mapper_with_no_entries_still_passes_with_zero_endpoints() -> None
 async def test_hostile_peer_on_135_fails_cleanly_within_the_timeout(hostile, mode: str) -> None:  # type: ignore[no-untyped-def]
     address, port = hostile(mode, flavor="smb")
     result = await epm(address, port)
-    assert result.status is Status.FAIL, result.detail
-    assert result.reason in (Reason.PROTOCOL, Reason.FILTERED), result.detail
+    if mode in ("silent", "drip"):  # connected, then no (complete) answer: slowness, not a verdict
+        assert (result.status, result.reason) == (Status.INCONCLUSIVE, Reason.NO_REPLY), result.detail
+    else:
+        assert result.status is Status.FAIL, result.detail
+        assert result.reason in (Reason.PROTOCOL, Reason.FILTERED), result.detail

@@ -1,0 +1,197 @@
+"""The engine under load, against real peers: verdicts must not depend on how busy the peer is.
+
+- an open port whose listener's accept queue overflows (backlog 1, slow to accept) is never
+  `filtered`: its dropped SYNs are sent again on TCP's schedule and asked again at lower load;
+- a slow peer (accepts, answers late) reads `pass` or `no-reply`, never `protocol`;
+- closed UDP ports behind a router that rate-limits ICMP errors read `refused`;
+- the Samba DC on many addresses reads at protocol depth what it reads on its own address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scanner.engine import build_plan, run_plan
+from scanner.models import CheckSpec, Depth, Direction, Reason, Row, RowResult, Status, Target, Transport
+from scanner.probes.base import Settings
+from tests.lab.netns import Lab, RoutedSite
+
+_SERVER = """
+import socket, sys, threading, time
+def listen(port, backlog):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(backlog); return s
+def drain(s, pause):
+    while True:
+        c, _ = s.accept(); c.close(); time.sleep(pause)
+threading.Thread(target=drain, args=(listen(8201, 4096), 0), daemon=True).start()
+threading.Thread(target=drain, args=(listen(8202, 1), 0.05), daemon=True).start()
+print("ready", flush=True); time.sleep(300)
+"""
+
+
+def _row(*checks: CheckSpec, row_id: str = "r") -> Row:
+    return Row(
+        profile="t", id=row_id, section="T", doc_port="x", doc_protocol="TCP", doc_source="s",
+        doc_target="t", purpose="p", direction=Direction.OUTBOUND, source="auditor-server",
+        target="monitored-computers", checks=checks,
+    )  # fmt: skip
+
+
+def _scan(rows: list[Row], hosts: list[str], settings: Settings, **kw: Any) -> list[RowResult]:
+    targets = {"monitored-computers": [Target("monitored-computers", h) for h in hosts]}
+    plan = build_plan(rows, targets, depth=Depth.PORT, settings=settings)
+    return asyncio.run(run_plan(plan, settings, **kw))
+
+
+def _netstat(site: RoutedSite, name: str) -> int:
+    text = site.far.run(["cat", "/proc/net/netstat"], capture_output=True, text=True, check=True).stdout
+    lines = [line.split() for line in text.splitlines() if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0], lines[1], strict=True))[name])
+
+
+@pytest.fixture(scope="module")
+def site(lab: Lab) -> Iterator[RoutedSite]:
+    yield lab.add_routed_site("site", 120)
+
+
+@pytest.mark.lab
+def test_open_port_behind_an_overflowing_accept_queue_is_not_filtered(site: RoutedSite) -> None:
+    server = site.far.popen([sys.executable, "-c", _SERVER], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+        before = _netstat(site, "ListenOverflows")
+        rows = [_row(CheckSpec(Transport.TCP, "tcp", 8201), CheckSpec(Transport.TCP, "tcp", 8202))]
+        results = _scan(rows, site.addresses[:60], Settings(timeout=2.0, retries=1), concurrency=512)
+        overflows = _netstat(site, "ListenOverflows") - before
+    finally:
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+    assert overflows > 0  # the queue really overflowed: SYNs were dropped by the listener
+    slow = [r.checks[1] for r in results]
+    assert {(c.status, c.reason) for c in slow} == {(Status.PASS, Reason.PORT_DEPTH)}, [
+        c.detail for c in slow if c.status is not Status.PASS
+    ]
+
+
+@pytest.mark.lab
+def test_closed_udp_ports_behind_an_icmp_rate_limit_read_refused(site: RoutedSite) -> None:
+    site.limit_icmp(rate=100, burst=10)  # harsher than Linux's 1000/s: the pacing must adapt
+    try:
+        rows = [_row(CheckSpec(Transport.TCP, "tcp", 8299), CheckSpec(Transport.UDP, "udp", 9389),
+                     CheckSpec(Transport.UDP, "udp", 9390))]  # fmt: skip
+        results = _scan(rows, site.addresses[:100], Settings(timeout=2.0, retries=1), concurrency=512)
+        dropped = site.icmp_dropped()
+    finally:
+        site.router.run(["nft", "delete", "table", "inet", "prsite"], check=False, capture_output=True)
+    udp = [c for r in results for c in r.checks if c.protocol == "udp"]
+    assert len(udp) == 200
+    assert {(c.status, c.reason) for c in udp} == {(Status.FAIL, Reason.REFUSED)}, [
+        c.detail for c in udp if c.reason is not Reason.REFUSED
+    ][:5]
+    assert dropped > 0  # the limit really bit: some ICMP errors were lost and the scan recovered
+
+
+@pytest.mark.lab
+def test_udp_port_dropped_behind_the_router_stays_inconclusive_not_refused(site: RoutedSite) -> None:
+    site.router.run(["nft", "-f", "-"], input=(
+        "table inet prdrop {\n chain forward {\n  type filter hook forward priority 0;\n"
+        "  udp dport 9391 drop\n }\n}\n"), text=True, check=True)  # fmt: skip
+    try:
+        rows = [_row(CheckSpec(Transport.TCP, "tcp", 8299), CheckSpec(Transport.UDP, "udp", 9391))]
+        results = _scan(rows, site.addresses[:4], Settings(timeout=1.0, retries=1))
+    finally:
+        site.router.run(["nft", "delete", "table", "inet", "prdrop"], check=False, capture_output=True)
+    for row in results:
+        closed, dropped = row.checks
+        assert closed.reason is Reason.REFUSED
+        assert (dropped.status, dropped.reason) == (Status.INCONCLUSIVE, Reason.NO_ANSWER)
+        assert dropped.evidence["first_try"]["reason"] == "no-answer"  # asked again before the verdict
+
+
+# -- a slow peer ----------------------------------------------------------------------------
+async def _slow_http(delay: float) -> tuple[asyncio.AbstractServer, int]:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(delay)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the test ended before the slow answer: nothing to send
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def _http_scan(delay: float, timeout: float) -> RowResult:
+    async def scan() -> RowResult:
+        server, port = await _slow_http(delay)
+        async with server:
+            settings = Settings(timeout=timeout, retries=0)
+            rows = [_row(CheckSpec(Transport.TCP, "http", port))]
+            targets = {"monitored-computers": [Target("monitored-computers", "127.0.0.1")]}
+            plan = build_plan(rows, targets, depth=Depth.PROTOCOL, settings=settings)
+            (row,) = await run_plan(plan, settings)
+            return row
+
+    return asyncio.run(scan())
+
+
+def test_slow_peer_that_answers_within_the_timeout_passes() -> None:
+    row = _http_scan(delay=0.3, timeout=2.0)
+    assert row.checks[0].status is Status.PASS, row.checks[0].detail
+
+
+def test_peer_slower_than_the_timeout_reads_no_reply_never_protocol() -> None:
+    check = _http_scan(delay=3.0, timeout=0.5).checks[0]
+    assert (check.status, check.reason) == (Status.INCONCLUSIVE, Reason.NO_REPLY), check.detail
+    assert "accepted the connection" in check.detail and "overloaded or hung" in check.detail
+    assert "asked twice" in check.detail  # retried at lower load before the verdict
+    assert check.evidence["first_try"]["reason"] == "no-reply"
+
+
+# -- the Samba DC on many addresses -----------------------------------------------------------
+@pytest.mark.lab
+def test_samba_dc_on_many_addresses_reads_what_it_reads_on_its_own(lab: Lab, samba_template: Path, tmp_path: Path) -> None:
+    from scanner.cli import main
+    from tests.lab.samba_dc import SambaDC
+
+    host = lab.add_host("dcmany")
+    aliases = host.add_aliases(24)  # before samba starts: it binds every address of eth0
+    dc = SambaDC(host, samba_template).start()
+
+    def scan(addresses: list[str], name: str) -> dict[tuple[str, str], set[tuple[str, str, str]]]:
+        out = tmp_path / f"{name}.json"
+        targets = [a for addr in addresses for a in ("--target", f"domain-controllers={addr}")]
+        main(["scan", *targets, "--target", f"dns-servers={addresses[0]}", "--profile", "active-directory",
+              "--set", "domain=lab.test", "--json", str(out), "--quiet"])  # fmt: skip
+        rows = json.loads(out.read_text())["rows"]
+        by_row: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
+        for r in rows:
+            if r["role"] == "domain-controllers":
+                by_row.setdefault((r["row"], r["target"]), set()).update(
+                    (c["probe"], str(c["port"]), f"{c['status']}/{c['reason']}") for c in r["checks"])
+        return by_row
+
+    try:
+        alone = scan([host.ipv4], "alone")
+        many = scan([host.ipv4, *aliases], "many")
+    finally:
+        dc.stop()
+    reference = {row: checks for (row, _target), checks in alone.items()}
+    assert len(many) == len(reference) * 25
+    wrong = {key: checks ^ reference[key[0]] for key, checks in many.items() if checks != reference[key[0]]}
+    assert not wrong, sorted(wrong.items())[:5]
