@@ -375,6 +375,7 @@ class _Scheduler:
         self.tasks: set[asyncio.Task[None]] = set()
         self.later: list[Job] = []  # checks to ask once more, in the retry pass (`for_retry`)
         self.retrying = False
+        self.stopping = False  # cancelled: start nothing new
         self.fastest: dict[str, float] = {}  # per probe: the quickest check that ended in time
         self.probes = registry()
         self._idle: asyncio.Future[None] | None = None
@@ -431,12 +432,24 @@ class _Scheduler:
             raise
 
     async def cancel(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        """Cancel every check in flight until all have ended, and start no new one.
+
+        Python 3.11's wait_for swallows a cancellation that arrives as its inner future
+        completes, so a single cancel() can leave a check running: ask again until all end.
+        """
+        self.stopping = True
+        self.ready.clear()
+        pending = {t for t in self.tasks if not t.done()}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
+            pending |= {t for t in self.tasks if not t.done()}
 
     def pump(self) -> None:
         """Start checks while the scan's window allows, one host at a time in turn."""
+        if self.stopping:
+            return
         loop = asyncio.get_running_loop()
         window, ready = self.window, self.ready
         while ready and window.allows():
@@ -590,8 +603,23 @@ async def run_plan(
             await scheduler.run(scheduler.later)
     except asyncio.CancelledError:
         await scheduler.cancel()
-        raise Interrupted([row_result(i) for i in range(len(plan.rows)) if any(results[i])]) from None
+        raise Interrupted([_interrupted_row(plan.rows[i], results[i], resolved)
+                           for i in range(len(plan.rows)) if any(results[i])]) from None  # fmt: skip
     return [row_result(i) for i in range(len(plan.rows))]
+
+
+def _interrupted_row(prow: PlannedRow, checks: list[CheckResult | None], resolved: Mapping[str, Resolved]) -> RowResult:
+    """A row cut short: its finished checks, and the others `inconclusive interrupted` (a row
+    whose remaining checks never ran must not read pass)."""
+    done = tuple(
+        c if c is not None else CheckResult(
+            pc.spec.protocol.value, pc.port_label, pc.probe, Status.INCONCLUSIVE, Reason.INTERRUPTED,
+            "not finished: the scan was stopped before this check ended; run the scan again for its verdict",
+        )
+        for c, pc in zip(checks, prow.checks, strict=True)
+    )  # fmt: skip
+    res = resolved.get(prow.target.host)
+    return RowResult(prow.row, prow.target, res.address if res is not None else None, done)
 
 
 def _round_robin(queues: list[deque[Job]]) -> Iterable[Job]:

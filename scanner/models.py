@@ -65,6 +65,7 @@ REASON_WORDS: dict[str, str] = {
     "not-seen": "nothing arrived from that source",
     "time-skew": "the clock differs from the domain controller's by more than Kerberos allows",
     "port-in-use": "a local port the Auditor needs is held by another process",
+    "interrupted": "the scan was stopped before this check ended: no verdict; run it again",
     "no-reply": "the service accepted the connection but did not answer in time: overloaded or hung",
     "closed": "the service accepted the connection, then closed or reset it: TLS required, an IP allow-list, or overload",
     "internal": "a portready bug; the detail says what",
@@ -102,6 +103,7 @@ class Reason(_StrEnum):
     PORT_IN_USE = "port-in-use"  # a local port the Auditor needs is held by another process
     CLOSED = "closed"  # accepted, then closed/reset by the service: TLS required, IP allow-list, overload
     NO_REPLY = "no-reply"  # connected, then no answer in time: the service is overloaded or hung
+    INTERRUPTED = "interrupted"  # the scan was stopped (a signal) before this check ended
     INTERNAL = "internal"  # a bug or local failure; detail says what
 
 

@@ -276,6 +276,42 @@ def test_cancelled_scan_raises_interrupted_with_the_finished_checks(listening_po
     assert interrupted.rows[0].checks[0].status is Status.PASS
 
 
+def test_a_row_cut_short_reads_interrupted_never_pass(listening_port: int) -> None:
+    """One row, two checks: the fast one passed, the slow one never ended. The row must not
+    read pass on the strength of half its checks."""
+    from scanner.engine import Interrupted
+
+    async def scenario() -> Interrupted:
+        async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(hang, "127.0.0.1", 0)
+        slow_port = server.sockets[0].getsockname()[1]
+        async with server:
+            rows = [_row(_tcp(listening_port), CheckSpec(Transport.TCP, "http", slow_port), row_id="half")]
+            settings = Settings(timeout=20.0, retries=0)
+            targets = {"monitored-computers": [Target("monitored-computers", "127.0.0.1")]}
+            plan = build_plan(rows, targets, depth=Depth.PROTOCOL, settings=settings)
+            first = asyncio.Event()
+            task = asyncio.ensure_future(run_plan(plan, settings, on_check=lambda c: first.set()))
+            await first.wait()  # the TCP check is done, the HTTP one hangs
+            task.cancel()
+            try:
+                await task
+            except Interrupted as exc:
+                return exc
+        raise AssertionError("run_plan did not raise Interrupted")
+
+    (row,) = asyncio.run(scenario()).rows
+    assert [(c.status, c.reason) for c in row.checks] == [
+        (Status.PASS, Reason.PORT_DEPTH), (Status.INCONCLUSIVE, Reason.INTERRUPTED)]
+    assert row.status is Status.INCONCLUSIVE and row.reason is Reason.INTERRUPTED
+
+
 def test_connect_without_the_fast_path_reads_the_same(listening_port: int, closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # The path Windows' proactor loop takes: one awaited connect in a task, no re-armed socket.
     import scanner.probes.netio as netio
