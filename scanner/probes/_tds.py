@@ -30,7 +30,7 @@ from typing import Any
 
 from scanner.models import Reason
 from scanner.probes.base import ProbeContext, ProbeError, failed
-from scanner.probes.netio import close_quietly, closed, connect_tcp, read_exactly, wire_errors
+from scanner.probes.netio import close_quietly, closed, connect_tcp, no_reply, read_exactly, wire_errors
 
 PACKET_PRELOGIN = 0x12
 PACKET_REPLY = 0x04
@@ -237,8 +237,12 @@ async def _exchange(
                         if not exc.partial:  # accepted, then closed: maybe TDS 8.0 strict (TLS first)
                             raise _MaybeStrict(ProbeError(closed(pctx, "TDS PRELOGIN answer", port))) from exc
                         head = exc.partial  # parse_header explains what is wrong with it
-                    except asyncio.TimeoutError as exc:
-                        raise _protocol_error(pctx, port, f"no answer within {pctx.settings.timeout:g} s") from exc
+                    except (ConnectionResetError, BrokenPipeError) as exc:
+                        # Accepted, then reset before a word (our request arrived before its
+                        # close): the same as closing without answering, not a refusal.
+                        raise _MaybeStrict(ProbeError(closed(pctx, "TDS PRELOGIN answer", port))) from exc
+                    except asyncio.TimeoutError as exc:  # connected, then silent: busy or hung
+                        raise ProbeError(no_reply(pctx, "TDS PRELOGIN answer", port=port)) from exc
                 if head[:1] in (b"\x15", b"\x16") and head[1:2] == b"\x03":
                     raise _MaybeStrict(_protocol_error(pctx, port, "the server answered with TLS"))
             else:
