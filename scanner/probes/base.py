@@ -223,6 +223,8 @@ class Probe:
     # What one check leaves in the target's security log, e.g. "event 4768 (0x6) per target";
     # "" = nothing known. README's footprint table lists the declared ones.
     footprint: ClassVar[str] = ""
+    # Traffic flows to the Auditor host: the scan skips this check and `portready listen` proves it.
+    inbound: ClassVar[bool] = False
 
     def summarize(self, evidence: Mapping[str, Any]) -> str:
         """One line of what the peer showed (e.g. "SMB 3.1.1 signing required"), from this probe's evidence.

@@ -16,6 +16,7 @@ class InboundProbe(Probe):
     transports = (Transport.TCP, Transport.UDP)
     summary = "inbound to the Auditor host: proven by `portready listen` and `portready send`"
     exchanges = 0
+    inbound = True
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         return skipped(
