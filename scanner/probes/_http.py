@@ -334,12 +334,17 @@ async def http_request(
     return response
 
 
+def validate_via_proxy(options: Mapping[str, Any]) -> None:
+    """The `via_proxy` option every proxy-aware probe takes (here, not in _proxy: _proxy speaks HTTP)."""
+    value = options.get("via_proxy")
+    if value is not None and not isinstance(value, bool):
+        raise ValueError("option 'via_proxy' must be true or false")
+
+
 def validate_http_options(
     name: str, options: Mapping[str, Any], extra: frozenset[str] = frozenset()
 ) -> None:
     """Options of the HTTP-based probes: path, expect, via_proxy (+ `extra`)."""
-    from scanner.probes._proxy import validate_via_proxy
-
     allowed = {"path", "expect", "via_proxy", *extra}
     unknown = set(options) - allowed
     if unknown:

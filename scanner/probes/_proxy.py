@@ -24,10 +24,10 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from scanner.models import Reason, Status
+from scanner.probes._http import HttpResponse, clip, close_writer, read_head
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
 from scanner.probes.netio import connect_tcp, wire_errors
 from scanner.timing import HostTiming
@@ -58,12 +58,6 @@ class Stream:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     via_proxy: str | None = None
-
-
-def validate_via_proxy(options: Mapping[str, Any]) -> None:
-    value = options.get("via_proxy")
-    if value is not None and not isinstance(value, bool):
-        raise ValueError("option 'via_proxy' must be true or false")
 
 
 def parse_proxy(url: str) -> Proxy:
@@ -248,8 +242,6 @@ def _via(outcome: Outcome, proxy: Proxy, prefix: str) -> Outcome:
 
 async def open_tunnel(ctx: ProbeContext, proxy: Proxy, port: int) -> Stream:
     """CONNECT host:port through the proxy; the returned stream carries the tunnel."""
-    from scanner.probes._http import HttpResponse, clip, close_writer, read_head
-
     proxy_ctx, stream = await connect_proxy(ctx, proxy)
     reader, writer = stream.reader, stream.writer
     target = _connect_target(ctx.host, port)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 from scanner.models import PortRange, Reason, Row, Status, Target, Transport
+from scanner.probes._discovery import load_all
 from scanner.timing import HostTiming
 
 T = TypeVar("T")
@@ -259,8 +260,6 @@ def register(cls: type[Probe]) -> type[Probe]:
 
 def registry() -> Mapping[str, type[Probe]]:
     """All registered probes, after importing every probe module."""
-    from scanner.probes import load_all
-
     load_all()
     return dict(_REGISTRY)
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from scanner.models import Transport
-from scanner.probes._proxy import ProxyAware, validate_via_proxy
+from scanner.probes._http import validate_via_proxy
+from scanner.probes._proxy import ProxyAware
 from scanner.probes._tls import judge, open_tls, summarize_evidence, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from scanner.models import Reason, Transport
+from scanner.probes._discovery import load_all
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, passed, register, skipped
 from scanner.probes.netio import udp_exchange
 
@@ -28,8 +29,6 @@ def udp_payload(port: int) -> Callable[[PayloadBuilder], PayloadBuilder]:
 
 
 def payload_for(ctx: ProbeContext) -> bytes:
-    from scanner.probes import load_all
-
     load_all()
     builder = _PAYLOADS.get(ctx.port or 0)
     return builder(ctx) if builder else b"\r\n"
