@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from pathlib import Path
+import sys
 
 _PACKAGE = __name__.rpartition(".")[0]
 # Modules of this package that are not probes (kits start with "_" and are skipped anyway).
@@ -21,7 +21,9 @@ def load_all() -> None:
     global _loaded
     if _loaded:
         return
-    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+    # The package's own search path (imported before any of its modules): a folder added to it
+    # is searched too, which is how tests drop in a throwaway probe module.
+    for info in pkgutil.iter_modules(sys.modules[_PACKAGE].__path__):
         if info.name.startswith("_") or info.name in _NOT_PROBES:
             continue
         importlib.import_module(f"{_PACKAGE}.{info.name}")
