@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from scanner.models import CheckResult, CheckSpec, Direction, PortRange, Row, Target, Transport
+from scanner.probes._options import ParsedOptions
 from scanner.probes.base import Credentials, ProbeContext, Settings
 from scanner.timing import HostTiming
 
@@ -77,7 +78,7 @@ def make_context(
         protocol=Transport(protocol),
         port=single,
         ports=ports,
-        options=dict(options or {}),
+        options=options if isinstance(options, ParsedOptions) else dict(options or {}),  # keep typed options
         settings=settings,
         timing=HostTiming(settings.timeout, settings.min_timeout),
         deadline=loop.time() + settings.timeout * (settings.retries + 1) + settings.timeout * 4,

@@ -168,9 +168,13 @@ def test_the_readme_probe_options_are_checked_when_the_profile_loads(tmp_path: P
     assert main(["profiles", "--profiles", str(profiles), "greeting-lab"]) == 2
 
 
-def test_the_probe_list_shows_the_dropped_in_probe(greeting_probe: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_probe_list_shows_the_dropped_in_probe_and_its_options(
+    greeting_probe: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # one table line per probe line
     assert main(["profiles", "--probes"]) == 0
-    assert "greeting" in capsys.readouterr().out
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if " greeting " in ln]
+    assert "expect ('220'): how the greeting line starts" in line
 
 
 def test_without_the_module_no_profile_can_use_the_probe(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 from scanner.models import PortRange, Reason, Row, Status, Target, Transport
 from scanner.probes._discovery import load_all
+from scanner.probes._options import ParsedOptions, parse_options
 from scanner.timing import HostTiming
 
 T = TypeVar("T")
@@ -195,15 +196,32 @@ class Probe:
         return True
 
     # Options a profile may give this probe, with their types; `validate` checks them.
+    # (Older style: new probes declare `Options` instead.)
     option_types: ClassVar[Mapping[str, type | tuple[type, ...]]] = {}
+    # The probe's options as a frozen dataclass (scanner/probes/_options.py), parsed once at load
+    # and read in `run` with `options_of(ctx, Options)`; None: `option_types`/`validate` only.
+    Options: ClassVar[type | None] = None
+
+    @classmethod
+    def load_options(cls, options: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Check a profile's options (ValueError) and return them as the check keeps them:
+        the mapping as written, carrying the typed `Options` when the probe declares them."""
+        if cls.Options is None:
+            cls.validate(options)
+            return options
+        return ParsedOptions(options, parse_options(cls.name, cls.Options, options))
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
         """Reject bad profile options (raise ValueError) before anything is sent.
 
-        The default checks names and types against `option_types`; probes with richer
+        With `Options` declared, the dataclass decides (types, then its `__post_init__`);
+        otherwise names and types are checked against `option_types`, and probes with richer
         options extend it.
         """
+        if cls.Options is not None:
+            parse_options(cls.name, cls.Options, options)
+            return
         unknown = sorted(set(options) - set(cls.option_types))
         if unknown:
             known = ", ".join(sorted(cls.option_types)) or "none"
@@ -234,6 +252,14 @@ class Probe:
         from a peer or a saved file: read it defensively (`evidence_text`), never raise.
         """
         return ""
+
+
+def options_of(ctx: ProbeContext, kind: type[T]) -> T:
+    """The check's typed options: parsed when the profile loaded, or now for a context built by hand."""
+    typed = getattr(ctx.options, "typed", None)
+    if isinstance(typed, kind):
+        return typed
+    return parse_options(kind.__name__, kind, ctx.options)
 
 
 def evidence_text(evidence: Mapping[str, Any], key: str, limit: int = 120) -> str:
