@@ -80,6 +80,8 @@ def parse_options(probe: str, kind: type[T], raw: Mapping[str, Any]) -> T:
         if allowed is None:
             continue
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            if set(allowed) <= {bool, type(None)}:
+                raise ValueError(f"probe {probe!r}: option {key!r} must be true or false")
             raise ValueError(f"probe {probe!r}: option {key!r} has the wrong type ({type(value).__name__})")
     return kind(**raw)
 

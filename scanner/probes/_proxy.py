@@ -24,10 +24,11 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass
+from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
 from scanner.models import Reason, Status
-from scanner.probes._http import HttpResponse, clip, close_writer, read_head
+from scanner.probes._http import HttpResponse, ProxyOptions, clip, close_writer, read_head
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
 from scanner.probes.netio import connect_tcp, wire_errors
 from scanner.timing import HostTiming
@@ -286,7 +287,10 @@ class ProxyAware:
 
     On networks where only the proxy resolves internet names, a Microsoft 365 row
     must not fail as 'unresolved' on the Auditor host before the proxy is asked.
+    Its probes take `via_proxy` (ProxyOptions) unless they declare richer options.
     """
+
+    Options: ClassVar[type | None] = ProxyOptions
 
     @classmethod
     def needs_address(cls, ctx: ProbeContext) -> bool:

@@ -42,7 +42,7 @@ def test_good_options_become_the_dataclass() -> None:
         ({"name": 5}, "option 'name' has the wrong type (int)"),
         ({"name": "x", "port": True}, "option 'port' has the wrong type (bool)"),  # YAML `yes` is not a port
         ({"name": "x", "port": "135"}, "option 'port' has the wrong type (str)"),
-        ({"name": "x", "tls": 1}, "option 'tls' has the wrong type (int)"),
+        ({"name": "x", "tls": 1}, "option 'tls' must be true or false"),
         ({"name": "x", "port": 70000}, "port must be a TCP port number"),
         (["name"], "options must be a mapping"),
         ({"name": "x", 7: 1}, "does not take option(s) '7'"),
