@@ -7,11 +7,13 @@ Protocol modules add payloads for their well-known ports with `udp_payload`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from scanner.models import Reason, Transport
 from scanner.probes._discovery import load_all
-from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, passed, register, skipped
+from scanner.probes._options import option
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, options_of, passed, register, skipped
 from scanner.probes.netio import udp_exchange
 
 PayloadBuilder = Callable[[ProbeContext], bytes]
@@ -51,6 +53,11 @@ class UdpProbe(Probe):
         )
 
 
+@dataclass(frozen=True)
+class UnverifiableOptions:
+    why: str = option("no service listens on this UDP port by design", "why no service answers, in the report's words")
+
+
 @register
 class UdpUnverifiableProbe(Probe):
     """For documented UDP ports where no service answers by design (UDP 139, UDP 445).
@@ -65,10 +72,10 @@ class UdpUnverifiableProbe(Probe):
     summary = "UDP port with no service by design: observed, reported as not verifiable"
     exchanges = 1
 
-    option_types = {"why": str}
+    Options = UnverifiableOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        why = str(ctx.options.get("why", "no service listens on this UDP port by design"))
+        why = options_of(ctx, UnverifiableOptions).why
         try:
             reply = await udp_exchange(ctx, payload_for(ctx))
         except ProbeError as exc:
