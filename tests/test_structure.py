@@ -27,6 +27,7 @@ OTHER_MEANING = {
     ("scanner/cli.py", "listen"): "the `portready listen` command, in the help order",
     ("scanner/commands/listen.py", "listen"): "the command's own name and its report kind",
     ("scanner/remediation.py", "ontap"): "the `portready fix --format ontap` dialect, a CLI contract",
+    ("scanner/wire/rpc.py", "http"): "an RPC tower floor's protocol (ncacn_http), the wire's word",
 }
 # The one file another engineer is clearing of probe names now; the lead drops it after merging.
 BEING_CLEARED = ("scanner/engine.py",)  # the engine engineer clears _PORT_LEVEL/_KEEP_AT_PORT_DEPTH

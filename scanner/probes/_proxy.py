@@ -28,10 +28,10 @@ from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
 from scanner.models import Reason, Status
-from scanner.probes._http import HttpResponse, ProxyOptions, clip, close_writer, read_head
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
 from scanner.probes.netio import connect_tcp, wire_errors
 from scanner.timing import HostTiming
+from scanner.wire.http import HttpResponse, ProxyOptions, clip, close_writer, read_head
 
 
 @dataclass(frozen=True)

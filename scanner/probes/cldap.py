@@ -23,10 +23,10 @@ import uuid
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes import _ldapwire as wire
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register, warned
 from scanner.probes.netio import udp_exchange
 from scanner.probes.udp import udp_payload
+from scanner.wire import ldap as wire
 
 NTVER_5EX = b"\x06\x00\x00\x00"  # NETLOGON_NT_VERSION_5 | NETLOGON_NT_VERSION_5EX
 MAX_NAME = 255

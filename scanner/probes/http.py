@@ -13,7 +13,10 @@ from __future__ import annotations
 import dataclasses
 
 from scanner.models import Transport
-from scanner.probes._http import (
+from scanner.probes._proxy import ProxyAware, connect_proxy, proxy_answer, proxy_for
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, options_of, register
+from scanner.probes.netio import connect_tcp
+from scanner.wire.http import (
     HttpOptions,
     clip,
     close_writer,
@@ -21,9 +24,6 @@ from scanner.probes._http import (
     http_outcome,
     http_request,
 )
-from scanner.probes._proxy import ProxyAware, connect_proxy, proxy_answer, proxy_for
-from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, options_of, register
-from scanner.probes.netio import connect_tcp
 
 
 @register

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from scanner.models import Transport
-from scanner.probes._http import HttpOptions, host_header, http_outcome, http_request
 from scanner.probes._proxy import ProxyAware
 from scanner.probes._tls import judge, open_tls, summarize_evidence, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, options_of, register
+from scanner.wire.http import HttpOptions, host_header, http_outcome, http_request
 
 
 @register

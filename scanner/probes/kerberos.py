@@ -29,11 +29,11 @@ import os
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes import _der as der
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
 from scanner.probes.ldap import generalized_time_to_iso, split_account, utc_now_iso
 from scanner.probes.netio import framed_exchange, udp_exchange
 from scanner.probes.udp import udp_payload
+from scanner.wire import der
 
 PLACEHOLDER_REALM = "PORTREADY.INVALID"
 MAX_KERBEROS_MESSAGE = 64 * 1024  # KRB-ERROR and AS-REP without a PAC fit easily

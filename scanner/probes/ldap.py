@@ -46,7 +46,6 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, TypeVar
 
 from scanner.models import Reason, Transport
-from scanner.probes import _ldapwire as wire
 from scanner.probes._options import option
 from scanner.probes.base import (
     Outcome,
@@ -61,6 +60,7 @@ from scanner.probes.base import (
     warned,
 )
 from scanner.probes.netio import close_quietly, connect_tcp, read_exactly
+from scanner.wire import ldap as wire
 
 T = TypeVar("T")
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from scanner.models import Reason, Transport
-from scanner.probes._http import HttpResponse, ProxyOptions, clip
 from scanner.probes._options import option
 from scanner.probes._proxy import ProxyAware
 from scanner.probes._tls import summarize_evidence, tls_summary
 from scanner.probes._web import WebClient, local_name, safe_xml
 from scanner.probes.base import FirewallHint, Outcome, Probe, ProbeContext, options_of, passed, register, warned
+from scanner.wire.http import HttpResponse, ProxyOptions, clip
 
 REST_PATH = "/api/cluster"
 ONTAPI_PATH = "/servlets/netapp.servlets.admin.XMLrequest_filer"

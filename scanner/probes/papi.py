@@ -15,11 +15,11 @@ import json
 from typing import Any, Mapping
 
 from scanner.models import Reason, Transport
-from scanner.probes._http import HttpResponse, clip
 from scanner.probes._proxy import ProxyAware
 from scanner.probes._tls import summarize_evidence, tls_summary
 from scanner.probes._web import WebClient
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
+from scanner.wire.http import HttpResponse, clip
 
 PATH = "/platform/latest"
 

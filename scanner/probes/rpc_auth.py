@@ -41,7 +41,6 @@ from scanner.probes._impacket_rpc import (
     no_credentials,
 )
 from scanner.probes._options import option
-from scanner.probes._rpc import EPM, Interface, RpcConnection, ept_map
 from scanner.probes._windows_firewall import RPC_AUTH_FIREWALL
 from scanner.probes.base import (
     Credentials,
@@ -56,6 +55,7 @@ from scanner.probes.base import (
     register,
 )
 from scanner.probes.netio import close_quietly, connect_tcp
+from scanner.wire.rpc import EPM, Interface, RpcConnection, ept_map
 
 PIPE_PORTS = (445, 139)
 

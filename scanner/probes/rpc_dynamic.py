@@ -55,15 +55,6 @@ from typing import Any, ClassVar
 
 from scanner.models import Reason, Status, Transport
 from scanner.probes._options import option
-from scanner.probes._rpc import (
-    EPM,
-    Endpoint,
-    Interface,
-    RpcConnection,
-    ept_lookup,
-    ept_map,
-    interface_name,
-)
 from scanner.probes._stealth import second_signal
 from scanner.probes._windows_firewall import RPC_FIREWALL
 from scanner.probes.base import (
@@ -79,6 +70,15 @@ from scanner.probes.base import (
     register,
 )
 from scanner.probes.netio import connect_tcp
+from scanner.wire.rpc import (
+    EPM,
+    Endpoint,
+    Interface,
+    RpcConnection,
+    ept_lookup,
+    ept_map,
+    interface_name,
+)
 
 # Name -> the interfaces that each satisfy it (the first registered one is used).
 NAMED: dict[str, tuple[Interface, ...]] = {

@@ -33,7 +33,21 @@ from typing import Any
 
 from scanner.models import Reason, Status, Transport
 from scanner.probes._options import option
-from scanner.probes._smb2 import (
+from scanner.probes.base import (
+    Credentials,
+    Outcome,
+    Probe,
+    ProbeContext,
+    ProbeError,
+    evidence_text,
+    failed,
+    inconclusive,
+    options_of,
+    passed,
+    register,
+)
+from scanner.probes.netio import close_quietly, closed, connect_tcp, read_exactly, wire_errors
+from scanner.wire.smb2 import (
     ACCOUNT_REJECTED,
     FLAG_ASYNC,
     FLAG_SIGNED,
@@ -64,20 +78,6 @@ from scanner.probes._smb2 import (
     status_name,
     tree_connect_request,
 )
-from scanner.probes.base import (
-    Credentials,
-    Outcome,
-    Probe,
-    ProbeContext,
-    ProbeError,
-    evidence_text,
-    failed,
-    inconclusive,
-    options_of,
-    passed,
-    register,
-)
-from scanner.probes.netio import close_quietly, closed, connect_tcp, read_exactly, wire_errors
 
 MAX_SMB_MESSAGE = 64 * 1024  # a NEGOTIATE response with its SPNEGO token is ~300 bytes
 SMB1_ONLY = "speaks only SMB1; the rows need SMB 2.0/3.0"

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes._mcsqlr import BrowserInstance
 from scanner.probes._options import option
-from scanner.probes._tds import PreloginReply, prelogin
 from scanner.probes.base import (
     Outcome,
     Probe,
@@ -37,6 +35,8 @@ from scanner.probes.base import (
     skipped,
 )
 from scanner.probes.sql_browser import query_browser
+from scanner.wire.mcsqlr import BrowserInstance
+from scanner.wire.tds import PreloginReply, prelogin
 
 BROWSER_PORT = 1434
 SETTING = "sql_instances"

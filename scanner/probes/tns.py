@@ -10,9 +10,9 @@ names the service to ask for; otherwise a placeholder is used and the listener's
 from __future__ import annotations
 
 from scanner.models import Transport
-from scanner.probes._tns import TnsOptions, exchange, outcome_for, service_name
 from scanner.probes.base import Outcome, Probe, ProbeContext, register
 from scanner.probes.netio import close_quietly, connect_tcp
+from scanner.wire.tns import TnsOptions, exchange, outcome_for, service_name
 
 
 @register

@@ -14,8 +14,8 @@ from typing import Any
 
 from scanner.models import Transport
 from scanner.probes._tls import judge, open_tls, summarize_evidence
-from scanner.probes._tns import TnsOptions, exchange, outcome_for, service_name
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
+from scanner.wire.tns import TnsOptions, exchange, outcome_for, service_name
 
 
 @register

@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from scanner.models import Reason, Transport
-from scanner.probes._http import HttpResponse, clip
 from scanner.probes._proxy import ProxyAware
 from scanner.probes._tls import summarize_evidence, tls_summary
 from scanner.probes._web import WebClient, local_name, safe_xml
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register
+from scanner.wire.http import HttpResponse, clip
 
 VERSIONS_PATH = "/sdk/vimServiceVersions.xml"
 SDK_PATH = "/sdk"

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes._http import HttpResponse, clip
 from scanner.probes._options import option
 from scanner.probes._tls import summarize_evidence
 from scanner.probes._web import WebClient, local_name, safe_xml
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, inconclusive, options_of, passed, register
+from scanner.wire.http import HttpResponse, clip
 
 SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
 WSMID_NS = "http://schemas.dmtf.org/wbem/wsman/identity/1/wsmanidentity.xsd"
