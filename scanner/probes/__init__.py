@@ -2,7 +2,8 @@
 
 Adding a protocol is one new module here (plus its tests); nothing else
 changes (README "Extending" shows one). `load_all()` (in `_discovery`) imports
-every module of this package so their `@register` decorators run.
+every module of this package so their `@register` decorators run. The wire
+codecs they speak with live in `scanner/wire/`.
 """
 
 from __future__ import annotations
