@@ -254,12 +254,21 @@ class Probe:
         return ""
 
 
-def options_of(ctx: ProbeContext, kind: type[T]) -> T:
-    """The check's typed options: parsed when the profile loaded, or now for a context built by hand."""
+def options_of(ctx: ProbeContext, kind: type[T], *, foreign_ok: bool = False) -> T:
+    """The check's typed options: parsed when the profile loaded, or now for a context built by hand.
+
+    `foreign_ok`: the caller may run for another probe's check (a UDP payload builder at port
+    depth sees that check's options); options that are not `kind`'s give its defaults then.
+    """
     typed = getattr(ctx.options, "typed", None)
     if isinstance(typed, kind):
         return typed
-    return parse_options(kind.__name__, kind, ctx.options)
+    try:
+        return parse_options(kind.__name__, kind, ctx.options)
+    except ValueError:
+        if not foreign_ok:
+            raise
+        return kind()
 
 
 def evidence_text(evidence: Mapping[str, Any], key: str, limit: int = 120) -> str:

@@ -94,4 +94,17 @@ def test_profiles_probes_shows_options_with_defaults(capsys: pytest.CaptureFixtu
     assert main(["profiles", "--probes"]) == 0
     out = capsys.readouterr().out
     assert "mapper_port (135): the endpoint mapper's port" in out
-    assert "domain: str" in out  # a probe still on option_types lists names and types
+    assert "domain (None): the AD domain whose DC locator SRV record is asked" in out
+
+
+async def test_a_payload_builder_seeing_another_probes_options_gets_the_defaults() -> None:
+    # At port depth a UDP payload builder runs for whatever check owns the port.
+    ctx = make_context("h", "127.0.0.1", 1, options={"why": "no service by design"})
+    with pytest.raises(ValueError, match="does not take option"):
+        options_of(ctx, Sample)
+    assert options_of(ctx, Tolerant, foreign_ok=True) == Tolerant()
+
+
+@dataclass(frozen=True)
+class Tolerant:
+    domain: str | None = option(None, "a domain")
