@@ -28,7 +28,7 @@ from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
 from scanner.models import Reason, Status
-from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
+from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, options_of
 from scanner.probes.netio import connect_tcp, wire_errors
 from scanner.timing import HostTiming
 from scanner.wire.http import HttpResponse, ProxyOptions, clip, close_writer, read_head
@@ -128,7 +128,7 @@ def proxy_for(ctx: ProbeContext, port: int | None = None) -> Proxy | None:
     Raises ProbeError (status error, reason internal: a local configuration problem)
     when the configured proxy address cannot be understood.
     """
-    choice = ctx.options.get("via_proxy")
+    choice = options_of(ctx, ProxyOptions, foreign_ok=True).via_proxy  # probes without the option: unset
     if choice is False or (choice is None and not internet_bound(ctx)):
         return None
     url = ctx.settings.proxy
