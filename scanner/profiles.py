@@ -171,7 +171,7 @@ def _row(
         if check.protocol is not Transport.ICMP and check.port is None and check.setting is None:
             raise _Invalid(cloc, f"row {rid!r}: a TCP/UDP check needs a port or a setting that gives it")
         try:
-            probe.validate(check.options)
+            check = dataclasses.replace(check, options=probe.load_options(check.options))  # parsed once, here
         except ValueError as exc:
             raise _Invalid((*cloc, "options"), f"row {rid!r}: {exc}") from None
         checks.append(check)

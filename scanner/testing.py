@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from scanner.models import CheckResult, CheckSpec, Direction, PortRange, Row, Target, Transport
+from scanner.probes._options import ParsedOptions
 from scanner.probes.base import Credentials, ProbeContext, Settings
 from scanner.timing import HostTiming
 
@@ -22,7 +23,8 @@ def _internet_roles() -> frozenset[str]:
 
 
 def make_row(probe: str, protocol: str, port: int | PortRange | None, role: str, options: Mapping[str, Any]) -> Row:
-    spec = CheckSpec(Transport(protocol), probe, port, None, dict(options))
+    # Typed options (ParsedOptions) are kept as they are; a plain mapping is copied.
+    spec = CheckSpec(Transport(protocol), probe, port, None, options if isinstance(options, ParsedOptions) else dict(options))
     return Row(
         profile="test",
         id=f"{probe}-{port}",

@@ -49,6 +49,15 @@ def _plain(value: Any) -> Text:
     return Text("".join(ch if ch.isprintable() or ch == "\n" else "\ufffd" for ch in str(value)))
 
 
+def _option_lines(probe: Any) -> str:
+    """A probe's options, one a line: typed `Options` with defaults and help, else `option_types`."""
+    from scanner.probes._options import describe
+
+    if probe.Options is not None:
+        return "\n".join(f"{n} ({d}): {h}" if h else f"{n} ({d})" for n, d, h in describe(probe.Options))
+    return "\n".join(f"{n}: {getattr(t, '__name__', t)}" for n, t in sorted(probe.option_types.items()))
+
+
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -75,9 +84,11 @@ def _run(args: argparse.Namespace) -> int:
         table.add_column("Probe")
         table.add_column("Transports")
         table.add_column("What it proves", overflow="fold")
+        table.add_column("Options (default)", overflow="fold")
         for name in sorted(probes):
             p = probes[name]
-            table.add_row(_plain(name), _plain(", ".join(t.value for t in p.transports)), _plain(p.summary))
+            table.add_row(_plain(name), _plain(", ".join(t.value for t in p.transports)), _plain(p.summary),
+                          _plain(_option_lines(p)))
         Console(highlight=False).print(table)
         return 0
     ids = [args.profile] if args.profile else list(catalogue.profiles)

@@ -35,6 +35,7 @@ from scanner.models import (
     Target,
     Transport,
 )
+from scanner.probes.base import get_probe
 
 ANY_HOST = "any"
 _MAX_TAGS_SHOWN = 16
@@ -117,6 +118,14 @@ def iso(ts: float) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _proven_by_listening(spec: CheckSpec) -> bool:
+    """Whether the check's probe declares its traffic inbound (the listener proves it, not the scan)."""
+    try:
+        return get_probe(spec.probe).inbound
+    except KeyError:  # profiles are validated at load; a hand-built spec may name anything
+        return False
+
+
 def plan_inbound(
     rows: Iterable[Row],
     settings_values: Mapping[str, Any] | None = None,
@@ -135,7 +144,7 @@ def plan_inbound(
             continue
         checks: list[InboundCheck] = []
         for spec in row.checks:
-            if spec.probe != "listen" or spec.protocol is Transport.ICMP:
+            if not _proven_by_listening(spec) or spec.protocol is Transport.ICMP:
                 continue
             doc: int | None = None
             why: Outcome | None = None
@@ -374,7 +383,7 @@ def _row_for_source(
     address = src.addresses[0] if src.addresses else None
     if src.error is not None:
         checks = tuple(
-            CheckResult(c.spec.protocol.value, c.port or c.spec.port_label, "listen", Status.FAIL, Reason.UNRESOLVED,
+            CheckResult(c.spec.protocol.value, c.port or c.spec.port_label, c.spec.probe, Status.FAIL, Reason.UNRESOLVED,
                         f"unresolved: {src.error} — arrivals cannot be matched to this source")
             for c in irow.checks
         )  # fmt: skip
@@ -397,7 +406,7 @@ def _row_for_source(
             evidence["documented_port"] = check.doc_port
         if check.why_not is not None:
             o = check.why_not
-            checks_out.append(CheckResult(proto, port_label, "listen", o.status, o.reason, o.detail, evidence))
+            checks_out.append(CheckResult(proto, port_label, check.spec.probe, o.status, o.reason, o.detail, evidence))
             continue
         if recs:
             recs.sort(key=lambda r: r.first)
@@ -421,19 +430,19 @@ def _row_for_source(
             detail = f"arrived from {who}: {_arrival_words(rec)}" + (f"; {lost}" if lost else "")
             if status is Status.WARN:
                 detail += " — the path works, but the listener did not take everything: raise the cap named"
-            checks_out.append(CheckResult(proto, port_label, "listen", status, Reason.OK, detail, evidence))
+            checks_out.append(CheckResult(proto, port_label, check.spec.probe, status, Reason.OK, detail, evidence))
             continue
         unbound = _unbound_outcome(check, failed, watched, port_notes)
         if unbound is not None:
             status, detail = unbound.status, unbound.detail
             if seen:  # the row is proven by another of its ports for this source
                 status, detail = Status.SKIP, f"not needed for this source (it arrived on another port); {detail}"
-            checks_out.append(CheckResult(proto, port_label, "listen", status, unbound.reason, detail, evidence))
+            checks_out.append(CheckResult(proto, port_label, check.spec.probe, status, unbound.reason, detail, evidence))
             continue
         where = f"{proto.upper()} {check.port}"
         if seen:
             checks_out.append(CheckResult(
-                proto, port_label, "listen", Status.SKIP, Reason.NOT_SEEN,
+                proto, port_label, check.spec.probe, Status.SKIP, Reason.NOT_SEEN,
                 f"nothing on {where}, not needed: this source's traffic for the row arrived on another "
                 "of its documented ports", evidence,
             ))  # fmt: skip
@@ -444,7 +453,7 @@ def _row_for_source(
             # Lost datagrams carry no sender: this source's may be among them.
             evidence["port_kernel_drops"] = kernel
             checks_out.append(CheckResult(
-                proto, port_label, "listen", Status.INCONCLUSIVE, Reason.NOT_SEEN,
+                proto, port_label, check.spec.probe, Status.INCONCLUSIVE, Reason.NOT_SEEN,
                 f"not seen from {who} on {where} in {waited:.0f} s, but the kernel dropped {kernel} datagram(s) "
                 "on this port (receive buffer full): this source's may be among them — send again when the "
                 "port is quieter",
@@ -452,7 +461,7 @@ def _row_for_source(
             ))  # fmt: skip
             continue
         checks_out.append(CheckResult(
-            proto, port_label, "listen", Status.FAIL, Reason.NOT_SEEN,
+            proto, port_label, check.spec.probe, Status.FAIL, Reason.NOT_SEEN,
             f"not seen: nothing arrived from {who} on {where} in {waited:.0f} s — make it send "
             f"(`portready send --to <this host> --row {irow.row.key}` or a test event), then check "
             "its target address and the firewalls on the way",

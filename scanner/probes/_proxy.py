@@ -24,13 +24,14 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
 from scanner.models import Reason, Status
-from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
+from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, options_of
 from scanner.probes.netio import connect_tcp, wire_errors
 from scanner.timing import HostTiming
+from scanner.wire.http import HttpResponse, ProxyOptions, clip, close_writer, read_head
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,6 @@ class Stream:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     via_proxy: str | None = None
-
-
-def validate_via_proxy(options: Mapping[str, Any]) -> None:
-    value = options.get("via_proxy")
-    if value is not None and not isinstance(value, bool):
-        raise ValueError("option 'via_proxy' must be true or false")
 
 
 def parse_proxy(url: str) -> Proxy:
@@ -133,7 +128,7 @@ def proxy_for(ctx: ProbeContext, port: int | None = None) -> Proxy | None:
     Raises ProbeError (status error, reason internal: a local configuration problem)
     when the configured proxy address cannot be understood.
     """
-    choice = ctx.options.get("via_proxy")
+    choice = options_of(ctx, ProxyOptions, foreign_ok=True).via_proxy  # probes without the option: unset
     if choice is False or (choice is None and not internet_bound(ctx)):
         return None
     url = ctx.settings.proxy
@@ -248,8 +243,6 @@ def _via(outcome: Outcome, proxy: Proxy, prefix: str) -> Outcome:
 
 async def open_tunnel(ctx: ProbeContext, proxy: Proxy, port: int) -> Stream:
     """CONNECT host:port through the proxy; the returned stream carries the tunnel."""
-    from scanner.probes._http import HttpResponse, clip, close_writer, read_head
-
     proxy_ctx, stream = await connect_proxy(ctx, proxy)
     reader, writer = stream.reader, stream.writer
     target = _connect_target(ctx.host, port)
@@ -294,7 +287,10 @@ class ProxyAware:
 
     On networks where only the proxy resolves internet names, a Microsoft 365 row
     must not fail as 'unresolved' on the Auditor host before the proxy is asked.
+    Its probes take `via_proxy` (ProxyOptions) unless they declare richer options.
     """
+
+    Options: ClassVar[type | None] = ProxyOptions
 
     @classmethod
     def needs_address(cls, ctx: ProbeContext) -> bool:

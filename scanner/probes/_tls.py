@@ -40,10 +40,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from scanner.models import Reason, Status
-from scanner.probes._http import clip, close_writer
 from scanner.probes._proxy import Stream, open_stream
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
 from scanner.probes.netio import closed_in_handshake, is_reset, start_tls
+from scanner.wire.http import clip, close_writer
 
 _NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: dates are judged by us, in words
 OLD_VERSIONS = ("SSLv3", "TLSv1", "TLSv1.1")

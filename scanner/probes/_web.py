@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from scanner.probes._http import HttpResponse, close_writer, host_header, http_request
 from scanner.probes._proxy import Stream, open_stream
 from scanner.probes._tls import TlsSession, handshake, judge, open_tls, sni_for, unverified_context
 from scanner.probes.base import Outcome, ProbeContext, ProbeError
+from scanner.wire.http import HttpResponse, close_writer, host_header, http_request
 
 
 class WebClient:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 from scanner.models import PortRange, Reason, Row, Status, Target, Transport
+from scanner.probes._discovery import load_all
+from scanner.probes._options import ParsedOptions, parse_options
 from scanner.timing import HostTiming
 
 T = TypeVar("T")
@@ -203,15 +205,32 @@ class Probe:
         return True
 
     # Options a profile may give this probe, with their types; `validate` checks them.
+    # (Older style: new probes declare `Options` instead.)
     option_types: ClassVar[Mapping[str, type | tuple[type, ...]]] = {}
+    # The probe's options as a frozen dataclass (scanner/probes/_options.py), parsed once at load
+    # and read in `run` with `options_of(ctx, Options)`; None: `option_types`/`validate` only.
+    Options: ClassVar[type | None] = None
+
+    @classmethod
+    def load_options(cls, options: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Check a profile's options (ValueError) and return them as the check keeps them:
+        the mapping as written, carrying the typed `Options` when the probe declares them."""
+        if cls.Options is None:
+            cls.validate(options)
+            return options
+        return ParsedOptions(options, parse_options(cls.name, cls.Options, options))
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
         """Reject bad profile options (raise ValueError) before anything is sent.
 
-        The default checks names and types against `option_types`; probes with richer
+        With `Options` declared, the dataclass decides (types, then its `__post_init__`);
+        otherwise names and types are checked against `option_types`, and probes with richer
         options extend it.
         """
+        if cls.Options is not None:
+            parse_options(cls.name, cls.Options, options)
+            return
         unknown = sorted(set(options) - set(cls.option_types))
         if unknown:
             known = ", ".join(sorted(cls.option_types)) or "none"
@@ -238,6 +257,8 @@ class Probe:
     # What one check leaves in the target's security log, e.g. "event 4768 (0x6) per target";
     # "" = nothing known. README's footprint table lists the declared ones.
     footprint: ClassVar[str] = ""
+    # Traffic flows to the Auditor host: the scan skips this check and `portready listen` proves it.
+    inbound: ClassVar[bool] = False
 
     def summarize(self, evidence: Mapping[str, Any]) -> str:
         """One line of what the peer showed (e.g. "SMB 3.1.1 signing required"), from this probe's evidence.
@@ -246,6 +267,23 @@ class Probe:
         from a peer or a saved file: read it defensively (`evidence_text`), never raise.
         """
         return ""
+
+
+def options_of(ctx: ProbeContext, kind: type[T], *, foreign_ok: bool = False) -> T:
+    """The check's typed options: parsed when the profile loaded, or now for a context built by hand.
+
+    `foreign_ok`: the caller may run for another probe's check (a UDP payload builder at port
+    depth sees that check's options); options that are not `kind`'s give its defaults then.
+    """
+    typed = getattr(ctx.options, "typed", None)
+    if isinstance(typed, kind):
+        return typed
+    try:
+        return parse_options(kind.__name__, kind, ctx.options)
+    except ValueError:
+        if not foreign_ok:
+            raise
+        return kind()
 
 
 def evidence_text(evidence: Mapping[str, Any], key: str, limit: int = 120) -> str:
@@ -272,8 +310,6 @@ def register(cls: type[Probe]) -> type[Probe]:
 
 def registry() -> Mapping[str, type[Probe]]:
     """All registered probes, after importing every probe module."""
-    from scanner.probes import load_all
-
     load_all()
     return dict(_REGISTRY)
 

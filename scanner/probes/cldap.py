@@ -20,13 +20,15 @@ from __future__ import annotations
 import os
 import struct
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes import _ldapwire as wire
-from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register, warned
+from scanner.probes._options import option
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, options_of, passed, register, warned
 from scanner.probes.netio import udp_exchange
 from scanner.probes.udp import udp_payload
+from scanner.wire import ldap as wire
 
 NTVER_5EX = b"\x06\x00\x00\x00"  # NETLOGON_NT_VERSION_5 | NETLOGON_NT_VERSION_5EX
 MAX_NAME = 255
@@ -162,8 +164,13 @@ def cldap_payload(ctx: ProbeContext) -> bytes:
     return ping_request(1, _domain(ctx))
 
 
+@dataclass(frozen=True)
+class CldapOptions:
+    domain: str | None = option(None, "the AD domain named in the LDAP ping; unset: the inventory's domain")
+
+
 def _domain(ctx: ProbeContext) -> str | None:
-    value = ctx.options.get("domain") or ctx.settings.values.get("domain")
+    value = options_of(ctx, CldapOptions, foreign_ok=True).domain or ctx.settings.values.get("domain")
     return str(value) if value else None
 
 
@@ -174,7 +181,7 @@ class CldapProbe(Probe):
     summary = "CLDAP: netlogon LDAP ping (forest, domain, DC name, site, DC flags)"
     exchanges = 1
 
-    option_types = {"domain": str}
+    Options = CldapOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         mid = int.from_bytes(os.urandom(2), "big") + 1

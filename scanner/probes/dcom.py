@@ -41,6 +41,7 @@ from scanner.probes._impacket_rpc import (
     missing_extra,
     no_credentials,
 )
+from scanner.probes._options import option
 from scanner.probes._stealth import second_signal
 from scanner.probes._windows_firewall import DCOM_FIREWALL
 from scanner.probes.base import (
@@ -51,6 +52,7 @@ from scanner.probes.base import (
     ProbeError,
     failed,
     inconclusive,
+    options_of,
     passed,
     register,
 )
@@ -211,6 +213,18 @@ def login(
 # thread races with another thread's activation, and they hold a few bytes per target.
 
 
+@dataclass(frozen=True)
+class DcomOptions:
+    server: str = option("wmi", "the DCOM server to activate: " + ", ".join(SERVERS))
+    mapper_port: int = option(135, "the activator's port when the row is a range")
+
+    def __post_init__(self) -> None:
+        if self.server.lower() not in SERVERS:
+            raise ValueError(f"dcom: unknown server {self.server!r} (known: {', '.join(SERVERS)})")
+        if not 0 < self.mapper_port < 65536:
+            raise ValueError("dcom: mapper_port must be a TCP port number")
+
+
 @register
 class DcomActivationProbe(Probe):
     name = "dcom"
@@ -222,24 +236,16 @@ class DcomActivationProbe(Probe):
         "administrator), 4625 on a wrong password; System log 10016 when DCOM permissions refuse the account"
     )
     accepts_range = True
-    option_types: ClassVar[Mapping[str, type | tuple[type, ...]]] = {"server": str, "mapper_port": int}
+    Options = DcomOptions
     firewall = DCOM_FIREWALL  # WMI's or PLA's own rule group, from the `server` evidence
-
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        super().validate(options)
-        if str(options.get("server", "wmi")).lower() not in SERVERS:
-            raise ValueError(f"dcom: unknown server {options.get('server')!r} (known: {', '.join(SERVERS)})")
-        if not 0 < int(options.get("mapper_port", 135)) < 65536:
-            raise ValueError("dcom: mapper_port must be a TCP port number")
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         if ctx.port is None:  # a range check: the activator listens on the mapper port
-            return await self._run(ctx.with_port(int(ctx.options.get("mapper_port", 135))))
+            return await self._run(ctx.with_port(options_of(ctx, DcomOptions).mapper_port))
         return await self._run(ctx)
 
     async def _run(self, ctx: ProbeContext) -> Outcome:
-        server = SERVERS[str(ctx.options.get("server", "wmi")).lower()]
+        server = SERVERS[options_of(ctx, DcomOptions).server.lower()]
         adds = f"a DCOM activation of {server.title} at packet integrity, the port it hands out" + (
             " and a WMI login to root\\cimv2" if server.label == "wmi" else ""
         )

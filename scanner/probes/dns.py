@@ -15,10 +15,12 @@ Messages are dnspython's; the I/O is netio's (no dnspython resolver I/O).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register, stalled, warned
+from scanner.probes._options import option
+from scanner.probes.base import Outcome, Probe, ProbeContext, failed, options_of, passed, register, stalled, warned
 from scanner.probes.netio import framed_exchange, udp_exchange
 from scanner.probes.udp import udp_payload
 
@@ -80,8 +82,13 @@ def srv_targets(response: Any) -> list[dict[str, Any]]:
     return out[:MAX_SRV_EVIDENCE]
 
 
+@dataclass(frozen=True)
+class DnsOptions:
+    domain: str | None = option(None, "the AD domain whose DC locator SRV record is asked; unset: the inventory's domain")
+
+
 def _domain(ctx: ProbeContext) -> str | None:
-    value = ctx.options.get("domain") or ctx.settings.values.get("domain")
+    value = options_of(ctx, DnsOptions, foreign_ok=True).domain or ctx.settings.values.get("domain")
     return str(value).strip(".") if value else None
 
 
@@ -102,7 +109,7 @@ class DnsProbe(Probe):
     summary = "DNS: a query answered; with a domain, the _ldap._tcp.dc._msdcs SRV (DC locator)"
     exchanges = 2
 
-    option_types = {"domain": str}
+    Options = DnsOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         import dns.rcode

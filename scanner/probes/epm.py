@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from scanner.models import Reason, Transport
-from scanner.probes._rpc import EPM, RpcConnection, ept_lookup
 from scanner.probes._stealth import second_signal
 from scanner.probes._windows_firewall import RPC_FIREWALL
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register
 from scanner.probes.netio import connect_tcp
+from scanner.wire.rpc import EPM, RpcConnection, ept_lookup
 
 MAX_LISTED = 48  # endpoints kept as evidence (a Windows DC registers 100+)
 

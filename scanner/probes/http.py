@@ -11,20 +11,19 @@ Evidence: status, server, location (redirects), path, via_proxy.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
 
 from scanner.models import Transport
-from scanner.probes._http import (
+from scanner.probes._proxy import ProxyAware, connect_proxy, proxy_answer, proxy_for
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, options_of, register
+from scanner.probes.netio import connect_tcp
+from scanner.wire.http import (
+    HttpOptions,
     clip,
     close_writer,
     host_header,
     http_outcome,
     http_request,
-    validate_http_options,
 )
-from scanner.probes._proxy import ProxyAware, connect_proxy, proxy_answer, proxy_for
-from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
-from scanner.probes.netio import connect_tcp
 
 
 @register
@@ -34,12 +33,11 @@ class HttpProbe(ProxyAware, Probe):
     summary = "HTTP: the status of the documented path (any HTTP answer proves the service)"
     exchanges = 2
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        validate_http_options(cls.name, options)
+    Options = HttpOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        path = str(ctx.options.get("path", "/"))
+        opts = options_of(ctx, HttpOptions)
+        path = opts.path
         port = ctx.port or 80
         host = host_header(ctx.host, port, 80)
         proxy = proxy_for(ctx, port)
@@ -51,7 +49,7 @@ class HttpProbe(ProxyAware, Probe):
                 )
             finally:
                 await close_writer(writer)
-            return http_outcome(ctx, response, "HTTP", "GET", path, ctx.options.get("expect"))
+            return http_outcome(ctx, response, "HTTP", "GET", path, opts.expect)
         proxy_ctx, stream = await connect_proxy(ctx, proxy)
         url = f"http://{host}{path}"
         headers: tuple[tuple[str, str], ...] = ()
@@ -74,7 +72,7 @@ class HttpProbe(ProxyAware, Probe):
             raise ProbeError(
                 proxy_answer(proxy, url, response.status, clip(response.reason, 80), verb="GET")
             )
-        outcome = http_outcome(ctx, response, "HTTP", "GET", path, ctx.options.get("expect"))
+        outcome = http_outcome(ctx, response, "HTTP", "GET", path, opts.expect)
         return dataclasses.replace(
             outcome,
             detail=f"{outcome.detail} (through the proxy {proxy.label})",

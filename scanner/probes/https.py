@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from scanner.models import Transport
-from scanner.probes._http import host_header, http_outcome, http_request, validate_http_options
 from scanner.probes._proxy import ProxyAware
 from scanner.probes._tls import judge, open_tls, summarize_evidence, tls_summary
-from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, options_of, register
+from scanner.wire.http import HttpOptions, host_header, http_outcome, http_request
 
 
 @register
@@ -28,12 +28,11 @@ class HttpsProbe(ProxyAware, Probe):
     def summarize(self, evidence: Mapping[str, Any]) -> str:
         return summarize_evidence(evidence)
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        validate_http_options(cls.name, options)
+    Options = HttpOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        path = str(ctx.options.get("path", "/"))
+        opts = options_of(ctx, HttpOptions)
+        path = opts.path
         port = ctx.port or 443
         session = await open_tls(ctx)
         try:
@@ -45,7 +44,7 @@ class HttpsProbe(ProxyAware, Probe):
             return judge(ctx, session, exc.outcome)
         finally:
             await session.close()
-        outcome = http_outcome(ctx, response, "HTTPS", "GET", path, ctx.options.get("expect"))
+        outcome = http_outcome(ctx, response, "HTTPS", "GET", path, opts.expect)
         if outcome.status.value == "pass":
             outcome = Outcome(
                 outcome.status, outcome.reason,

@@ -27,10 +27,11 @@ import shutil
 import socket
 import struct
 import sys
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason, Transport
+from scanner.probes._options import option
 from scanner.probes.base import (
     Outcome,
     Probe,
@@ -38,6 +39,7 @@ from scanner.probes.base import (
     ProbeError,
     failed,
     inconclusive,
+    options_of,
     passed,
     register,
 )
@@ -387,6 +389,15 @@ async def ping_with_command(ctx: ProbeContext) -> Outcome | None:
     return _no_reply(ctx, loop.time() - started, method)
 
 
+@dataclass(frozen=True)
+class IcmpOptions:
+    method: str = option("auto", "how to ping: " + ", ".join(METHODS))
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"icmp-echo: method must be one of {METHODS}")
+
+
 @register
 class IcmpEchoProbe(Probe):
     name = "icmp-echo"
@@ -396,16 +407,10 @@ class IcmpEchoProbe(Probe):
     depth = "port"
     port_level_for = (Transport.ICMP,)
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        unknown = set(options) - {"method"}
-        if unknown:
-            raise ValueError(f"icmp-echo: unknown options {sorted(unknown)}")
-        if options.get("method", "auto") not in METHODS:
-            raise ValueError(f"icmp-echo: method must be one of {METHODS}")
+    Options = IcmpOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        choice = str(ctx.options.get("method", "auto"))
+        choice = options_of(ctx, IcmpOptions).method
         family = socket.AF_INET6 if ":" in ctx.address else socket.AF_INET
         notes: list[str] = []
         if choice in ("auto", "socket") and sys.platform == "win32":

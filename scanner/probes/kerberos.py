@@ -15,7 +15,7 @@ still proves the KDC). Evidence: error code and name, realm, `kdc_time` (the
 KDC's clock, ISO-8601 UTC, for the time-skew check: Kerberos fails beyond 5
 minutes), `asked_client`, `client_choice`.
 
-The messages are encoded and decoded by the small DER codec in `_der`
+The messages are encoded and decoded by the small DER codec in `scanner.wire.der`
 (no ASN.1 library, no attack toolkit on the import path).
 TCP frames carry a 4-byte length (RFC 4120 7.2.2); UDP is one datagram.
 """
@@ -26,14 +26,16 @@ import asyncio
 import functools
 import ipaddress
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes import _der as der
-from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register, stalled
+from scanner.probes._options import option
+from scanner.probes.base import Outcome, Probe, ProbeContext, failed, options_of, passed, register, stalled
 from scanner.probes.ldap import generalized_time_to_iso, split_account, utc_now_iso
 from scanner.probes.netio import framed_exchange, udp_exchange
 from scanner.probes.udp import udp_payload
+from scanner.wire import der
 
 PLACEHOLDER_REALM = "PORTREADY.INVALID"
 MAX_KERBEROS_MESSAGE = 64 * 1024  # KRB-ERROR and AS-REP without a PAC fit easily
@@ -41,9 +43,15 @@ KRB_ERROR_TAG = 0x7E  # [APPLICATION 30]
 AS_REP_TAG = 0x6B  # [APPLICATION 11]
 
 
+@dataclass(frozen=True)
+class KerberosOptions:
+    realm: str | None = option(None, "the realm asked; unset: the inventory's domain, upper-cased")
+    client: str | None = option(None, "the client name in the AS-REQ; unset: kerberos_client, then the account")
+
+
 def realm_for(ctx: ProbeContext) -> tuple[str, bool]:
     """(realm, known): the inventory's domain upper-cased, else the placeholder."""
-    domain = ctx.options.get("realm") or ctx.settings.values.get("domain")
+    domain = options_of(ctx, KerberosOptions, foreign_ok=True).realm or ctx.settings.values.get("domain")
     if domain:
         return str(domain).upper(), True
     creds = ctx.credentials
@@ -86,7 +94,7 @@ FOOTPRINT = (
 
 def client_for(ctx: ProbeContext) -> tuple[str, str]:
     """(client name, how it was chosen): named / account / computer-account / unknown-name."""
-    named = ctx.options.get("client") or ctx.settings.values.get("kerberos_client")
+    named = options_of(ctx, KerberosOptions, foreign_ok=True).client or ctx.settings.values.get("kerberos_client")
     if named:
         return str(named), "named"
     creds = ctx.credentials
@@ -241,7 +249,7 @@ class KerberosProbe(Probe):
     exchanges = 2
     footprint = FOOTPRINT
 
-    option_types = {"realm": str, "client": str}
+    Options = KerberosOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         realm, known = realm_for(ctx)

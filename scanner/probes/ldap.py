@@ -46,7 +46,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, TypeVar
 
 from scanner.models import Reason, Transport
-from scanner.probes import _ldapwire as wire
+from scanner.probes._options import option
 from scanner.probes.base import (
     Outcome,
     Probe,
@@ -54,12 +54,14 @@ from scanner.probes.base import (
     ProbeError,
     failed,
     inconclusive,
+    options_of,
     passed,
     register,
     stalled,
     warned,
 )
 from scanner.probes.netio import close_quietly, connect_tcp, read_exactly
+from scanner.wire import ldap as wire
 
 T = TypeVar("T")
 
@@ -80,14 +82,16 @@ _POLICY_CODES = {7, 8, 13, 48}  # authMethodNotSupported, strongerAuth, confiden
 _AUTH_CODES = {49, 50}  # invalidCredentials, insufficientAccessRights
 
 
-def validate_directory_options(name: str, options: Mapping[str, Any], binds: tuple[str, ...]) -> None:
-    unknown = set(options) - {"gc", "bind"}
-    if unknown:
-        raise ValueError(f"probe {name!r} takes options gc, bind; got {sorted(unknown)}")
-    if "gc" in options and not isinstance(options["gc"], bool):
-        raise ValueError(f"probe {name!r}: option gc must be true or false")
-    if "bind" in options and options["bind"] not in binds:
-        raise ValueError(f"probe {name!r}: option bind must be one of {', '.join(binds)}")
+@dataclass(frozen=True)
+class DirectoryOptions:
+    """Options of the LDAP and LDAPS probes."""
+
+    gc: bool = option(False, "a Global Catalog port: the server must be a ready GC")
+    bind: str | None = option(None, f"the bind tried with credentials: {', '.join(BIND_METHODS)}; unset: negotiate")
+
+    def __post_init__(self) -> None:
+        if self.bind is not None and self.bind not in BIND_METHODS:
+            raise ValueError(f"option bind must be one of {', '.join(BIND_METHODS)}")
 
 
 def generalized_time_to_iso(value: str) -> str | None:
@@ -644,7 +648,7 @@ async def directory_check(
             **evidence,
         )
     evidence.update(rootdse_evidence(entry))
-    if ctx.options.get("gc"):
+    if options_of(ctx, DirectoryOptions).gc:
         if evidence.get("is_global_catalog_ready") is not True:
             return failed(
                 Reason.PROTOCOL,
@@ -670,7 +674,7 @@ async def directory_check(
     creds = ctx.credentials
     if creds is None:
         return passed(what + "; no credentials for this role, so no bind was tried", **evidence)
-    method = str(ctx.options.get("bind", default_bind))
+    method = options_of(ctx, DirectoryOptions).bind or default_bind
     if method == "simple":
         bind = await simple_bind(ctx, reader, writer, ids)
         bind_extra: dict[str, Any] = {}
@@ -730,13 +734,11 @@ class LdapProbe(Probe):
             parts.append(f"{evidence['bind_method']} bind")
         return ", ".join(parts)
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        validate_directory_options(cls.name, options, BIND_METHODS)
+    Options = DirectoryOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         reader, writer = await connect_tcp(ctx)
-        label = "Global Catalog LDAP" if ctx.options.get("gc") else "LDAP"
+        label = "Global Catalog LDAP" if options_of(ctx, DirectoryOptions).gc else "LDAP"
         try:
             return await within_deadline(
                 ctx, directory_check(ctx, reader, writer, label=label, default_bind="negotiate", tls=False), label

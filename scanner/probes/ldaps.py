@@ -24,11 +24,10 @@ from typing import Any, Mapping
 
 from scanner.models import Reason, Transport
 from scanner.probes._tls import TlsSession, judge, open_tls, summarize_evidence
-from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, options_of, register
 from scanner.probes.ldap import (
-    BIND_METHODS,
+    DirectoryOptions,
     directory_check,
-    validate_directory_options,
     with_evidence,
     within_deadline,
 )
@@ -77,9 +76,7 @@ class LdapsProbe(Probe):
             parts.append(f"channel binding {evidence['channel_binding']}")
         return ", ".join(p for p in parts if p)
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        validate_directory_options(cls.name, options, BIND_METHODS)
+    Options = DirectoryOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         try:
@@ -89,7 +86,7 @@ class LdapsProbe(Probe):
                 raise
             # The port answers, but without TLS there is no channel to bind a token to.
             raise ProbeError(with_evidence(exc.outcome, {"channel_binding": "no-tls"})) from exc
-        label = "Global Catalog over TLS" if ctx.options.get("gc") else "LDAPS"
+        label = "Global Catalog over TLS" if options_of(ctx, DirectoryOptions).gc else "LDAPS"
         try:
             outcome = await self._directory(ctx, session, label)
         finally:

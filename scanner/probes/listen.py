@@ -17,6 +17,7 @@ class InboundProbe(Probe):
     summary = "inbound to the Auditor host: proven by `portready listen` and `portready send`"
     exchanges = 0
     depth = "inert"  # sends nothing: inbound rows are proved by `portready listen`
+    inbound = True
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         return skipped(

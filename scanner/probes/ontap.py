@@ -23,15 +23,16 @@ api (rest/ontapi), realm, version.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from scanner.models import Reason, Transport
-from scanner.probes._http import HttpResponse, clip
+from scanner.probes._options import option
 from scanner.probes._proxy import ProxyAware
 from scanner.probes._tls import summarize_evidence, tls_summary
 from scanner.probes._web import WebClient, local_name, safe_xml
-from scanner.probes.base import FirewallHint, Outcome, Probe, ProbeContext, passed, register, warned
-from scanner.probes.tls import check_options
+from scanner.probes.base import FirewallHint, Outcome, Probe, ProbeContext, options_of, passed, register, warned
+from scanner.wire.http import HttpResponse, ProxyOptions, clip
 
 REST_PATH = "/api/cluster"
 ONTAPI_PATH = "/servlets/netapp.servlets.admin.XMLrequest_filer"
@@ -91,6 +92,11 @@ def _said(response: HttpResponse) -> str:
     return f"{response.status} {response.reason}".strip() + (f" (Server: {clip(server, 60)})" if server else "")
 
 
+@dataclass(frozen=True)
+class OntapOptions(ProxyOptions):
+    tls: bool | None = option(None, "HTTPS; unset: on every port but 80")
+
+
 @register
 class OntapManagementProbe(ProxyAware, Probe):
     name = "ontap"
@@ -100,15 +106,12 @@ class OntapManagementProbe(ProxyAware, Probe):
     # The cluster's own firewall policy takes the rule (`portready fix --format ontap`), per service.
     firewall = FirewallHint(appliance="ontap", services=((80, "http"),), default_service="https")
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        check_options(cls.name, options, {"tls", "via_proxy"})
-        if "tls" in options and not isinstance(options["tls"], bool):
-            raise ValueError("option 'tls' must be true or false")
+    Options = OntapOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         port = ctx.port or 443
-        tls = bool(ctx.options.get("tls", port != 80))
+        tls = options_of(ctx, OntapOptions).tls
+        tls = port != 80 if tls is None else tls
         scheme = "HTTPS" if tls else "HTTP"
         web = WebClient(ctx, tls=tls, port=port)
         rest = await web.request("GET", REST_PATH, headers=(("Accept", "application/json"),), max_body=64 * 1024)

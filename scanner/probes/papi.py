@@ -15,12 +15,11 @@ import json
 from typing import Any, Mapping
 
 from scanner.models import Reason, Transport
-from scanner.probes._http import HttpResponse, clip
 from scanner.probes._proxy import ProxyAware
 from scanner.probes._tls import summarize_evidence, tls_summary
 from scanner.probes._web import WebClient
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, passed, register
-from scanner.probes.tls import check_options
+from scanner.wire.http import HttpResponse, clip
 
 PATH = "/platform/latest"
 
@@ -51,10 +50,6 @@ class PapiProbe(ProxyAware, Probe):
     transports = (Transport.TCP,)
     summary = "PowerScale Platform API: GET /platform/latest over HTTPS (401 AEC_UNAUTHORIZED counts)"
     exchanges = 4
-
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        check_options(cls.name, options, {"via_proxy"})
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         web = WebClient(ctx, tls=True, port=ctx.port or 8080)

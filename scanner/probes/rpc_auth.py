@@ -24,8 +24,7 @@ skip naming the `portready[dcom]` extra.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from scanner.models import Reason, Transport
@@ -41,7 +40,7 @@ from scanner.probes._impacket_rpc import (
     missing_extra,
     no_credentials,
 )
-from scanner.probes._rpc import EPM, Interface, RpcConnection, ept_map
+from scanner.probes._options import option
 from scanner.probes._windows_firewall import RPC_AUTH_FIREWALL
 from scanner.probes.base import (
     Credentials,
@@ -51,10 +50,12 @@ from scanner.probes.base import (
     ProbeError,
     failed,
     inconclusive,
+    options_of,
     passed,
     register,
 )
 from scanner.probes.netio import close_quietly, connect_tcp
+from scanner.wire.rpc import EPM, Interface, RpcConnection, ept_map
 
 PIPE_PORTS = (445, 139)
 
@@ -94,8 +95,7 @@ TARGETS: dict[str, Target] = {
 }
 
 
-def _parse(options: Mapping[str, Any]) -> list[Target]:
-    value = options.get("interfaces")
+def _parse(value: Any) -> list[Target]:
     if not isinstance(value, (list, tuple)) or not value:
         raise ValueError("rpc-auth needs option 'interfaces': a non-empty list")
     out = []
@@ -105,6 +105,16 @@ def _parse(options: Mapping[str, Any]) -> list[Target]:
             raise ValueError(f"rpc-auth: unknown interface {item!r} (known: {', '.join(TARGETS)})")
         out.append(TARGETS[name])
     return out
+
+
+@dataclass(frozen=True)
+class RpcAuthOptions:
+    interfaces: Any = option(help="the interfaces to bind and call: " + ", ".join(TARGETS))
+    log: str = option("Security", "the event log the eventlog call opens")
+    targets: tuple[Target, ...] = field(init=False, default=())  # `interfaces`, parsed
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(_parse(self.interfaces)))
 
 
 def _call(target: Target, dce: Any, log: str, via_pipe: bool) -> dict[str, Any]:
@@ -171,7 +181,7 @@ def bind_and_call(
         step = "bind"
         dce.bind(_uuid_bin(iface))
         step = "call"
-        entry.update(_call(target, dce, str(ctx.options.get("log", "Security")), via_pipe))
+        entry.update(_call(target, dce, options_of(ctx, RpcAuthOptions).log, via_pipe))
     except Exception as exc:  # noqa: BLE001 - classify maps every library error to a reason
         outcome = classify(ctx, exc, what, port)
         detail = outcome.detail
@@ -221,17 +231,10 @@ class RpcAuthProbe(Probe):
     )
     firewall = RPC_AUTH_FIREWALL  # each interface's rule group, from the `asked` evidence
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        extra = set(options) - {"interfaces", "log"}
-        if extra:
-            raise ValueError(f"rpc-auth: unknown options {sorted(extra)}")
-        _parse(options)
-        if not isinstance(options.get("log", "Security"), str):
-            raise ValueError("rpc-auth: option 'log' must be an event log name")
+    Options = RpcAuthOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        targets = _parse(ctx.options)
+        targets = list(options_of(ctx, RpcAuthOptions).targets)
         names = ", ".join(f"{t.label} ({t.call})" for t in targets)
         creds = ctx.credentials
         if creds is None:

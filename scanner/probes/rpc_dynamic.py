@@ -50,19 +50,11 @@ import asyncio
 import re
 import uuid as uuid_module
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from scanner.models import Reason, Status, Transport
-from scanner.probes._rpc import (
-    EPM,
-    Endpoint,
-    Interface,
-    RpcConnection,
-    ept_lookup,
-    ept_map,
-    interface_name,
-)
+from scanner.probes._options import option
 from scanner.probes._stealth import second_signal
 from scanner.probes._windows_firewall import RPC_FIREWALL
 from scanner.probes.base import (
@@ -73,10 +65,20 @@ from scanner.probes.base import (
     evidence_text,
     failed,
     inconclusive,
+    options_of,
     passed,
     register,
 )
 from scanner.probes.netio import connect_tcp
+from scanner.wire.rpc import (
+    EPM,
+    Endpoint,
+    Interface,
+    RpcConnection,
+    ept_lookup,
+    ept_map,
+    interface_name,
+)
 
 # Name -> the interfaces that each satisfy it (the first registered one is used).
 NAMED: dict[str, tuple[Interface, ...]] = {
@@ -146,6 +148,18 @@ def parse_interfaces(value: Any) -> list[Wanted]:
     return out
 
 
+@dataclass(frozen=True)
+class RpcDynamicOptions:
+    interfaces: Any = option(help="the RPC interfaces to find, e.g. [wmi, scm, eventlog, any, uuid:<uuid>]")
+    mapper_port: int = option(135, "the endpoint mapper's port")
+    wanted: tuple[Wanted, ...] = field(init=False, default=())  # `interfaces`, parsed
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wanted", tuple(parse_interfaces(self.interfaces)))
+        if not 0 < self.mapper_port < 65536:
+            raise ValueError("rpc-dynamic: mapper_port must be a TCP port number")
+
+
 def _result(label: str, uuid: str | None, port: int | None, status: str, reason: str, **more: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"interface": label, "status": status, "reason": reason}
     if uuid:
@@ -189,19 +203,11 @@ class RpcDynamicProbe(Probe):
     firewall = RPC_FIREWALL
     footprint: ClassVar[str] = "none in the Security log (anonymous binds, no call on the dynamic ports)"
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        extra = set(options) - {"interfaces", "mapper_port"}
-        if extra:
-            raise ValueError(f"rpc-dynamic: unknown options {sorted(extra)}")
-        parse_interfaces(options.get("interfaces"))
-        port = options.get("mapper_port", 135)
-        if not isinstance(port, int) or not 0 < port < 65536:
-            raise ValueError("rpc-dynamic: mapper_port must be a TCP port number")
+    Options = RpcDynamicOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        wanted = parse_interfaces(ctx.options.get("interfaces"))
-        mapper_port = int(ctx.options.get("mapper_port", 135))
+        opts = options_of(ctx, RpcDynamicOptions)
+        wanted, mapper_port = list(opts.wanted), opts.mapper_port
         mctx = ctx.with_port(mapper_port)
         try:
             reader, writer = await connect_tcp(mctx)

@@ -32,7 +32,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason, Status, Transport
-from scanner.probes._smb2 import (
+from scanner.probes._options import option
+from scanner.probes.base import (
+    Credentials,
+    Outcome,
+    Probe,
+    ProbeContext,
+    ProbeError,
+    evidence_text,
+    failed,
+    inconclusive,
+    options_of,
+    passed,
+    register,
+    stalled,
+)
+from scanner.probes.netio import close_quietly, closed, connect_tcp, read_exactly, wire_errors
+from scanner.wire.smb2 import (
     ACCOUNT_REJECTED,
     FLAG_ASYNC,
     FLAG_SIGNED,
@@ -63,20 +79,6 @@ from scanner.probes._smb2 import (
     status_name,
     tree_connect_request,
 )
-from scanner.probes.base import (
-    Credentials,
-    Outcome,
-    Probe,
-    ProbeContext,
-    ProbeError,
-    evidence_text,
-    failed,
-    inconclusive,
-    passed,
-    register,
-    stalled,
-)
-from scanner.probes.netio import close_quietly, closed, connect_tcp, read_exactly, wire_errors
 
 MAX_SMB_MESSAGE = 64 * 1024  # a NEGOTIATE response with its SPNEGO token is ~300 bytes
 SMB1_ONLY = "speaks only SMB1; the rows need SMB 2.0/3.0"
@@ -161,6 +163,12 @@ async def _netbios_session(
     )
 
 
+@dataclass(frozen=True)
+class SmbOptions:
+    netbios: bool | None = option(None, "over the NetBIOS session service; unset: on port 139")
+    called_name: str | None = option(None, "the NetBIOS name to call; unset: *SMBSERVER, then the host's name")
+
+
 @register
 class SmbNegotiateProbe(Probe):
     name = "smb"
@@ -176,16 +184,11 @@ class SmbNegotiateProbe(Probe):
         "4776 (NTLM) or 4768 + 4769 (Kerberos, Windows) on the DC, 4625 when the account is rejected"
     )
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        extra = set(options) - {"netbios", "called_name"}
-        if extra:
-            raise ValueError(f"smb: unknown options {sorted(extra)}")
-        if "netbios" in options and not isinstance(options["netbios"], bool):
-            raise ValueError("smb: option 'netbios' must be true or false")
+    Options = SmbOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        use_netbios = bool(ctx.options.get("netbios", ctx.port == 139))
+        netbios = options_of(ctx, SmbOptions).netbios
+        use_netbios = ctx.port == 139 if netbios is None else netbios
         evidence: dict[str, Any] = {"transport": "netbios-session" if use_netbios else "direct-tcp"}
         creds = ctx.credentials
         conn: list[Any] | None = [] if creds is not None else None
@@ -217,9 +220,10 @@ class SmbNegotiateProbe(Probe):
         reader, writer = await connect_tcp(ctx)
         if not use_netbios:
             return reader, writer
-        names = [str(ctx.options["called_name"])] if ctx.options.get("called_name") else ["*SMBSERVER"]
+        called_name = options_of(ctx, SmbOptions).called_name
+        names = [called_name] if called_name else ["*SMBSERVER"]
         alt = netbios_name(ctx.host)
-        if alt and alt not in names and not ctx.options.get("called_name"):
+        if alt and alt not in names and not called_name:
             names.append(alt)
         code: int | None = None
         for i, called in enumerate(names):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 
 from scanner.models import Reason, Transport
-from scanner.probes._mcsqlr import BrowserInstance, McsqlrError, parse_svr_resp, ucast_ex
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register
 from scanner.probes.netio import udp_exchange
 from scanner.probes.udp import udp_payload
+from scanner.wire.mcsqlr import BrowserInstance, McsqlrError, parse_svr_resp, ucast_ex
 
 
 @udp_payload(1434)

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes._mcsqlr import BrowserInstance
-from scanner.probes._tds import PreloginReply, prelogin
+from scanner.probes._options import option
 from scanner.probes.base import (
     Outcome,
     Probe,
@@ -30,11 +29,14 @@ from scanner.probes.base import (
     evidence_text,
     failed,
     inconclusive,
+    options_of,
     passed,
     register,
     skipped,
 )
 from scanner.probes.sql_browser import query_browser
+from scanner.wire.mcsqlr import BrowserInstance
+from scanner.wire.tds import PreloginReply, prelogin
 
 BROWSER_PORT = 1434
 SETTING = "sql_instances"
@@ -98,6 +100,15 @@ async def _check(ctx: ProbeContext, target: _Target) -> tuple[_Target, Outcome, 
     return target, passed(reply.describe()), reply
 
 
+@dataclass(frozen=True)
+class SqlNamedInstancesOptions:
+    browser_port: int = option(BROWSER_PORT, "the SQL Server Browser's UDP port")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.browser_port <= 65535:
+            raise ValueError(f"sql-named-instances: browser_port must be a port number, not {self.browser_port!r}")
+
+
 @register
 class SqlNamedInstancesProbe(Probe):
     name = "sql-named-instances"
@@ -106,17 +117,10 @@ class SqlNamedInstancesProbe(Probe):
     summary = "SQL Server named instances: Browser list, then TDS PRELOGIN to each instance's port"
     exchanges = 3  # the Browser question (with retries), then connect + answer per instance
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        unknown = set(options) - {"browser_port"}
-        if unknown:
-            raise ValueError(f"sql-named-instances: unknown options {sorted(unknown)}")
-        port = options.get("browser_port", BROWSER_PORT)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
-            raise ValueError(f"sql-named-instances: browser_port must be a port number, not {port!r}")
+    Options = SqlNamedInstancesOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        browser_port = int(ctx.options.get("browser_port", BROWSER_PORT))
+        browser_port = options_of(ctx, SqlNamedInstancesOptions).browser_port
         configured = _configured(ctx)
         announced: list[BrowserInstance] = []
         browser_problem: Outcome | None = None

@@ -8,8 +8,8 @@ attempted, so no credentials are needed and no failed login is logged.
 from __future__ import annotations
 
 from scanner.models import Transport
-from scanner.probes._tds import prelogin
 from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register
+from scanner.wire.tds import prelogin
 
 
 @register

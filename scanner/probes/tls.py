@@ -15,18 +15,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from scanner.models import Transport
-from scanner.probes._proxy import ProxyAware, validate_via_proxy
+from scanner.probes._proxy import ProxyAware
 from scanner.probes._tls import judge, open_tls, summarize_evidence, tls_summary
 from scanner.probes.base import Outcome, Probe, ProbeContext, passed, register
-
-
-def check_options(name: str, options: Mapping[str, Any], allowed: set[str]) -> None:
-    unknown = set(options) - allowed
-    if unknown:
-        raise ValueError(
-            f"probe {name!r} does not take {sorted(unknown)}; it takes {sorted(allowed)}"
-        )
-    validate_via_proxy(options)
 
 
 @register
@@ -38,10 +29,6 @@ class TlsHandshakeProbe(ProxyAware, Probe):
 
     def summarize(self, evidence: Mapping[str, Any]) -> str:
         return summarize_evidence(evidence)
-
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        check_options(cls.name, options, {"via_proxy"})
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         session = await open_tls(ctx)

@@ -9,21 +9,10 @@ names the service to ask for; otherwise a placeholder is used and the listener's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from scanner.models import Transport
-from scanner.probes._tns import exchange, outcome_for, service_name
 from scanner.probes.base import Outcome, Probe, ProbeContext, register
 from scanner.probes.netio import close_quietly, connect_tcp
-
-
-def validate_tns_options(name: str, options: Mapping[str, Any]) -> None:
-    unknown = set(options) - {"service"}
-    if unknown:
-        raise ValueError(f"{name}: unknown options {sorted(unknown)}")
-    if "service" in options and not isinstance(options["service"], str):
-        raise ValueError(f"{name}: service must be a service name")
+from scanner.wire.tns import TnsOptions, exchange, outcome_for, service_name
 
 
 @register
@@ -33,9 +22,7 @@ class TnsConnectProbe(Probe):
     summary = "Oracle listener: TNS CONNECT answered (ACCEPT/REFUSE/REDIRECT/RESEND)"
     exchanges = 2  # a RESEND costs one more round trip
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        validate_tns_options(cls.name, options)
+    Options = TnsOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         service, configured = service_name(ctx)

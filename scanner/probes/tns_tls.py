@@ -14,9 +14,8 @@ from typing import Any
 
 from scanner.models import Transport
 from scanner.probes._tls import judge, open_tls, summarize_evidence
-from scanner.probes._tns import exchange, outcome_for, service_name
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, register
-from scanner.probes.tns import validate_tns_options
+from scanner.wire.tns import TnsOptions, exchange, outcome_for, service_name
 
 
 @register
@@ -29,9 +28,7 @@ class TnsTlsProbe(Probe):
     def summarize(self, evidence: Mapping[str, Any]) -> str:
         return summarize_evidence(evidence)
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        validate_tns_options(cls.name, options)
+    Options = TnsOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         service, configured = service_name(ctx)

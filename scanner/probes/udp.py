@@ -7,10 +7,13 @@ Protocol modules add payloads for their well-known ports with `udp_payload`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from scanner.models import Reason, Transport
-from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, passed, register, skipped
+from scanner.probes._discovery import load_all
+from scanner.probes._options import option
+from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, options_of, passed, register, skipped
 from scanner.probes.netio import udp_exchange
 
 PayloadBuilder = Callable[[ProbeContext], bytes]
@@ -28,8 +31,6 @@ def udp_payload(port: int) -> Callable[[PayloadBuilder], PayloadBuilder]:
 
 
 def payload_for(ctx: ProbeContext) -> bytes:
-    from scanner.probes import load_all
-
     load_all()
     builder = _PAYLOADS.get(ctx.port or 0)
     return builder(ctx) if builder else b"\r\n"
@@ -54,6 +55,11 @@ class UdpProbe(Probe):
         )
 
 
+@dataclass(frozen=True)
+class UnverifiableOptions:
+    why: str = option("no service listens on this UDP port by design", "why no service answers, in the report's words")
+
+
 @register
 class UdpUnverifiableProbe(Probe):
     """For documented UDP ports where no service answers by design (UDP 139, UDP 445).
@@ -69,10 +75,10 @@ class UdpUnverifiableProbe(Probe):
     exchanges = 1
     depth = "port"  # already as shallow as it can honestly be
 
-    option_types = {"why": str}
+    Options = UnverifiableOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        why = str(ctx.options.get("why", "no service listens on this UDP port by design"))
+        why = options_of(ctx, UnverifiableOptions).why
         try:
             reply = await udp_exchange(ctx, payload_for(ctx))
         except ProbeError as exc:

@@ -18,12 +18,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from scanner.models import Reason, Transport
-from scanner.probes._http import HttpResponse, clip
 from scanner.probes._proxy import ProxyAware
 from scanner.probes._tls import summarize_evidence, tls_summary
 from scanner.probes._web import WebClient, local_name, safe_xml
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register
-from scanner.probes.tls import check_options
+from scanner.wire.http import HttpResponse, clip
 
 VERSIONS_PATH = "/sdk/vimServiceVersions.xml"
 SDK_PATH = "/sdk"
@@ -100,10 +99,6 @@ class VsphereSdkProbe(ProxyAware, Probe):
     transports = (Transport.TCP,)
     summary = "vSphere SDK: /sdk/vimServiceVersions.xml or RetrieveServiceContent over HTTPS"
     exchanges = 6
-
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        check_options(cls.name, options, {"via_proxy"})
 
     async def run(self, ctx: ProbeContext) -> Outcome:
         web = WebClient(ctx, tls=True)

@@ -16,13 +16,15 @@ Option ``tls`` (bool) overrides the port's default (5986 = HTTPS, else HTTP);
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Reason, Transport
-from scanner.probes._http import HttpResponse, clip
+from scanner.probes._options import option
 from scanner.probes._tls import summarize_evidence
 from scanner.probes._web import WebClient, local_name, safe_xml
-from scanner.probes.base import Outcome, Probe, ProbeContext, failed, inconclusive, passed, register
+from scanner.probes.base import Outcome, Probe, ProbeContext, failed, inconclusive, options_of, passed, register
+from scanner.wire.http import HttpResponse, clip
 
 SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
 WSMID_NS = "http://schemas.dmtf.org/wbem/wsman/identity/1/wsmanidentity.xsd"
@@ -61,6 +63,16 @@ def parse_identify(body: bytes) -> dict[str, str] | None:
     return None
 
 
+@dataclass(frozen=True)
+class WinRmOptions:
+    tls: bool | None = option(None, "HTTPS; unset: on port 5986")
+    path: str = option("/wsman", "the WS-Management path")
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/") or any(c in self.path for c in " \r\n"):
+            raise ValueError("winrm: option 'path' must be an absolute path such as /wsman")
+
+
 @register
 class WinRmProbe(Probe):
     name = "winrm"
@@ -68,20 +80,12 @@ class WinRmProbe(Probe):
     summary = "WinRM: WS-Management Identify on /wsman (HTTP 5985 / HTTPS 5986), auth schemes, TLS"
     exchanges = 3
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        extra = set(options) - {"tls", "path"}
-        if extra:
-            raise ValueError(f"winrm: unknown options {sorted(extra)}")
-        if "tls" in options and not isinstance(options["tls"], bool):
-            raise ValueError("winrm: option 'tls' must be true or false")
-        path = options.get("path", "/wsman")
-        if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in " \r\n"):
-            raise ValueError("winrm: option 'path' must be an absolute path such as /wsman")
+    Options = WinRmOptions
 
     async def run(self, ctx: ProbeContext) -> Outcome:
-        tls = bool(ctx.options.get("tls", ctx.port == 5986))
-        path = str(ctx.options.get("path", "/wsman"))
+        opts = options_of(ctx, WinRmOptions)
+        tls = ctx.port == 5986 if opts.tls is None else opts.tls
+        path = opts.path
         web = WebClient(ctx, tls=tls)
         response = await web.request(
             "POST", path,

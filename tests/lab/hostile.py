@@ -252,7 +252,7 @@ def _echoes(data: bytes) -> str:
 
 async def _ldap_peer(server: HostileServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """The LDAP modes: read whole LDAPMessages, answer by protocolOp."""
-    from scanner.probes import _ldapwire as wire
+    from scanner.wire import ldap as wire
 
     while True:
         try:

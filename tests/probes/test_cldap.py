@@ -8,10 +8,10 @@ import time
 import pytest
 
 from scanner.models import CheckResult, Reason, Status
-from scanner.probes import _ldapwire as wire
 from scanner.probes.base import Settings
 from scanner.probes.cldap import NetlogonError, parse_netlogon, read_name
 from scanner.testing import make_context, run_probe
+from scanner.wire import ldap as wire
 from tests.probes.test_ldap import canned_udp, request_id
 
 

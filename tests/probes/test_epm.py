@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from scanner.models import CheckResult, Reason, Status
-from scanner.probes._rpc import (
+from scanner.testing import make_context, run_probe
+from scanner.wire.rpc import (
     BIND,
     BIND_ACK,
     BIND_NAK,
@@ -29,7 +30,6 @@ from scanner.probes._rpc import (
     parse_tower,
     uuid_text,
 )
-from scanner.testing import make_context, run_probe
 
 TIMEOUT = 1.0
 NETLOGON = "12345678-1234-abcd-ef00-01234567cffb"

@@ -15,11 +15,16 @@ from typing import Any
 
 import pytest
 
-from scanner.probes import _ldapwire as ber
-from scanner.probes import _mcsqlr, _rpc, _smb2, _tds, _tns, cldap, kerberos, netbios_ns, quic
+from scanner.probes import cldap, kerberos, netbios_ns, quic
 from scanner.probes import dns as dns_probe
 from scanner.probes.base import ProbeError
 from scanner.testing import make_context
+from scanner.wire import ldap as ber
+from scanner.wire import mcsqlr as _mcsqlr
+from scanner.wire import rpc as _rpc
+from scanner.wire import smb2 as _smb2
+from scanner.wire import tds as _tds
+from scanner.wire import tns as _tns
 
 CASES = 4000
 _DIGITS = ["²", "¹", "³", "٣", "9" * 30, "-1", "0"]
@@ -138,7 +143,7 @@ def dns_srv(query: Any, data: bytes) -> None:
 
 
 async def test_http_heads() -> None:
-    from scanner.probes import _http
+    from scanner.wire import http as _http
 
     ctx = make_context("h", "127.0.0.1", 80, probe="http")
     seed = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nServer: nginx\r\nLocation: /x\r\nTransfer-Encoding: chunked"

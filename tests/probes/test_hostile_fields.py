@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from scanner.models import Reason, Status
-from scanner.probes import _tns
-from scanner.probes._tns import REFUSE, descriptor_value, parse_answer
 from scanner.probes.base import Settings
 from scanner.testing import make_context, run_probe
+from scanner.wire import tns as _tns
+from scanner.wire.tns import REFUSE, descriptor_value, parse_answer
 
 _Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -139,7 +139,8 @@ def test_every_pattern_that_reads_peer_data_is_linear_on_bomb_shapes() -> None:
     import re
 
     from scanner.listener import syslog, tag
-    from scanner.probes import _http, icmp_echo
+    from scanner.probes import icmp_echo
+    from scanner.wire import http as _http
 
     size = 200_000
     text_bombs = [" " * size, "(" * size, "a" * size, "1" * size, "Jan 1" * (size // 5), "[" * size, ":" * size]

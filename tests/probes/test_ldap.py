@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from scanner.models import CheckResult, Reason, Status
-from scanner.probes import _ldapwire as wire
 from scanner.probes.base import Credentials, Settings
 from scanner.probes.ldap import LdapProbe, generalized_time_to_iso
 from scanner.testing import make_context, run_probe
+from scanner.wire import ldap as wire
 
 # -- small in-process peers (shared by the directory probe tests) -----------------------------
 

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from scanner.probes import _ldapwire as wire
 from scanner.probes.ldap import _CODE_WORDS, RootDseEvidence, diagnostic_codes
+from scanner.wire import ldap as wire
 
 SEED = 11
 

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from scanner.models import CheckResult, Reason, Status
-from scanner.probes import _ldapwire as wire
 from scanner.probes.base import Credentials, Settings
 from scanner.probes.ldap import (
     POLICY_ACCOUNT,
@@ -25,6 +24,7 @@ from scanner.probes.ldap import (
     signing_reading,
 )
 from scanner.testing import make_context, run_probe
+from scanner.wire import ldap as wire
 from tests.lab.hostile import HostileServer
 from tests.lab.netns import Lab
 from tests.lab.samba_dc import SambaDC

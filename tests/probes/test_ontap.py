@@ -16,8 +16,8 @@ from collections.abc import Callable
 import pytest
 
 from scanner.models import Reason, Status
-from scanner.probes._http import HttpResponse as ProbeResponse
 from scanner.probes.ontap import basic_realm
+from scanner.wire.http import HttpResponse as ProbeResponse
 from tests.lab.simulators import HttpRequest, HttpResponse, HttpSimulator, server_ssl_context
 from tests.lab.simulators.papi import PapiServer
 from tests.lab.tls import TlsCerts

@@ -26,7 +26,9 @@ from pathlib import Path
 import pytest
 
 from scanner.models import CheckResult, Reason, Status
-from scanner.probes._smb2 import (
+from scanner.probes.base import Credentials
+from scanner.testing import make_context, run_probe
+from scanner.wire.smb2 import (
     OFFERED,
     SMB1_MAGIC,
     SMB2_MAGIC,
@@ -34,8 +36,6 @@ from scanner.probes._smb2 import (
     negotiate_request,
     parse_negotiate_response,
 )
-from scanner.probes.base import Credentials
-from scanner.testing import make_context, run_probe
 
 TIMEOUT = 1.0
 # deadline = timeout x (retries + 1) + timeout x exchanges, plus the engine's grace
@@ -508,7 +508,7 @@ def _negotiate_response(dialect: int) -> bytes:
 
 @pytest.mark.parametrize("dialect", [0x0210, 0x0300, 0x0311])
 def test_signature_check_refuses_a_tampered_message(dialect: int) -> None:
-    from scanner.probes._smb2 import sign, signature_valid, signing_key, tree_connect_request
+    from scanner.wire.smb2 import sign, signature_valid, signing_key, tree_connect_request
 
     key = signing_key(os.urandom(16), dialect, os.urandom(64))
     msg = sign(tree_connect_request("\\\\fs1\\IPC$", 3, 77), key, dialect)
@@ -543,7 +543,7 @@ async def test_a_rejected_account_is_tried_once_per_run_not_once_per_target(fs_s
 
 
 def test_mutated_session_setup_responses_raise_only_value_errors() -> None:
-    from scanner.probes._smb2 import parse_session_setup_response
+    from scanner.wire.smb2 import parse_session_setup_response
 
     token = os.urandom(40)
     good = _reply(1, 2, 0xC0000016) + struct.pack("<HHHH", 9, 0, 72, len(token)) + token

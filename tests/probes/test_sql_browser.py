@@ -9,9 +9,9 @@ import time
 import pytest
 
 from scanner.models import Reason, Status
-from scanner.probes._mcsqlr import McsqlrError, parse_svr_resp
 from scanner.probes.udp import payload_for
 from scanner.testing import make_context, run_probe
+from scanner.wire.mcsqlr import McsqlrError, parse_svr_resp
 from tests.lab.netns import Host
 from tests.lab.simulators import tds as sim
 from tests.probes.test_tds import start_simulator, stop

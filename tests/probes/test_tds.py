@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from scanner.models import Reason, Status
-from scanner.probes._tds import (
+from scanner.testing import make_context, run_probe
+from scanner.wire.tds import (
     HEADER,
     PACKET_PRELOGIN,
     TdsError,
@@ -23,7 +24,6 @@ from scanner.probes._tds import (
     parse_prelogin_data,
     product_name,
 )
-from scanner.testing import make_context, run_probe
 from tests.lab.netns import Host
 from tests.lab.simulators import tds as sim
 

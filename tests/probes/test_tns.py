@@ -9,7 +9,9 @@ import time
 import pytest
 
 from scanner.models import Reason, Status
-from scanner.probes._tns import (
+from scanner.probes.base import Settings
+from scanner.testing import make_context, run_probe
+from scanner.wire.tns import (
     ACCEPT,
     CONNECT,
     DATA,
@@ -22,8 +24,6 @@ from scanner.probes._tns import (
     parse_answer,
     vsnnum_text,
 )
-from scanner.probes.base import Settings
-from scanner.testing import make_context, run_probe
 from tests.lab.netns import Host
 from tests.lab.simulators import server_ssl_context
 from tests.lab.simulators import tns as sim

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scanner.models import Reason
-from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, passed
+from scanner.probes._options import option
+from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, options_of, passed
 from scanner.probes.netio import read_exactly
 
 CONNECT = 1
@@ -293,9 +294,16 @@ async def exchange(
         return answer
 
 
+@dataclass(frozen=True)
+class TnsOptions:
+    """Options of the TNS and TCPS probes."""
+
+    service: str | None = option(None, "the Oracle service name; unset: the inventory's oracle_service")
+
+
 def service_name(ctx: ProbeContext) -> tuple[str, bool]:
-    """(service name, whether it is configured) from the inventory setting `oracle_service`."""
-    configured = ctx.options.get("service") or ctx.settings.values.get("oracle_service")
+    """(service name, whether it is configured): the row's option, else the inventory setting `oracle_service`."""
+    configured = options_of(ctx, TnsOptions).service or ctx.settings.values.get("oracle_service")
     if configured:
         return str(configured), True
     return PLACEHOLDER_SERVICE, False

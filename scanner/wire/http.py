@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from scanner.models import Reason, Status
+from scanner.probes._options import option
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
 from scanner.probes.netio import no_reply, wire_errors
 
@@ -329,30 +330,33 @@ async def http_request(
     return response
 
 
-def validate_http_options(
-    name: str, options: Mapping[str, Any], extra: frozenset[str] = frozenset()
-) -> None:
-    """Options of the HTTP-based probes: path, expect, via_proxy (+ `extra`)."""
-    from scanner.probes._proxy import validate_via_proxy
+@dataclass(frozen=True)
+class ProxyOptions:
+    """The option every proxy-aware probe takes (here, not in _proxy: _proxy speaks HTTP)."""
 
-    allowed = {"path", "expect", "via_proxy", *extra}
-    unknown = set(options) - allowed
-    if unknown:
-        raise ValueError(f"probe {name!r} does not take {sorted(unknown)}; it takes {sorted(allowed)}")
-    path = options.get("path", "/")
-    if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in " \r\n"):
-        raise ValueError("option 'path' must be an absolute path such as '/owa/' (no spaces)")
-    expect = options.get("expect")
-    if expect is not None:
-        if isinstance(expect, int) and not isinstance(expect, bool):
-            expect = [expect]
-        if (
-            not isinstance(expect, list)
-            or not expect
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in expect)
-        ):
-            raise ValueError("option 'expect' must be a list of HTTP statuses such as [200, 401]")
-    validate_via_proxy(options)
+    via_proxy: bool | None = option(None, "through the HTTP proxy: true, false; unset: internet rows only")
+
+
+@dataclass(frozen=True)
+class HttpOptions(ProxyOptions):
+    """Options of the HTTP-based probes."""
+
+    path: str = option("/", "the absolute path asked for, e.g. /owa/")
+    expect: Any = option(None, "the HTTP statuses that pass, e.g. [200, 401]; unset: any HTTP answer")
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/") or any(c in self.path for c in " \r\n"):
+            raise ValueError("option 'path' must be an absolute path such as '/owa/' (no spaces)")
+        expect = self.expect
+        if expect is not None:
+            if isinstance(expect, int) and not isinstance(expect, bool):
+                expect = [expect]
+            if (
+                not isinstance(expect, list)
+                or not expect
+                or not all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in expect)
+            ):
+                raise ValueError("option 'expect' must be a list of HTTP statuses such as [200, 401]")
 
 
 def expected_statuses(value: Any) -> list[int] | None:
