@@ -11,8 +11,6 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-import pytest
-
 from scanner.models import Reason, Transport
 from scanner.probes.base import registry
 
