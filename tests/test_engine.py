@@ -243,18 +243,20 @@ def test_probes_declare_their_depth_and_the_port_level_probe_per_transport() -> 
     assert registry()["listen"].depth == "inert" and registry()["ldap"].depth == "protocol"
 
 
+async def _hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A service that accepts and never answers (until the test ends)."""
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        pass
+    writer.close()
+
+
 def test_cancelled_scan_raises_interrupted_with_the_finished_checks(listening_port: int) -> None:
     from scanner.engine import Interrupted
 
     async def scenario() -> Interrupted:
-        async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                await asyncio.sleep(30)
-            except asyncio.CancelledError:
-                pass
-            writer.close()
-
-        server = await asyncio.start_server(hang, "127.0.0.1", 0)
+        server = await asyncio.start_server(_hang, "127.0.0.1", 0)
         slow_port = server.sockets[0].getsockname()[1]
         async with server:
             rows = [_row(_tcp(listening_port), row_id="fast"), _row(CheckSpec(Transport.TCP, "http", slow_port), row_id="slow")]
@@ -282,14 +284,7 @@ def test_a_row_cut_short_reads_interrupted_never_pass(listening_port: int) -> No
     from scanner.engine import Interrupted
 
     async def scenario() -> Interrupted:
-        async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                await asyncio.sleep(30)
-            except asyncio.CancelledError:
-                pass
-            writer.close()
-
-        server = await asyncio.start_server(hang, "127.0.0.1", 0)
+        server = await asyncio.start_server(_hang, "127.0.0.1", 0)
         slow_port = server.sockets[0].getsockname()[1]
         async with server:
             rows = [_row(_tcp(listening_port), CheckSpec(Transport.TCP, "http", slow_port), row_id="half")]

@@ -240,14 +240,9 @@ def kerberos_dc(lab: Lab, samba_template: Any) -> Iterator[SambaDC]:
         controller.stop()
 
 
-@pytest.mark.lab
-async def test_negotiate_binds_with_kerberos_by_host_name_when_this_host_can(
-    kerberos_dc: SambaDC, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The Auditor's bind: Kerberos for ldap/<DC name>, here through MIT krb5 + python-gssapi
-    (Windows uses SSPI through the same pyspnego call). The krb5.conf names the KDC by
-    address and never asks DNS, so no query leaves the lab."""
-    dc = kerberos_dc
+def _lab_krb5(dc: SambaDC, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A krb5.conf naming the lab KDC by address that never asks DNS (libkrb5 resolves names
+    itself, below the tests' resolver guard), and a private ticket cache; set in the env."""
     conf = tmp_path / "krb5.conf"
     conf.write_text(
         "[libdefaults]\n"
@@ -256,8 +251,21 @@ async def test_negotiate_binds_with_kerberos_by_host_name_when_this_host_can(
         f"[realms]\n  {dc.realm} = {{\n    kdc = {dc.address}\n  }}\n"
         f"[domain_realm]\n  .{dc.realm.lower()} = {dc.realm}\n  {dc.realm.lower()} = {dc.realm}\n"
     )
-    monkeypatch.setenv("KRB5_CONFIG", str(conf))
-    monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path / 'ccache'}")
+    env = {"KRB5_CONFIG": str(conf), "KRB5CCNAME": f"FILE:{tmp_path / 'ccache'}"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.mark.lab
+async def test_negotiate_binds_with_kerberos_by_host_name_when_this_host_can(
+    kerberos_dc: SambaDC, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Auditor's bind: Kerberos for ldap/<DC name>, here through MIT krb5 + python-gssapi
+    (Windows uses SSPI through the same pyspnego call). The krb5.conf names the KDC by
+    address and never asks DNS, so no query leaves the lab."""
+    dc = kerberos_dc
+    _lab_krb5(dc, tmp_path, monkeypatch)
     creds = Credentials(dc.admin_user, dc.admin_password, dc.realm.lower())
     result = await probe("ldap", dc.address, 389, host=dc.fqdn, credentials=creds)
     assert result.status is Status.PASS, result.detail
@@ -432,17 +440,7 @@ async def test_integrated_logon_binds_with_the_current_users_ticket_and_no_passw
     import subprocess
 
     dc = kerberos_dc
-    conf = tmp_path / "krb5.conf"
-    conf.write_text(
-        "[libdefaults]\n"
-        f"  default_realm = {dc.realm}\n  dns_lookup_realm = false\n  dns_lookup_kdc = false\n"
-        "  rdns = false\n  dns_canonicalize_hostname = false\n  udp_preference_limit = 0\n"
-        f"[realms]\n  {dc.realm} = {{\n    kdc = {dc.address}\n  }}\n"
-        f"[domain_realm]\n  .{dc.realm.lower()} = {dc.realm}\n  {dc.realm.lower()} = {dc.realm}\n"
-    )
-    env = {"KRB5_CONFIG": str(conf), "KRB5CCNAME": f"FILE:{tmp_path / 'ccache'}"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    env = _lab_krb5(dc, tmp_path, monkeypatch)
     integrated = Credentials("", "", integrated=True)
     without_ticket = await probe("ldap", dc.address, 389, host=dc.fqdn, credentials=integrated)
     assert without_ticket.status is Status.INCONCLUSIVE and without_ticket.reason is Reason.AUTH, without_ticket.detail
