@@ -163,16 +163,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= MAX_DURATION:
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_DURATION:g} seconds")
-    return value
-
-
 def select_inbound(catalogue: Any, profiles: list[str], targets: dict[str, list[Target]]) -> list[Row]:
     """Inbound rows of the chosen profiles; with none chosen, of profiles whose sources are listed."""
     if profiles:
@@ -468,9 +458,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                         "is closed first")
     p.add_argument("--max-connections-per-source", type=_positive_int, default=d.max_connections_per_source,
                    metavar="N", help=f"open TCP connections from one address (default {d.max_connections_per_source})")
-    p.add_argument("--idle-timeout", type=_seconds, default=d.idle_timeout, metavar="S",
+    p.add_argument("--idle-timeout", type=duration, default=d.idle_timeout, metavar="S",
                    help=f"close a TCP connection silent this long (default {d.idle_timeout:g})")
-    p.add_argument("--frame-timeout", type=_seconds, default=d.frame_timeout, metavar="S",
+    p.add_argument("--frame-timeout", type=duration, default=d.frame_timeout, metavar="S",
                    help=f"a started message must be complete within S seconds (default {d.frame_timeout:g})")
     p.add_argument("--max-frame", type=_positive_int, default=d.max_frame, metavar="BYTES",
                    help=f"longest message kept whole; longer ones are truncated (default {d.max_frame})")
