@@ -38,6 +38,10 @@ class _OneReply(asyncio.DatagramProtocol):
 
 
 async def _udp(server: str, port: int, request: bytes, query_id: int, timeout: float) -> bytes:
+    from scanner.probes.netio import udp_strategy
+
+    if udp_strategy() == "thread":  # Windows: the Proactor loop would hide port-unreachable
+        return await _udp_threaded(server, port, request, query_id, timeout)
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in server else socket.AF_INET
     transport, proto = await loop.create_datagram_endpoint(
@@ -53,6 +57,39 @@ async def _udp(server: str, port: int, request: bytes, query_id: int, timeout: f
         raise asyncio.TimeoutError
     finally:
         transport.close()
+
+
+async def _udp_threaded(server: str, port: int, request: bytes, query_id: int, timeout: float) -> bytes:
+    """The same two tries on a connected socket in a worker thread, where recv() reports the
+    server's ICMP port-unreachable (WSAECONNRESET on Windows) as an error (see netio.udp_strategy)."""
+    from scanner.probes.netio import _udp_pool, _udp_try_blocking, is_port_unreachable
+
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in server else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+
+    def ours(data: bytes) -> bool:
+        return len(data) >= 2 and int.from_bytes(data[:2], "big") == query_id
+
+    inflight: asyncio.Future[tuple[bytes | None, float]] | None = None
+    try:
+        sock.connect((server, port))
+        for wait in (timeout / 2, timeout / 2):  # one resend after half the budget
+            inflight = loop.run_in_executor(_udp_pool(), _udp_try_blocking, sock, request, wait, ours)
+            try:
+                reply, _took = await inflight
+            except OSError as exc:
+                if is_port_unreachable(exc):
+                    raise ConnectionRefusedError(f"UDP {port} is closed (ICMP port unreachable)") from exc
+                raise
+            if reply is not None:
+                return reply[:_MAX_DATAGRAM]
+        raise asyncio.TimeoutError
+    finally:
+        if inflight is not None and not inflight.done():  # close once the thread's recv returns
+            inflight.add_done_callback(lambda _f: sock.close())
+        else:
+            sock.close()
 
 
 async def _tcp(server: str, port: int, request: bytes, timeout: float) -> bytes:

@@ -93,3 +93,50 @@ async def test_lab_dc_is_discovered_from_its_own_dns(dc) -> None:
 async def test_unknown_domain_raises_nxdomain_in_words(dc) -> None:
     with pytest.raises(DiscoveryError, match="NXDOMAIN"):
         await discover_domain_controllers("elsewhere.test", dc.address)
+
+
+@pytest.fixture(params=["datagram-endpoint", "thread"])
+def udp_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both UDP paths: the event loop's, and the worker-thread one Windows takes (where the
+    Proactor loop would hide ICMP port-unreachable), forced here on Linux."""
+    monkeypatch.setenv("PORTREADY_UDP_STRATEGY", request.param)
+    return str(request.param)
+
+
+async def test_each_udp_path_reads_the_answer(udp_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import scanner.probes.netio as netio
+
+    tries: list[int] = []
+    blocking = netio._udp_try_blocking
+
+    def counted(*args: object) -> object:
+        tries.append(1)
+        return blocking(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(netio, "_udp_try_blocking", counted)
+    targets = [(0, 10, "dc2.x.test"), (0, 90, "dc1.x.test")]
+    async with dns_server(lambda q: srv_answer(q, targets), lambda q: b"") as port:
+        assert await discover_domain_controllers("x.test", "127.0.0.1", 1.0, port=port) == ["dc1.x.test", "dc2.x.test"]
+    assert bool(tries) is (udp_path == "thread")  # the path asked for is the one taken
+
+
+async def test_each_udp_path_says_a_closed_dns_port_is_closed_not_silent(udp_path: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+        gone.bind(("127.0.0.1", 0))
+        port = gone.getsockname()[1]
+    # Nothing listens there now: the kernel answers ICMP port-unreachable, which both paths see.
+    with pytest.raises(DiscoveryError, match="cannot be asked"):
+        await discover_domain_controllers("x.test", "127.0.0.1", 1.0, port=port)
+
+
+async def test_each_udp_path_says_a_silent_server_did_not_answer(udp_path: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as quiet:
+        quiet.bind(("127.0.0.1", 0))
+        with pytest.raises(DiscoveryError, match="did not answer"):
+            await discover_domain_controllers("x.test", "127.0.0.1", 0.4, port=quiet.getsockname()[1])
+
+
+@pytest.mark.lab
+async def test_lab_dc_is_discovered_on_the_thread_path_too(dc, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PORTREADY_UDP_STRATEGY", "thread")
+    assert await discover_domain_controllers(dc.realm.lower(), dc.address) == [dc.fqdn]
