@@ -42,7 +42,7 @@ from typing import Any, Mapping
 from scanner.models import Reason, Status
 from scanner.probes._proxy import Stream, open_stream
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
-from scanner.probes.netio import closed_in_handshake, is_reset, start_tls
+from scanner.probes.netio import closed_in_handshake, is_reset, start_tls, tls_stalled
 from scanner.wire.http import clip, close_writer
 
 _NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: dates are judged by us, in words
@@ -368,17 +368,10 @@ async def handshake(ctx: ProbeContext, port: int, context: ssl.SSLContext, sni: 
     except ssl.SSLCertVerificationError:
         await close_writer(stream.writer)
         raise
-    except asyncio.TimeoutError:
+    except asyncio.TimeoutError as exc:
         await close_writer(stream.writer)
-        # Overload, or a service that is not TLS waiting for its own protocol: the retry pass
-        # asks again at lower load (evidence `stalled`) before this verdict stands.
-        ctx.timing.stalls += 1
-        raise _handshake_failed(
-            stream,
-            f"TLS handshake timed out on {ctx.where(port)}: the port accepts connections but "
-            f"does not complete a TLS handshake within {ctx.settings.timeout:g} s",
-            stalled=True,
-        ) from None
+        extra = {"via_proxy": stream.via_proxy} if stream.via_proxy else {}
+        raise ProbeError(tls_stalled(ctx, port, **extra)) from exc
     except ssl.SSLError as exc:
         await close_writer(stream.writer)
         why = exc.reason or exc.strerror or str(exc)

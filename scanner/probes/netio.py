@@ -127,6 +127,18 @@ def no_reply(ctx: ProbeContext, what: str, waited: float | None = None, port: in
     )
 
 
+def tls_stalled(ctx: ProbeContext, port: int | None = None, **evidence: Any) -> Outcome:
+    """TCP accepted, then no complete TLS handshake in time: overload, a hung service, or a
+    service that is not TLS waiting for its own protocol. Silence proves none of them, so
+    it is `no-reply` (inconclusive), never a TLS verdict; the engine asks again at lower load."""
+    outcome = no_reply(ctx, "complete TLS handshake", port=port)
+    return dataclasses.replace(
+        outcome,
+        detail=f"{outcome.detail}, or the port does not speak TLS",
+        evidence={**outcome.evidence, "stalled": True, **evidence},
+    )
+
+
 _CLOSED_HINT = "it may require TLS, accept only listed client addresses (add the Auditor's), or be overloaded"
 _TLS_CLOSED_HINT = (
     "it may not speak TLS on this port at all, accept only listed client addresses (add the Auditor's), "
@@ -461,17 +473,7 @@ async def connect_tcp(
             await asyncio.wait_for(start_tls(writer, ssl, server_hostname), ctx.step_timeout())
         except asyncio.TimeoutError as exc:
             writer.close()
-            # Overload, or a service that is not TLS waiting for its own protocol: the retry
-            # pass asks again at lower load (evidence `stalled`) before this verdict stands.
-            ctx.timing.stalls += 1
-            raise ProbeError(
-                failed(
-                    Reason.TLS,
-                    f"TLS handshake timed out on {ctx.where(port)}: the port accepts "
-                    "connections but does not complete a TLS handshake",
-                    stalled=True,
-                )
-            ) from exc
+            raise ProbeError(tls_stalled(ctx, port)) from exc
         except ssl_module.SSLError as tls_exc:
             writer.close()
             raise ProbeError(outcome_for_oserror(ctx, tls_exc, port)) from tls_exc

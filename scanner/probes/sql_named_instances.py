@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scanner.models import Reason, Transport
+from scanner.models import STATUS_SEVERITY, Reason, Transport
 from scanner.probes._options import option
 from scanner.probes.base import (
     Outcome,
@@ -198,8 +198,12 @@ class SqlNamedInstancesProbe(Probe):
         if without_tcp:
             note += f" ({', '.join(without_tcp)}: no usable TCP port announced, not checked)"
         if failures:
+            # The worst instance decides: a fail fails, but instances that only went silent
+            # (no-reply: busy or hung) leave the check inconclusive, not failed.
+            failures.sort(key=lambda f: STATUS_SEVERITY[f[1].status], reverse=True)
             words = "; ".join(_why_failed(t, o) for t, o in failures)
-            return failed(failures[0][1].reason, f"{words}{note}", **evidence)
+            worst = failures[0][1]
+            return Outcome(worst.status, worst.reason, f"{words}{note}", evidence)
         listing = ", ".join(f"{t.name} on TCP {t.port}" for t in targets)
         return passed(
             f"every named instance answers TDS PRELOGIN: {listing}{note}",

@@ -133,10 +133,11 @@ async def test_https_with_an_expired_certificate_warns_certificate(loopback_tls_
     assert "product_vendor" in result.evidence  # WinRM itself answered
 
 
-async def test_https_option_against_plain_http_fails_tls() -> None:
-    async with WinRmServer(port=0) as srv:
+async def test_https_option_against_plain_http_reads_no_reply_that_names_not_tls() -> None:
+    async with WinRmServer(port=0) as srv:  # plain HTTP: silence to our ClientHello
         result = await winrm(srv.host, srv.port, tls=True)
-    assert (result.status, result.reason) == (Status.FAIL, Reason.TLS), result.detail
+    assert (result.status, result.reason) == (Status.INCONCLUSIVE, Reason.NO_REPLY), result.detail
+    assert "does not speak TLS" in result.detail
 
 
 @pytest.mark.parametrize("mode", ["garbage", "truncated", "oversized", "drip", "silent"])
