@@ -259,6 +259,8 @@ async def execute_check(probe_name: str, ctx: ProbeContext) -> CheckResult:
             "this is a portready problem, please report it",
         )
     secrets = secret_fragments(ctx.settings)  # whatever a peer echoed, our secrets stay out
+    # Scrubbed before bounding (a cut must not leave half a secret) and after it (bytes and
+    # objects become text only there); both walks return at once when the run has no secret.
     evidence = scrub(_bounded(scrub(dict(outcome.evidence), secrets)), secrets)
     return CheckResult(
         protocol=ctx.protocol.value,

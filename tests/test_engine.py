@@ -6,12 +6,12 @@ import asyncio
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from scanner.engine import build_plan, resolve, run_plan
-from scanner.models import CheckSpec, Depth, Direction, PortRange, Reason, Row, Status, Target, Transport
+from scanner.models import CheckSpec, Depth, Direction, PortRange, Reason, Row, RowResult, Status, Target, Transport
 from scanner.probes.base import Settings
 from tests.lab.netns import Host
 
@@ -252,56 +252,42 @@ async def _hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
-def test_cancelled_scan_raises_interrupted_with_the_finished_checks(listening_port: int) -> None:
+def _interrupted_after_first_check(rows_for: Callable[[int], list[Row]]) -> list[RowResult]:
+    """Scan the rows (given a port that accepts and never answers) and cancel the run once
+    the first check has ended: the rows that `Interrupted` carries."""
     from scanner.engine import Interrupted
 
-    async def scenario() -> Interrupted:
+    async def scenario() -> list[RowResult]:
         server = await asyncio.start_server(_hang, "127.0.0.1", 0)
-        slow_port = server.sockets[0].getsockname()[1]
         async with server:
-            rows = [_row(_tcp(listening_port), row_id="fast"), _row(CheckSpec(Transport.TCP, "http", slow_port), row_id="slow")]
             settings = Settings(timeout=20.0, retries=0)
             targets = {"monitored-computers": [Target("monitored-computers", "127.0.0.1")]}
-            plan = build_plan(rows, targets, depth=Depth.PROTOCOL, settings=settings)
-            finished = asyncio.Event()
-            task = asyncio.ensure_future(run_plan(plan, settings, on_row=lambda r: finished.set()))
-            await finished.wait()  # the fast row is done, the slow one hangs
+            plan = build_plan(rows_for(server.sockets[0].getsockname()[1]), targets, depth=Depth.PROTOCOL, settings=settings)
+            first = asyncio.Event()
+            task = asyncio.ensure_future(run_plan(plan, settings, on_check=lambda c: first.set()))
+            await first.wait()  # the fast check is done, the slow one hangs
             task.cancel()
             try:
                 await task
             except Interrupted as exc:
-                return exc
+                return exc.rows
         raise AssertionError("run_plan did not raise Interrupted")
 
-    interrupted = asyncio.run(scenario())
-    assert [r.row.id for r in interrupted.rows] == ["fast"]  # rows without a finished check are left out
-    assert interrupted.rows[0].checks[0].status is Status.PASS
+    return asyncio.run(scenario())
+
+
+def test_cancelled_scan_raises_interrupted_with_the_finished_checks(listening_port: int) -> None:
+    rows = _interrupted_after_first_check(lambda slow: [
+        _row(_tcp(listening_port), row_id="fast"), _row(CheckSpec(Transport.TCP, "http", slow), row_id="slow")])
+    assert [r.row.id for r in rows] == ["fast"]  # rows without a finished check are left out
+    assert rows[0].checks[0].status is Status.PASS
 
 
 def test_a_row_cut_short_reads_interrupted_never_pass(listening_port: int) -> None:
     """One row, two checks: the fast one passed, the slow one never ended. The row must not
     read pass on the strength of half its checks."""
-    from scanner.engine import Interrupted
-
-    async def scenario() -> Interrupted:
-        server = await asyncio.start_server(_hang, "127.0.0.1", 0)
-        slow_port = server.sockets[0].getsockname()[1]
-        async with server:
-            rows = [_row(_tcp(listening_port), CheckSpec(Transport.TCP, "http", slow_port), row_id="half")]
-            settings = Settings(timeout=20.0, retries=0)
-            targets = {"monitored-computers": [Target("monitored-computers", "127.0.0.1")]}
-            plan = build_plan(rows, targets, depth=Depth.PROTOCOL, settings=settings)
-            first = asyncio.Event()
-            task = asyncio.ensure_future(run_plan(plan, settings, on_check=lambda c: first.set()))
-            await first.wait()  # the TCP check is done, the HTTP one hangs
-            task.cancel()
-            try:
-                await task
-            except Interrupted as exc:
-                return exc
-        raise AssertionError("run_plan did not raise Interrupted")
-
-    (row,) = asyncio.run(scenario()).rows
+    (row,) = _interrupted_after_first_check(lambda slow: [
+        _row(_tcp(listening_port), CheckSpec(Transport.TCP, "http", slow), row_id="half")])
     assert [(c.status, c.reason) for c in row.checks] == [
         (Status.PASS, Reason.PORT_DEPTH), (Status.INCONCLUSIVE, Reason.INTERRUPTED)]
     assert row.status is Status.INCONCLUSIVE and row.reason is Reason.INTERRUPTED
