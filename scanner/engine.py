@@ -598,7 +598,7 @@ async def run_plan(
             for j, pc in enumerate(prow.checks):
                 if pc.preset is not None:
                     on_result((i, j), _preset_result(pc))
-        await scheduler.run(_round_robin(list(_interleave(plan).values())))
+        await scheduler.run(_round_robin(_staggered(list(_interleave(plan).values()))))
         if scheduler.later:  # every first try has ended: ask these again at lower load
             stalled = any(_stalled(results[i][j]) for i, j in scheduler.later)
             scheduler.for_retry(overloaded=stalled)
@@ -622,6 +622,18 @@ def _interrupted_row(prow: PlannedRow, checks: list[CheckResult | None], resolve
     )  # fmt: skip
     res = resolved.get(prow.target.host)
     return RowResult(prow.row, prow.target, res.address if res is not None else None, done)
+
+
+def _staggered(queues: list[deque[Job]]) -> list[deque[Job]]:
+    """Each host starts at a different check (host k at its k-th): at any moment the checks
+    in flight are a mix of kinds, not every host asking the same service at once. Targets
+    that share one server (names or addresses of one DC, a load balancer) then load all of
+    its services a little instead of one of them fully; on distinct servers it changes
+    nothing. Results keep plan order whatever order checks run in."""
+    for k, queue in enumerate(queues):
+        if len(queue) > 1:
+            queue.rotate(-(k % len(queue)))
+    return queues
 
 
 def _round_robin(queues: list[deque[Job]]) -> Iterable[Job]:
