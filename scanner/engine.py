@@ -37,6 +37,7 @@ from scanner.models import (
     Target,
     Transport,
 )
+from scanner.probes._memo import ScanMemo
 from scanner.probes.base import (
     Outcome,
     Probe,
@@ -204,11 +205,13 @@ def context_for(
     probe: str | None = None,
     port: int | None = None,
     ports: PortRange | None = None,
+    memo: ScanMemo | None = None,
 ) -> ProbeContext:
     """The one way to build a ProbeContext (engine, local readiness, tests).
 
     The deadline is the probe's budget from now (`probe_budget` with the probe's
-    declared `exchanges`); port/ports default to the spec's own.
+    declared `exchanges`); port/ports default to the spec's own. Checks given the same
+    `memo` share scan-wide facts (`scanner.probes._memo`); None: a memo of its own.
     """
     if port is None and ports is None:
         if isinstance(spec.port, PortRange):
@@ -229,6 +232,7 @@ def context_for(
         settings=settings,
         timing=timing,
         deadline=asyncio.get_running_loop().time() + probe_budget(settings, exchanges),
+        memo=memo if memo is not None else ScanMemo(),
     )
 
 
@@ -380,6 +384,7 @@ class _Scheduler:
         self.stopping = False  # cancelled: start nothing new
         self.fastest: dict[str, float] = {}  # per probe: the quickest check that ended in time
         self.probes = registry()
+        self.memo = ScanMemo()  # what one check learns for the whole scan (a DC's policy, ...)
         self._idle: asyncio.Future[None] | None = None
 
     def host_for(self, address: str) -> _Host:
@@ -478,7 +483,8 @@ class _Scheduler:
         try:
             try:
                 ctx = context_for(prow.row, prow.target, pc.spec, address=host.address, settings=self.settings,
-                                  timing=host.timing, probe=pc.probe, port=pc.port, ports=pc.ports)  # fmt: skip
+                                  timing=host.timing, probe=pc.probe, port=pc.port, ports=pc.ports,
+                                  memo=self.memo)  # fmt: skip
                 result = await execute_check(pc.probe, ctx)
             finally:
                 self.window.inflight -= 1

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from scanner.models import CheckResult, CheckSpec, Direction, PortRange, Row, Target, Transport
 from scanner.probes._options import ParsedOptions
+from scanner.probes._memo import ScanMemo
 from scanner.probes.base import Credentials, ProbeContext, Settings
 from scanner.timing import HostTiming
 
@@ -55,8 +56,10 @@ def make_context(
     credentials: Credentials | None = None,
     role: str = "domain-controllers",
     settings: Settings | None = None,
+    memo: ScanMemo | None = None,
 ) -> ProbeContext:
-    """A ProbeContext for one check; call inside a running event loop."""
+    """A ProbeContext for one check; call inside a running event loop. Contexts given the
+    same `memo` share scan-wide facts as the checks of one scan do."""
     ports: PortRange | None = None
     single: int | None = None
     if isinstance(port, str):
@@ -75,7 +78,7 @@ def make_context(
     row = make_row(probe, protocol, ports or single, role, options or {})
     return context_for(
         row, Target(role, host), row.checks[0], address=address, settings=settings,
-        timing=HostTiming(settings.timeout, settings.min_timeout), probe=probe,
+        timing=HostTiming(settings.timeout, settings.min_timeout), probe=probe, memo=memo,
     )  # fmt: skip
 
 

@@ -236,6 +236,33 @@ def test_interleave_groups_network_checks_by_host_in_plan_order(listening_port: 
     assert list(_round_robin(list(groups.values()))) == [(0, 0), (1, 0), (0, 2), (1, 2)]
 
 
+def test_each_host_starts_at_a_different_check_and_results_keep_plan_order() -> None:
+    """Checks in flight mix kinds (host k starts at its k-th check), so targets that share one
+    server do not all ask the same service at once; the rows still come back in plan order."""
+    from collections import deque
+
+    from scanner.engine import _staggered
+
+    queues = [deque([(h, 0), (h, 1), (h, 2)]) for h in range(4)]
+    assert [list(q) for q in _staggered(queues)] == [
+        [(0, 0), (0, 1), (0, 2)], [(1, 1), (1, 2), (1, 0)], [(2, 2), (2, 0), (2, 1)], [(3, 0), (3, 1), (3, 2)],
+    ]  # fmt: skip
+    listener, unused = socket.socket(), socket.socket()
+    listener.bind(("0.0.0.0", 0))  # every loopback address (only 127.x is asked)
+    listener.listen(16)
+    unused.bind(("0.0.0.0", 0))  # bound, not listening: refused
+    open_port, closed = listener.getsockname()[1], unused.getsockname()[1]
+    try:
+        results = _scan([_row(_tcp(open_port), _tcp(closed), _tcp(open_port))], ["127.0.0.1", "127.0.0.2", "127.0.0.3"])
+    finally:
+        listener.close()
+        unused.close()
+    assert [r.target.host for r in results] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    for r in results:
+        assert [c.port for c in r.checks] == [open_port, closed, open_port]
+        assert [c.status for c in r.checks] == [Status.PASS, Status.FAIL, Status.PASS]
+
+
 def test_probes_declare_their_depth_and_the_port_level_probe_per_transport() -> None:
     from scanner.probes.base import port_level_probe, registry
 

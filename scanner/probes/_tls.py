@@ -18,6 +18,8 @@ Without truststore (or a Linux CA store) the certifi bundle is the fallback, and
 evidence ``trust_store`` says which store judged. Dates (OpenSSL's X509_V_FLAG_NO_CHECK_TIME) and names are judged by us with
 ``cryptography``, in words. If the chain is rejected, a second handshake with
 verification off fetches the certificate anyway, so an untrusted one is still described.
+A chain is judged once per scan and trust store (`open_tls`): later checks that meet the
+same chain (a DC under many addresses, one certificate on many hosts) take one handshake.
 
 Certificate fields are peer-controlled text: they are kept as bounded data; reporters
 escape them. A certificate OpenSSL accepts but ``cryptography`` cannot read is a
@@ -329,6 +331,7 @@ class TlsSession:
     trust_code: int | None
     trust_store: str = STORE_SYSTEM
     der: bytes | None = None  # the leaf certificate (channel bindings)
+    handshakes: int = 1  # TLS handshakes this session took (2: one to judge, one to keep)
 
     @property
     def reader(self) -> asyncio.StreamReader:
@@ -419,21 +422,114 @@ def sni_for(ctx: ProbeContext) -> str | None:
     return ctx.host.strip("[]") or None
 
 
+@dataclass(frozen=True)
+class ChainVerdict:
+    """What the verifier said of one chain against one trust store."""
+
+    trusted: bool
+    error: str | None = None
+    code: int | None = None
+
+
+def sent_chain(ssl_object: Any) -> tuple[bytes, ...] | None:
+    """The certificates the server sent, leaf first, as DER; None where Python cannot say.
+
+    `get_unverified_chain` is public from Python 3.13 (DER bytes); 3.10-3.12 have the same
+    call on the private `_sslobj` (certificate objects).
+    """
+    getter = getattr(ssl_object, "get_unverified_chain", None)
+    if getter is None:
+        getter = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if getter is None:
+        return None
+    try:
+        chain = getter() or []
+        out = tuple(c if isinstance(c, bytes) else c.public_bytes(_DER) for c in list(chain)[:16])
+    except Exception:  # noqa: BLE001 - an internal API that changed: judge by handshake
+        return None
+    return out or None
+
+
+_DER = getattr(getattr(ssl, "_ssl", None), "ENCODING_DER", 2)
+
+
+def _chain_key(ctx: ProbeContext, chain: tuple[bytes, ...] | None) -> tuple[Any, ...] | None:
+    if chain is None:
+        return None
+    digest = hashlib.sha256(b"".join(len(c).to_bytes(4, "big") + c for c in chain)).hexdigest()
+    return ("tls-chain", ctx.settings.ca_bundle, ctx.settings.trust_private_ca, digest)
+
+
+def _remember(ctx: ProbeContext, port: int, chain: tuple[bytes, ...] | None, verdict: ChainVerdict) -> None:
+    key = _chain_key(ctx, chain)
+    if key is not None:
+        ctx.memo.put(key, verdict)
+    ctx.memo.count(("tls-verdicts", port, verdict.trusted))
+
+
+def _describe_first(ctx: ProbeContext, port: int) -> bool:
+    """Whether this port's certificates have mostly been untrusted in this scan so far.
+
+    Then a first handshake without verification is the one the probe keeps, and a chain
+    already judged in this scan is not judged again: one handshake per check instead of
+    a refused one and a second (a DC's own certificate on 636/3269, an appliance's
+    self-signed one). Otherwise the verifying handshake comes first, as a client does.
+    """
+    untrusted = ctx.memo.counters.get(("tls-verdicts", port, False), 0)
+    return untrusted > ctx.memo.counters.get(("tls-verdicts", port, True), 0)
+
+
+async def _judged_by_handshake(ctx: ProbeContext, port: int, context: ssl.SSLContext, sni: str | None) -> ChainVerdict:
+    """The verifier's verdict from a handshake of its own (closed at once)."""
+    try:
+        stream = await handshake(ctx, port, context, sni)
+    except ssl.SSLCertVerificationError as exc:
+        return _refused(exc)
+    stream.writer.transport.abort()
+    return ChainVerdict(True)
+
+
+def _refused(exc: ssl.SSLCertVerificationError) -> ChainVerdict:
+    error = clip(str(getattr(exc, "verify_message", None) or exc.reason or exc), 200)
+    return ChainVerdict(False, error, getattr(exc, "verify_code", None))
+
+
 async def open_tls(ctx: ProbeContext, port: int | None = None) -> TlsSession:
-    """A TLS session to ctx's target (directly or through the proxy), certificate judged."""
+    """A TLS session to ctx's target (directly or through the proxy), certificate judged.
+
+    The chain is judged by the verifier of a real handshake, once per chain and trust store
+    in a scan (`ctx.memo`); see `_describe_first` for the order of the handshakes.
+    """
     port = ctx.port if port is None else port
     if port is None:
         raise ValueError("open_tls needs a port")
     sni = sni_for(ctx)
     context, store = _settings_context(ctx)
-    trusted, trust_error, trust_code = True, None, None
-    try:
-        stream = await handshake(ctx, port, context, sni)
-    except ssl.SSLCertVerificationError as exc:
-        trusted = False
-        trust_error = clip(str(getattr(exc, "verify_message", None) or exc.reason or exc), 200)
-        trust_code = getattr(exc, "verify_code", None)
+    handshakes = 1
+    if _describe_first(ctx, port):
         stream = await handshake(ctx, port, unverified_context(), sni)
+        chain = sent_chain(stream.writer.get_extra_info("ssl_object"))
+        key = _chain_key(ctx, chain)
+        known = ctx.memo.get(key) if key is not None else None
+        if isinstance(known, ChainVerdict):
+            verdict = known
+        else:
+            try:
+                verdict = await _judged_by_handshake(ctx, port, context, sni)
+            except BaseException:
+                stream.writer.transport.abort()
+                raise
+            handshakes += 1
+            _remember(ctx, port, chain, verdict)
+    else:
+        try:
+            stream = await handshake(ctx, port, context, sni)
+            verdict = ChainVerdict(True)
+        except ssl.SSLCertVerificationError as exc:
+            verdict = _refused(exc)
+            stream = await handshake(ctx, port, unverified_context(), sni)
+            handshakes += 1
+        _remember(ctx, port, sent_chain(stream.writer.get_extra_info("ssl_object")), verdict)
     ssl_object = stream.writer.get_extra_info("ssl_object")
     version = ssl_object.version() if ssl_object is not None else None
     cipher = ssl_object.cipher() if ssl_object is not None else None
@@ -453,11 +549,12 @@ async def open_tls(ctx: ProbeContext, port: int | None = None) -> TlsSession:
         cipher=str(cipher[0]) if cipher else "unknown",
         certificate=certificate,
         certificate_error=certificate_error,
-        trusted=trusted,
-        trust_error=trust_error,
-        trust_code=trust_code,
+        trusted=verdict.trusted,
+        trust_error=verdict.error,
+        trust_code=verdict.code,
         trust_store=store,
         der=der or None,
+        handshakes=handshakes,
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 from scanner.models import PortRange, Reason, Row, Status, Target, Transport
 from scanner.probes._discovery import load_all
+from scanner.probes._memo import ScanMemo
 from scanner.probes._options import ParsedOptions, parse_options
 from scanner.timing import HostTiming
 
@@ -117,6 +118,9 @@ class ProbeContext:
     settings: Settings
     timing: HostTiming
     deadline: float  # event-loop time by which the probe must be done
+    # Facts that hold for the whole scan (a DC's policy, a chain's verdict): the engine
+    # shares one per scan; a context built alone gets its own, so nothing is shared.
+    memo: ScanMemo = field(default_factory=ScanMemo, compare=False, repr=False)
 
     @property
     def credentials(self) -> Credentials | None:

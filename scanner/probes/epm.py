@@ -17,9 +17,22 @@ from scanner.probes._stealth import second_signal
 from scanner.probes._windows_firewall import RPC_FIREWALL
 from scanner.probes.base import Outcome, Probe, ProbeContext, ProbeError, failed, passed, register
 from scanner.probes.netio import connect_tcp
-from scanner.wire.rpc import EPM, RpcConnection, ept_lookup
+from scanner.wire.rpc import EPM, Endpoint, RpcConnection, ept_lookup
 
 MAX_LISTED = 48  # endpoints kept as evidence (a Windows DC registers 100+)
+
+
+async def shared_listing(ctx: ProbeContext, conn: RpcConnection, port: int) -> list[Endpoint]:
+    """The mapper's whole listing (ept_lookup), read once per address, port and scan.
+
+    The `epm` check and `rpc-dynamic` both need it; whichever asks first reads it on its
+    own bound connection and the other uses that reading (each still binds to the mapper
+    itself, so each proves TCP 135 on its own).
+    """
+    listing, _reused = await ctx.memo.once(
+        ("epm-listing", ctx.address, port), lambda: ept_lookup(conn), wait=ctx.step_timeout()
+    )
+    return list(listing)
 
 
 @register
@@ -48,7 +61,7 @@ class EndpointMapperProbe(Probe):
                     Reason.PROTOCOL,
                     f"{ctx.where()} speaks DCE/RPC but is not an endpoint mapper: {ack.describe()}",
                 )
-            endpoints = await ept_lookup(conn)
+            endpoints = await shared_listing(ctx, conn, ctx.port or 135)
         finally:
             conn.close()
         tcp = [e for e in endpoints if e.protocol == "tcp" and e.port]

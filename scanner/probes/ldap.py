@@ -197,6 +197,18 @@ class RootDseEvidence:
         return out
 
 
+def dc_identity(entry: Mapping[str, list[bytes]]) -> tuple[str, str] | None:
+    """Who answered, as the DC says it (serverName, else dnsHostName + its domain); None if
+    it does not say. The key of the policy read once per DC (`directory_check`)."""
+    lower = {k.lower(): v for k, v in entry.items()}
+    for attribute, scope in (("servername", ""), ("dnshostname", "defaultnamingcontext")):
+        values = lower.get(attribute)
+        if values and values[0]:
+            extra = lower.get(scope) if scope else None
+            return wire.text(values[0])[:512], (wire.text(extra[0])[:512] if extra else "")
+    return None
+
+
 def rootdse_evidence(entry: Mapping[str, list[bytes]]) -> dict[str, Any]:
     """The RootDSE attributes an admin (and the time-skew check) reads."""
     return RootDseEvidence.of(entry).to_evidence()
@@ -661,15 +673,31 @@ async def directory_check(
     if evidence.get("default_naming_context"):
         what += f" (domain {evidence['default_naming_context']}"
         what += f", host {evidence['dns_host_name']})" if evidence.get("dns_host_name") else ")"
-    # The DC's policy, read with a made-up account before any real bind on this connection.
+    # The DC's policy, read with a made-up account before any real bind on this connection,
+    # once per DC and scan: every address and LDAP port of one DC has the same policy.
     key = "channel_binding" if tls else "ldap_signing"
-    try:
-        if tls:
-            evidence.update(await read_channel_binding(ctx, reader, writer, ids, channel_binding))
-        else:
-            evidence.update(await read_ldap_signing(ctx, reader, writer, ids))
-    except ProbeError:  # the peer spoke no LDAP to the policy bind: it cannot tell
-        evidence[key] = "unknown"
+
+    async def read_policy() -> tuple[dict[str, Any], str]:
+        try:
+            if tls:
+                found = await read_channel_binding(ctx, reader, writer, ids, channel_binding)
+            else:
+                found = await read_ldap_signing(ctx, reader, writer, ids)
+        except ProbeError:  # the peer spoke no LDAP to the policy bind: it cannot tell
+            found = {key: "unknown"}
+        return found, f"{ctx.address} TCP {ctx.port}"
+
+    identity = dc_identity(entry)
+    if identity is None:
+        (policy, _source), reused = await read_policy(), False
+    else:
+        (policy, _source), reused = await ctx.memo.once(
+            ("ldap-policy", key, identity), read_policy,
+            keep=lambda value: value[0].get(key) != "unknown", wait=ctx.step_timeout(),
+        )  # fmt: skip
+    evidence.update(policy)
+    if reused:  # read on another address or port of this DC in this scan
+        evidence[f"{key}_read_on"] = _source
     what += f", {'channel binding' if tls else 'LDAP signing'} {evidence[key]}"
     creds = ctx.credentials
     if creds is None:
@@ -720,8 +748,9 @@ class LdapProbe(Probe):
     exchanges = 5  # connect, RootDSE, the signing policy bind, the optional bind (2 rounds)
     clock_evidence = "current_time"  # the RootDSE currentTime
     footprint = (
-        "one failed simple bind of the made-up account portready-policy-check (event 4625) where "
-        "LDAP signing is not required; with credentials, one logon of that account"
+        "one failed simple bind of the made-up account portready-policy-check (event 4625) per DC "
+        "and scan, on the first of its addresses and LDAP ports to answer, where LDAP signing is "
+        "not required; with credentials, one logon of that account per check"
     )
 
     def summarize(self, evidence: Mapping[str, Any]) -> str:

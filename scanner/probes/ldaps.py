@@ -64,7 +64,8 @@ class LdapsProbe(Probe):
     exchanges = 6  # TLS (twice if untrusted), RootDSE, two policy binds, the optional bind
     footprint = (
         "up to two failed NTLM logons of the made-up account portready-policy-check (events 4625, "
-        "4776) where channel binding is not enforced; with credentials, one logon of that account"
+        "4776) per DC and scan, on the first of its addresses and TLS ports to answer, where channel "
+        "binding is not enforced; with credentials, one logon of that account per check"
     )
 
     def summarize(self, evidence: Mapping[str, Any]) -> str:

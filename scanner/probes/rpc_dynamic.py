@@ -69,13 +69,13 @@ from scanner.probes.base import (
     passed,
     register,
 )
+from scanner.probes.epm import shared_listing
 from scanner.probes.netio import connect_tcp
 from scanner.wire.rpc import (
     EPM,
     Endpoint,
     Interface,
     RpcConnection,
-    ept_lookup,
     ept_map,
     interface_name,
 )
@@ -232,7 +232,7 @@ class RpcDynamicProbe(Probe):
                     key = str(iface)
                     if key not in mapped:
                         mapped[key] = await ept_map(mapper, iface)
-            listing = await ept_lookup(mapper)
+            listing = await shared_listing(mctx, mapper, mapper_port)
         finally:
             mapper.close()
 
