@@ -7,6 +7,8 @@ GC, LDAPS + RootDSE, CLDAP ping, Kerberos AS-REQ over TCP and UDP, endpoint mapp
 dynamic RPC ports, SMB negotiate, DNS SRV); nmap runs `-sT` on the TCP ports with
 `ldap-rootdse` and `smb-protocols` (TCP only: fewer checks than portready). A first scan of
 the DC's own address alone is the reference: every check on every alias must read the same.
+portready runs with its defaults, as a user runs it: the console (written to a file, not
+--quiet) and the JSON report, which the verdicts are checked from.
 
     sudo python bench/ad_protocol_scan.py [--addresses 250] [--runs 3]
 
@@ -57,11 +59,13 @@ def main() -> int:
                 f"  dns-servers: [{{file: {hosts_file}}}]\nsettings:\n  domain: lab.test\n"
             )
             out_json = Path(tmp) / "ad.json"
+            # Defaults, as a new user runs it: the console (to a file, not --quiet) and the JSON to check verdicts.
             ours = [sys.executable, "-m", "scanner", "scan", "-i", str(inventory), "--profile", "active-directory",
-                    "--quiet", "--json", str(out_json)]  # defaults, as a new user runs it
+                    "--json", str(out_json)]  # fmt: skip
+            console = Path(tmp) / "console.txt"
             theirs = ["nmap", "-sT", "-Pn", "-n", "-T4", "-p", TCP_PORTS, "--script",
                       "ldap-rootdse,smb-protocols", "-iL", str(hosts_file), "-oX", "-"]
-            pr_times, nm_times, peaks = [], [], []
+            pr_times, nm_times, peaks, lines = [], [], [], []
             alone_file = Path(tmp) / "alone.txt"
             alone_file.write_text(host.ipv4 + "\n")
             alone_inv = Path(tmp) / "alone.yaml"
@@ -69,11 +73,12 @@ def main() -> int:
             alone_json = Path(tmp) / "alone.json"
             # Warm-up, not timed (writes the bytecode cache as `pip install` would) and the reference.
             timed_run([sys.executable, "-m", "scanner", "scan", "-i", str(alone_inv), "--profile", "active-directory",
-                       "--quiet", "--json", str(alone_json)])  # fmt: skip
+                       "--json", str(alone_json)], str(Path(tmp) / "alone-console.txt"))  # fmt: skip
             for _ in range(args.runs):
-                wall, rss, _ = timed_run(ours)
+                wall, rss, _ = timed_run(ours, str(console))
                 pr_times.append(wall)
                 peaks.append(rss)
+                lines.append(len(console.read_text(errors="replace").splitlines()))
                 wall, _, xml = timed_run(theirs)
                 nm_times.append(wall)
             doc = json.loads(out_json.read_text())
@@ -101,6 +106,7 @@ def main() -> int:
     print(f"ratio portready / nmap   : {pr / nm:.2f}  (target <= 0.5)")
     print(f"checks per second        : {checks / pr:,.0f}")
     print(f"peak memory (portready)  : {max(peaks) / 1024:.1f} MiB")
+    print(f"console lines            : {max(lines)} (default console to a file, not --quiet)")
     print(f"row verdicts             : {statuses}")
     print(f"checks as on the DC alone: {same}/{total}")
     for key, checks in differ[:5]:

@@ -143,13 +143,13 @@ def scan(hosts: int, tool_root: Path, runs: int) -> int:
     return 0
 
 
-def timed_run_env(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """timed_run with another checkout on PYTHONPATH (the console goes to a pipe, not a terminal)."""
+def timed_run_env(argv: list[str], env: dict[str, str], stdout_path: str | None = None) -> tuple[float, int, str]:
+    """timed_run with another checkout on PYTHONPATH (the console goes to a pipe, or to `stdout_path`)."""
     saved = dict(CHILD_ENV)
     CHILD_ENV.clear()
     CHILD_ENV.update(env)
     try:
-        return timed_run(argv)
+        return timed_run(argv, stdout_path)
     finally:
         CHILD_ENV.clear()
         CHILD_ENV.update(saved)

@@ -2,7 +2,8 @@
 
 Builds the saved reports of bench/console_render.py (N hosts x the active-directory rows at
 port depth: a dropped port on every host, a refused one on a third of them), then times
-`portready report FILE.json --html OUT -q` (best of --runs) and, with Debian's chromium,
+`portready report FILE.json --html OUT` (best of --runs; its console, the user's default
+output beside the page, goes to a file) and, with Debian's chromium,
 how long a headless browser takes to load and lay out the page (--dump-dom). No network
 traffic at all.
 
@@ -66,12 +67,15 @@ def main() -> int:
             for root in args.tool_root:
                 env = {**CHILD_ENV, "PYTHONPATH": str(root.resolve())}
                 page = tmp / f"r{hosts}.html"
-                argv = [sys.executable, "-m", "scanner", "report", str(saved), "--html", str(page), "-q"]
-                best = min((timed_run_env(argv, env) for _ in range(args.runs)), key=lambda r: r[0])
+                console = tmp / f"r{hosts}.console.txt"
+                argv = [sys.executable, "-m", "scanner", "report", str(saved), "--html", str(page)]
+                best = min((timed_run_env(argv, env, str(console)) for _ in range(args.runs)), key=lambda r: r[0])
+                lines = len(console.read_text(errors="replace").splitlines())
                 loaded = None if args.no_browser else browser_seconds(page, tmp)
                 shown = f", chromium load {loaded:.2f} s" if loaded is not None else ""
                 print(f"{root}: {hosts:>5} hosts x 6 rows: HTML {page.stat().st_size / 1e6:.2f} MB, "
-                      f"written in {best[0]:.2f} s (peak {best[1] / 1024:.0f} MB){shown}")
+                      f"written in {best[0]:.2f} s with the console to a file ({lines} lines; "
+                      f"peak {best[1] / 1024:.0f} MB){shown}")
     return 0
 
 

@@ -84,17 +84,19 @@ def main() -> int:
         out_json = Path(tmp) / "portready.json"
         pr_argv = [
             sys.executable, "-m", "scanner", "scan", "--profiles", str(ROOT / "bench" / "profiles"),
-            "--profile", "bench-ports", "-i", str(inventory), "--depth", "port", "--quiet",
+            "--profile", "bench-ports", "-i", str(inventory), "--depth", "port",
             "--concurrency", str(args.concurrency), "--per-host", "16", "--json", str(out_json),
-        ]
+        ]  # the console too (to a file, not --quiet): what the user's run renders
+        console = Path(tmp) / "console.txt"
         nmap_argv = ["nmap", "-sT", "-T4", "-Pn", "-n", "-p", f"{PORTS[0]}-{PORTS[-1]}", "-iL", str(hosts_file), "-oX", "-"]
-        pr_times, nmap_times, peaks = [], [], []
+        pr_times, nmap_times, peaks, lines = [], [], [], []
         nmap_xml = ""
-        timed_run(pr_argv)  # warm-up, not timed: writes the bytecode cache as `pip install` would
+        timed_run(pr_argv, str(console))  # warm-up, not timed: writes the bytecode cache as `pip install` would
         for _ in range(args.runs):
-            wall, rss, _ = timed_run(pr_argv)
+            wall, rss, _ = timed_run(pr_argv, str(console))
             pr_times.append(wall)
             peaks.append(rss)
+            lines.append(len(console.read_text(errors="replace").splitlines()))
             wall, _, nmap_xml = timed_run(nmap_argv)
             nmap_times.append(wall)
         server.kill()
@@ -122,6 +124,7 @@ def main() -> int:
     print(f"ratio portready / nmap  : {pr / nm:.2f}  (target <= 0.5)")
     print(f"probes per second       : {probes / pr:,.0f}")
     print(f"peak memory (portready) : {max(peaks) / 1024:.1f} MiB  (target < 150)")
+    print(f"console lines           : {max(lines)} (default console to a file, not --quiet)")
     print(f"verdicts agree with nmap: {agree}/{probes}; portready right {ours_right}/{probes}, nmap right {nmap_right}/{probes}")
     return 0
 

@@ -328,38 +328,102 @@ def build_tower(iface: Interface, protocol: int = 0x07) -> bytes:
     return out
 
 
+_U16_LE = struct.Struct("<H").unpack_from
+_U32_LE = struct.Struct("<I").unpack_from
+_U32X3_LE = struct.Struct("<III").unpack_from
+_ENTRY = struct.Struct("<16xIII").unpack_from  # object UUID (skipped), referent, offset, length
+_TOWER_HEAD = struct.Struct("<II").unpack_from  # max_count, length
+# The tower nearly every mapper entry is: ncacn_ip_tcp, 5 floors of fixed sizes (interface,
+# NDR, RPC CO, TCP port, IP address), read in one unpack; anything else takes the general path.
+_TCP_TOWER = struct.Struct("<HHB16sHHHH19xH2xHxH2xHBHHHBH4B").unpack_from
+_TCP_TOWER_SIZE = 75
+_UUIDS: dict[bytes, str] = {}  # interface UUIDs seen (a few dozen exist): their text, built once
+_MAX_UUIDS = 4096
+
+
+def _overrun(n: int, pos: int, size: int) -> ValueError:
+    """The error of a read of `n` bytes at `pos` from `size` bytes (the words of _Reader.take)."""
+    return ValueError(f"needs {n} bytes at offset {pos}, only {size - pos} left")
+
+
+def _first_overrun(sizes: tuple[int, ...], pos: int, size: int) -> ValueError:
+    """The error of the first of consecutive reads of `sizes` bytes from `pos` that runs past `size`."""
+    for n in sizes:
+        if pos + n > size:
+            return _overrun(n, pos, size)
+        pos += n
+    raise AssertionError("no read runs past the end")  # pragma: no cover - callers checked that one does
+
+
+def _uuid_at(data: bytes, pos: int) -> str:
+    raw = data[pos : pos + 16]
+    text = _UUIDS.get(raw)
+    if text is None:
+        text = uuid_text(raw)
+        if len(_UUIDS) < _MAX_UUIDS:
+            _UUIDS[raw] = text
+    return text
+
+
 def parse_tower(data: bytes, annotation: str = "") -> Endpoint:
-    """Decode a tower's floors (C706 appendix L). ValueError if malformed."""
-    r = _Reader(data)
-    count = r.u16()
+    """Decode a tower's floors (C706 appendix L). ValueError if malformed.
+
+    One pass over offsets (no slice per floor): floor 0 is the interface, floors 1-2 the
+    transfer syntax and RPC protocol, floors 3+ where it listens (port, host, pipe...).
+    """
+    size = len(data)
+    if size >= _TCP_TOWER_SIZE:
+        (count, l0, k0, uuid, major, r0, minor, l1, r1, l2, r2, l3, k3, r3, port_le, l4, k4, r4, a, b, c, d) = (
+            _TCP_TOWER(data)
+        )
+        if (
+            count == 5 and l0 == 19 and k0 == 0x0D and r0 == 2 and l1 == 19 and r1 == 2 and l2 == 1 and r2 == 2
+            and l3 == 1 and k3 == 0x07 and r3 == 2 and l4 == 1 and k4 == 0x09 and r4 == 4
+        ):  # fmt: skip
+            text = _UUIDS.get(uuid) or _uuid_at(data, 5)
+            return Endpoint(text, major, minor, annotation, "tcp", (port_le & 0xFF) << 8 | port_le >> 8, f"{a}.{b}.{c}.{d}")
+    elif size < 2:
+        raise _overrun(2, 0, size)
+    count = data[0] | data[1] << 8
     if count < 3 or count > 16:
         raise ValueError(f"a tower of {count} floors")
-    floors: list[tuple[bytes, bytes]] = []
-    for _ in range(count):
-        lhs = r.take(r.u16())
-        rhs = r.take(r.u16())
-        floors.append((lhs, rhs))
-    lhs0, rhs0 = floors[0]
-    if len(lhs0) != 19 or lhs0[0] != 0x0D or len(rhs0) < 2:
-        raise ValueError("the first floor is not an interface identifier")
-    uuid = uuid_text(lhs0[1:17])
-    major = int(struct.unpack("<H", lhs0[17:19])[0])
-    minor = int(struct.unpack("<H", rhs0[:2])[0])
+    pos = 2
+    lhs0 = lhs0_len = rhs0 = rhs0_len = 0
     protocol, port, address = "unknown", None, None
-    for lhs, rhs in floors[3:]:
-        if not lhs:
-            continue
-        kind = lhs[0]
-        name = _FLOOR_NAMES.get(kind)
-        if kind in (0x07, 0x08, 0x1F) and len(rhs) >= 2:
-            protocol, port = name or "tcp", int(struct.unpack(">H", rhs[:2])[0])
-        elif kind == 0x09 and len(rhs) == 4:
-            address = address or ".".join(str(b) for b in rhs)
-        elif kind in (0x0F, 0x10) or (kind == 0x11 and protocol == "unknown"):
-            # ncacn_np towers carry the pipe (0x0f) and then the NetBIOS host (0x11).
-            protocol = name or "np"
-            address = rhs.rstrip(b"\x00").decode("ascii", "replace")
-    return Endpoint(uuid, major, minor, annotation, protocol, port, address)
+    for i in range(count):
+        if pos + 2 > size:
+            raise _overrun(2, pos, size)
+        lhs_len = data[pos] | data[pos + 1] << 8
+        lhs = pos + 2
+        if lhs + lhs_len > size:
+            raise _overrun(lhs_len, lhs, size)
+        pos = lhs + lhs_len
+        if pos + 2 > size:
+            raise _overrun(2, pos, size)
+        rhs_len = data[pos] | data[pos + 1] << 8
+        rhs = pos + 2
+        if rhs + rhs_len > size:
+            raise _overrun(rhs_len, rhs, size)
+        pos = rhs + rhs_len
+        if i >= 3:
+            if not lhs_len:
+                continue
+            kind = data[lhs]
+            if kind in (0x07, 0x08, 0x1F) and rhs_len >= 2:
+                protocol, port = _FLOOR_NAMES[kind], data[rhs] << 8 | data[rhs + 1]
+            elif kind == 0x09 and rhs_len == 4:
+                address = address or f"{data[rhs]}.{data[rhs + 1]}.{data[rhs + 2]}.{data[rhs + 3]}"
+            elif kind in (0x0F, 0x10) or (kind == 0x11 and protocol == "unknown"):
+                # ncacn_np towers carry the pipe (0x0f) and then the NetBIOS host (0x11).
+                protocol = _FLOOR_NAMES[kind]
+                address = data[rhs:pos].rstrip(b"\x00").decode("ascii", "replace")
+        elif i == 0:
+            lhs0, lhs0_len, rhs0, rhs0_len = lhs, lhs_len, rhs, rhs_len
+    if lhs0_len != 19 or data[lhs0] != 0x0D or rhs0_len < 2:
+        raise ValueError("the first floor is not an interface identifier")
+    major = data[lhs0 + 17] | data[lhs0 + 18] << 8
+    minor = data[rhs0] | data[rhs0 + 1] << 8
+    return Endpoint(_uuid_at(data, lhs0 + 1), major, minor, annotation, protocol, port, address)
 
 
 # --------------------------------------------------------------------------- ept_lookup / ept_map
@@ -371,40 +435,65 @@ def ept_lookup_stub(handle: bytes, max_ents: int) -> bytes:
 
 
 def parse_ept_lookup(stub: bytes) -> tuple[bytes, list[Endpoint], int, int]:
-    """(entry_handle, endpoints, status, malformed towers) of an ept_lookup answer."""
-    r = _Reader(stub)
-    handle = r.take(20)
-    num = r.u32()
+    """(entry_handle, endpoints, status, malformed towers) of an ept_lookup answer.
+
+    Bounds are checked before each fixed-size group of fields is unpacked; an overrun
+    names the first field that does not fit, as reading them one by one would.
+    """
+    size = len(stub)
+    if size < 24:
+        raise _first_overrun((20, 4), 0, size)
+    handle = stub[:20]
+    num = _U32_LE(stub, 20)[0]
     if num > 4096:
         raise ValueError(f"{num} entries announced")
+    pos = 24
     entries: list[tuple[int, str]] = []
-    if num or r.left > 4:
-        _max, _offset, actual = r.u32(), r.u32(), r.u32()
+    if num or size - pos > 4:
+        if pos + 12 > size:
+            raise _first_overrun((4, 4, 4), pos, size)
+        actual = _U32X3_LE(stub, pos)[2]
+        pos += 12
         if actual != num:
             raise ValueError(f"{actual} entries sent, {num} announced")
         for _ in range(num):
-            r.take(16)  # object UUID
-            ref = r.u32()
-            _off, length = r.u32(), r.u32()
+            if pos + 28 > size:
+                raise _first_overrun((16, 4, 4, 4), pos, size)
+            ref, _off, length = _ENTRY(stub, pos)
+            pos += 28
             if length > 64:
                 raise ValueError(f"an annotation of {length} bytes (at most 64)")
-            text = r.take(length).split(b"\x00", 1)[0].decode("latin-1")
-            r.align(4)
+            if pos + length > size:
+                raise _overrun(length, pos, size)
+            text = stub[pos : pos + length].split(b"\x00", 1)[0].decode("latin-1")
+            pos += length
+            pos += -pos % 4
+            if pos > size:
+                raise ValueError("alignment runs past the end")
             entries.append((ref, text))
     endpoints: list[Endpoint] = []
     bad = 0
     for ref, text in entries:
         if not ref:
             continue
-        _max = r.u32()
-        length = r.u32()
-        tower = r.take(length)
-        r.align(4)
+        if pos + 8 > size:
+            raise _first_overrun((4, 4), pos, size)
+        length = _TOWER_HEAD(stub, pos)[1]
+        pos += 8
+        if pos + length > size:
+            raise _overrun(length, pos, size)
+        tower = stub[pos : pos + length]
+        pos += length
+        pos += -pos % 4
+        if pos > size:
+            raise ValueError("alignment runs past the end")
         try:
             endpoints.append(parse_tower(tower, text))
         except (ValueError, struct.error):
             bad += 1
-    status = r.u32()
+    if pos + 4 > size:
+        raise _overrun(4, pos, size)
+    status = _U32_LE(stub, pos)[0]
     return handle, endpoints, status, bad
 
 
