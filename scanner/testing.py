@@ -8,8 +8,8 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from scanner.models import CheckResult, CheckSpec, Direction, PortRange, Row, Target, Transport
-from scanner.probes._options import ParsedOptions
 from scanner.probes._memo import ScanMemo
+from scanner.probes._options import ParsedOptions
 from scanner.probes.base import Credentials, ProbeContext, Settings
 from scanner.timing import HostTiming
 
