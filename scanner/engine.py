@@ -604,7 +604,7 @@ async def run_plan(
             for j, pc in enumerate(prow.checks):
                 if pc.preset is not None:
                     on_result((i, j), _preset_result(pc))
-        await scheduler.run(_round_robin(_staggered(list(_interleave(plan).values()))))
+        await scheduler.run(_round_robin(_staggered(plan, list(_interleave(plan).values()))))
         if scheduler.later:  # every first try has ended: ask these again at lower load
             stalled = any(_stalled(results[i][j]) for i, j in scheduler.later)
             scheduler.for_retry(overloaded=stalled)
@@ -630,15 +630,29 @@ def _interrupted_row(prow: PlannedRow, checks: list[CheckResult | None], resolve
     return RowResult(prow.row, prow.target, res.address if res is not None else None, done)
 
 
-def _staggered(queues: list[deque[Job]]) -> list[deque[Job]]:
+def _staggered(plan: Plan, queues: list[deque[Job]]) -> list[deque[Job]]:
     """Each host starts at a different check (host k at its k-th): at any moment the checks
     in flight are a mix of kinds, not every host asking the same service at once. Targets
     that share one server (names or addresses of one DC, a load balancer) then load all of
     its services a little instead of one of them fully; on distinct servers it changes
-    nothing. Results keep plan order whatever order checks run in."""
+    nothing. A host's TCP checks still come before its UDP ones: a connect's answer gives
+    the round trip that judges UDP silence and paces datagrams to the ICMP the path allows.
+    Results keep plan order whatever order checks run in."""
+
+    def is_udp(job: Job) -> bool:
+        return plan.rows[job[0]].checks[job[1]].spec.protocol is Transport.UDP
+
     for k, queue in enumerate(queues):
-        if len(queue) > 1:
-            queue.rotate(-(k % len(queue)))
+        if len(queue) < 2:
+            continue
+        tcp = deque(j for j in queue if not is_udp(j))
+        udp = deque(j for j in queue if is_udp(j))
+        for part in (tcp, udp):
+            if part:
+                part.rotate(-(k % len(part)))
+        queue.clear()
+        queue.extend(tcp)
+        queue.extend(udp)
     return queues
 
 
