@@ -7,6 +7,7 @@ engine, the probes and every reporter see the same thing and JSON round-trips it
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -284,11 +285,12 @@ class RowResult:
     address: str | None
     checks: tuple[CheckResult, ...]
 
-    @property
+    # Cached: the row is frozen, and reports ask for its status, reason and detail often.
+    @functools.cached_property
     def status(self) -> Status:
         return worst_status(c.status for c in self.checks)
 
-    @property
+    @functools.cached_property
     def deciding(self) -> CheckResult | None:
         """The check that gave the row its status (the first of the worst)."""
         status = self.status
