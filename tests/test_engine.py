@@ -239,14 +239,14 @@ def test_interleave_groups_network_checks_by_host_in_plan_order(listening_port: 
 def test_each_host_starts_at_a_different_check_and_results_keep_plan_order() -> None:
     """Checks in flight mix kinds (host k starts at its k-th check), so targets that share one
     server do not all ask the same service at once; the rows still come back in plan order."""
-    from collections import deque
+    from scanner.engine import _interleave, _staggered
 
-    from scanner.engine import _staggered
-
-    queues = [deque([(h, 0), (h, 1), (h, 2)]) for h in range(4)]
-    assert [list(q) for q in _staggered(queues)] == [
-        [(0, 0), (0, 1), (0, 2)], [(1, 1), (1, 2), (1, 0)], [(2, 2), (2, 0), (2, 1)], [(3, 0), (3, 1), (3, 2)],
-    ]  # fmt: skip
+    rows = [_row(_tcp(1), _tcp(2), CheckSpec(Transport.UDP, "udp", 3), _tcp(4), CheckSpec(Transport.UDP, "udp", 5))]
+    targets = {"monitored-computers": [Target("monitored-computers", h) for h in ("a", "b", "c", "d")]}
+    plan = build_plan(rows, targets, depth=Depth.PORT, settings=Settings())
+    order = [[j for _, j in q] for q in _staggered(plan, list(_interleave(plan).values()))]
+    # TCP checks (0, 1, 3) rotated per host, then the UDP ones (2, 4) rotated: never UDP first.
+    assert order == [[0, 1, 3, 2, 4], [1, 3, 0, 4, 2], [3, 0, 1, 2, 4], [0, 1, 3, 4, 2]]
     listener, unused = socket.socket(), socket.socket()
     listener.bind(("0.0.0.0", 0))  # every loopback address (only 127.x is asked)
     listener.listen(16)
