@@ -176,6 +176,16 @@ async def test_rejected_135_is_refused(dc, dc_firewall) -> None:  # type: ignore
     assert (result.status, result.reason) == (Status.FAIL, Reason.REFUSED), result.detail
 
 
+async def test_nothing_listening_on_135_is_refused() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = await epm("127.0.0.1", port)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.REFUSED), result.detail
+
+
 @pytest.mark.lab
 async def test_epm_still_passes_when_only_the_dynamic_range_is_dropped(dc, dc_firewall) -> None:  # type: ignore[no-untyped-def]
     dc_firewall.drop_range(49152, 65535)

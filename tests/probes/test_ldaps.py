@@ -84,6 +84,16 @@ async def test_tls_peer_speaking_something_else_fails_protocol(loopback_tls_cert
     assert (result.status, result.reason) == (Status.FAIL, Reason.PROTOCOL)
 
 
+async def test_nothing_listening_on_the_ldaps_port_is_refused() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = await run_ldaps("127.0.0.1", port, timeout=1.0, retries=0)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.REFUSED), result.detail
+
+
 @pytest.mark.lab
 async def test_samba_ldaps_works_but_its_self_made_certificate_is_flagged(dc) -> None:
     result = await run_ldaps(dc.address, 636, host=dc.fqdn)

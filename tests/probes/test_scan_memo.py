@@ -197,6 +197,58 @@ async def test_another_chain_on_the_same_port_is_judged_by_its_own_handshake(
     assert other.handshakes == 2 and trusted.accepted == 2  # kept without verification, judged apart
 
 
+class PlainPeer:
+    """A TCP peer on one loopback address that is not TLS: it sends text, or says nothing."""
+
+    def __init__(self, address: str, port: int, mode: str) -> None:
+        self.sock = socket.create_server((address, port))
+        self.mode = mode
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.mode == "garbage":
+                conn.sendall(b"220 not TLS at all\r\n" * 64)
+            threading.Timer(3.0, conn.close).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("mode", ["garbage", "silent", "missing"])
+async def test_once_a_port_reads_untrusted_a_peer_that_is_not_tls_still_fails(
+    tls_servers: Any, loopback_tls_certs: TlsCerts, mode: str
+) -> None:
+    """The first handshake without verification is no shortcut past the handshake itself: a
+    port with no TLS fails `tls`, a silent one reads `no-reply`, a missing one `refused`."""
+    from scanner.models import Reason
+    from scanner.probes.base import ProbeError
+
+    untrusted = tls_servers("self_signed", "127.0.0.1")
+    memo = ScanMemo()
+    for _ in range(2):
+        await _session(untrusted.port, memo, loopback_tls_certs)
+    assert _tls._describe_first(make_context("x", "127.0.0.1", untrusted.port, memo=memo), untrusted.port)
+    try:
+        peer = PlainPeer("127.0.0.2", untrusted.port, mode) if mode != "missing" else None
+    except OSError:
+        pytest.skip("127.0.0.2 is not usable on this loopback")
+    try:
+        with pytest.raises(ProbeError) as caught:
+            await _session(untrusted.port, memo, loopback_tls_certs, "127.0.0.2")
+    finally:
+        if peer is not None:
+            peer.close()
+    reason = caught.value.outcome.reason
+    assert reason is {"garbage": Reason.TLS, "silent": Reason.NO_REPLY, "missing": Reason.REFUSED}[mode], (
+        caught.value.outcome.detail
+    )
+
+
 async def test_a_verdict_is_not_carried_to_another_trust_store(tls_servers: Any, loopback_tls_certs: TlsCerts) -> None:
     server = tls_servers("valid")
     memo = ScanMemo()
