@@ -40,6 +40,9 @@ class ScanMemo:
         if key in self._values or len(self._values) < _MAX_KEYS:
             self._values[key] = value
 
+    def tally(self, key: Hashable) -> int:
+        return self.counters.get(key, 0)
+
     def count(self, key: Hashable, by: int = 1) -> int:
         """A scan-wide tally (e.g. chain verdicts per port); returns the new value."""
         if key not in self.counters and len(self.counters) >= _MAX_KEYS:
@@ -62,7 +65,7 @@ class ScanMemo:
         if pending is not None:
             try:
                 value = await asyncio.wait_for(asyncio.shield(pending), max(0.0, wait))
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - theirs failed: ask ourselves
+            except Exception:  # noqa: BLE001 - theirs failed or took too long: ask ourselves
                 pass
             else:
                 if keep(value):

@@ -431,6 +431,9 @@ class ChainVerdict:
     code: int | None = None
 
 
+_DER = getattr(getattr(ssl, "_ssl", None), "ENCODING_DER", 2)
+
+
 def sent_chain(ssl_object: Any) -> tuple[bytes, ...] | None:
     """The certificates the server sent, leaf first, as DER; None where Python cannot say.
 
@@ -448,9 +451,6 @@ def sent_chain(ssl_object: Any) -> tuple[bytes, ...] | None:
     except Exception:  # noqa: BLE001 - an internal API that changed: judge by handshake
         return None
     return out or None
-
-
-_DER = getattr(getattr(ssl, "_ssl", None), "ENCODING_DER", 2)
 
 
 def _chain_key(ctx: ProbeContext, chain: tuple[bytes, ...] | None) -> tuple[Any, ...] | None:
@@ -475,8 +475,7 @@ def _describe_first(ctx: ProbeContext, port: int) -> bool:
     a refused one and a second (a DC's own certificate on 636/3269, an appliance's
     self-signed one). Otherwise the verifying handshake comes first, as a client does.
     """
-    untrusted = ctx.memo.counters.get(("tls-verdicts", port, False), 0)
-    return untrusted > ctx.memo.counters.get(("tls-verdicts", port, True), 0)
+    return ctx.memo.tally(("tls-verdicts", port, False)) > ctx.memo.tally(("tls-verdicts", port, True))
 
 
 async def _judged_by_handshake(ctx: ProbeContext, port: int, context: ssl.SSLContext, sni: str | None) -> ChainVerdict:

@@ -206,12 +206,16 @@ def dc_identity(entry: Mapping[str, list[bytes]]) -> tuple[str, str] | None:
     """Who answered, as the DC says it (serverName, else dnsHostName + its domain); None if
     it does not say. The key of the policy read once per DC (`directory_check`)."""
     lower = {k.lower(): v for k, v in entry.items()}
-    for attribute, scope in (("servername", ""), ("dnshostname", "defaultnamingcontext")):
-        values = lower.get(attribute)
-        if values and values[0]:
-            extra = lower.get(scope) if scope else None
-            return wire.text(values[0])[:512], (wire.text(extra[0])[:512] if extra else "")
-    return None
+
+    def first(name: str) -> str | None:
+        values = lower.get(name)
+        return wire.text(values[0])[:512] if values and values[0] else None
+
+    server = first("servername")
+    if server:
+        return server, ""
+    host = first("dnshostname")
+    return (host, first("defaultnamingcontext") or "") if host else None
 
 
 def rootdse_evidence(entry: Mapping[str, list[bytes]]) -> dict[str, Any]:
@@ -694,15 +698,15 @@ async def directory_check(
 
     identity = dc_identity(entry)
     if identity is None:
-        (policy, _source), reused = await read_policy(), False
+        (policy, source), reused = await read_policy(), False
     else:
-        (policy, _source), reused = await ctx.memo.once(
+        (policy, source), reused = await ctx.memo.once(
             ("ldap-policy", key, identity), read_policy,
             keep=lambda value: value[0].get(key) != "unknown", wait=ctx.step_timeout(),
         )  # fmt: skip
     evidence.update(policy)
     if reused:  # read on another address or port of this DC in this scan
-        evidence[f"{key}_read_on"] = _source
+        evidence[f"{key}_read_on"] = source
     what += f", {'channel binding' if tls else 'LDAP signing'} {evidence[key]}"
     creds = ctx.credentials
     if creds is None:

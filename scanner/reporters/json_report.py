@@ -34,15 +34,9 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
 
-def _members(value: dict[Any, Any]) -> Iterator[str]:
-    """`"key": value` of each member, the key coerced as the encoder does (int, float, bool, None)."""
-    for key, item in value.items():
-        yield _ENCODER.encode({key: item})[1:-1]
-
-
-def _key(key: Any) -> str:
-    """`"key": ` as the encoder writes it."""
-    return _ENCODER.encode({key: 0})[1:-2]
+def _member(key: Any, item: Any) -> str:
+    """`"key": value`, the key coerced as the encoder does (int, float, bool, None)."""
+    return _ENCODER.encode({key: item})[1:-1]
 
 
 def _chunks(value: Any) -> Iterator[str]:
@@ -56,22 +50,17 @@ def _chunks(value: Any) -> Iterator[str]:
     yield "{"
     sep = "\n  "
     for key, item in value.items():
-        if isinstance(item, dict) and item:
-            yield f"{sep}{_key(key)}{{"
+        if isinstance(item, (dict, list, tuple)) and item:
+            is_dict = isinstance(item, dict)
+            lines = (_member(k, v) for k, v in item.items()) if isinstance(item, dict) else map(_ENCODER.encode, item)
+            yield f"{sep}{_member(key, 0)[:-1]}{'{' if is_dict else '['}"
             inner = "\n    "
-            for member in _members(item):
-                yield inner + member
+            for line in lines:
+                yield inner + line
                 inner = ",\n    "
-            yield "\n  }"
-        elif isinstance(item, (list, tuple)) and item:
-            yield f"{sep}{_key(key)}["
-            inner = "\n    "
-            for element in item:
-                yield inner + _ENCODER.encode(element)
-                inner = ",\n    "
-            yield "\n  ]"
+            yield "\n  }" if is_dict else "\n  ]"
         else:
-            yield sep + _ENCODER.encode({key: item})[1:-1]
+            yield sep + _member(key, item)
         sep = ",\n  "
     yield "\n}"
 

@@ -355,6 +355,16 @@ def _first_overrun(sizes: tuple[int, ...], pos: int, size: int) -> ValueError:
     raise AssertionError("no read runs past the end")  # pragma: no cover - callers checked that one does
 
 
+def _counted(data: bytes, pos: int, size: int) -> tuple[int, int]:
+    """(start, length) of the u16-length-prefixed field at `pos` (a tower floor's side)."""
+    if pos + 2 > size:
+        raise _overrun(2, pos, size)
+    length = data[pos] | data[pos + 1] << 8
+    if pos + 2 + length > size:
+        raise _overrun(length, pos + 2, size)
+    return pos + 2, length
+
+
 def _uuid_at(data: bytes, pos: int) -> str:
     raw = data[pos : pos + 16]
     text = _UUIDS.get(raw)
@@ -391,19 +401,8 @@ def parse_tower(data: bytes, annotation: str = "") -> Endpoint:
     lhs0 = lhs0_len = rhs0 = rhs0_len = 0
     protocol, port, address = "unknown", None, None
     for i in range(count):
-        if pos + 2 > size:
-            raise _overrun(2, pos, size)
-        lhs_len = data[pos] | data[pos + 1] << 8
-        lhs = pos + 2
-        if lhs + lhs_len > size:
-            raise _overrun(lhs_len, lhs, size)
-        pos = lhs + lhs_len
-        if pos + 2 > size:
-            raise _overrun(2, pos, size)
-        rhs_len = data[pos] | data[pos + 1] << 8
-        rhs = pos + 2
-        if rhs + rhs_len > size:
-            raise _overrun(rhs_len, rhs, size)
+        lhs, lhs_len = _counted(data, pos, size)
+        rhs, rhs_len = _counted(data, lhs + lhs_len, size)
         pos = rhs + rhs_len
         if i >= 3:
             if not lhs_len:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.lab.hostile import hostile_server
+from tests.lab.loopback import LoopbackPeer
 from tests.lab.netns import Host
 
 _PROFILE = """\
@@ -45,31 +46,18 @@ rows:
 """
 
 
-class _CountingListener:
+class _CountingListener(LoopbackPeer):
     """A loopback port that counts connections the client opened and closed again."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.closed_by_client = threading.Semaphore(0)
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(backlog=16)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                while conn.recv(1024):
-                    pass
-            self.closed_by_client.release()
-
-    def close(self) -> None:
-        self.sock.close()
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            while conn.recv(1024):
+                pass
+        self.closed_by_client.release()
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cli._run import portready
+from tests.lab.loopback import LoopbackPeer
 
 USER, PASSWORD = "svc-proxy", "Pr0xy-S3cret-Passw0rd"
 TOKEN = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -35,51 +35,33 @@ rows:
 """
 
 
-class EchoProxy:
+class EchoProxy(LoopbackPeer):
     """Answers each request with `style`: 'status' (407 + the auth line), 'header' (200 with
     the auth line in Server), 'raw' (the request bytes back, not HTTP)."""
 
     def __init__(self, style: str) -> None:
         self.style = style
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.saw_credentials = False
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(backlog=16)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(2)
-                data = b""
-                try:
-                    while b"\r\n\r\n" not in data and len(data) < 65536:
-                        chunk = conn.recv(4096)
-                        if not chunk:
-                            break
-                        data += chunk
-                except OSError:
-                    continue
-                auth = next((line for line in data.split(b"\r\n") if line.lower().startswith(b"proxy-authorization")), b"")
-                self.saw_credentials |= TOKEN.encode() in auth
-                if self.style == "status":
-                    reply = b"HTTP/1.1 407 " + auth + b"\r\nContent-Length: 0\r\n\r\n"
-                elif self.style == "header":
-                    reply = b"HTTP/1.1 200 OK\r\nServer: " + auth + b"\r\nX-Echo: " + auth.lower() + b"\r\n\r\n"
-                else:
-                    reply = data
-                try:
-                    conn.sendall(reply)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(2)
+            data = b""
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            auth = next((line for line in data.split(b"\r\n") if line.lower().startswith(b"proxy-authorization")), b"")
+            self.saw_credentials |= TOKEN.encode() in auth
+            if self.style == "status":
+                reply = b"HTTP/1.1 407 " + auth + b"\r\nContent-Length: 0\r\n\r\n"
+            elif self.style == "header":
+                reply = b"HTTP/1.1 200 OK\r\nServer: " + auth + b"\r\nX-Echo: " + auth.lower() + b"\r\n\r\n"
+            else:
+                reply = data
+            conn.sendall(reply)
 
 
 @pytest.fixture(params=["status", "header", "raw"])

@@ -11,7 +11,6 @@ import errno
 import json
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,40 +21,26 @@ from scanner.probes.base import ProbeError, Settings
 from scanner.probes.netio import outcome_for_oserror, wire_errors
 from scanner.testing import make_context, run_probe
 from tests.cli._run import portready
+from tests.lab.loopback import LoopbackPeer
 
 
-class ClosingPeer:
+class ClosingPeer(LoopbackPeer):
     """Accepts on loopback, lets the client speak, then resets (RST) or hangs up (FIN)."""
 
     def __init__(self, mode: str) -> None:
         assert mode in ("reset", "hangup")
         self.mode = mode
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.settimeout(0.2)
-            try:
-                conn.recv(4096)  # the client's request, if it sends one first
-            except OSError:
-                pass
-            if self.mode == "reset":
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
+    def handle(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        try:
+            conn.recv(4096)  # the client's request, if it sends one first
+        except OSError:
+            pass
+        if self.mode == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
 
 
 @pytest.fixture(params=["reset", "hangup"])

@@ -19,6 +19,7 @@ from scanner.probes import _tls
 from scanner.probes._memo import ScanMemo
 from scanner.probes.base import Settings
 from scanner.testing import make_context, run_probe
+from tests.lab.loopback import LoopbackPeer
 from tests.lab.samba_dc import SambaDC
 from tests.lab.tls import TLS_HOSTNAME, TlsCerts
 
@@ -101,38 +102,22 @@ def test_the_memo_is_bounded_whatever_the_peers_call_themselves() -> None:
 
 
 # -- a certificate chain is judged once per chain and trust store -------------------------------
-class CountingTlsServer:
+class CountingTlsServer(LoopbackPeer):
     """A real TLS server on one loopback address that counts the connections it accepts
     (a refused verification still costs the server a connection and its key operation)."""
 
     def __init__(self, certs: TlsCerts, kind: str, address: str = "127.0.0.1", port: int = 0) -> None:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(certs.cert(kind), certs.key(kind))
-        self.sock = socket.create_server((address, port))
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(address, port, threaded=True)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         conn.settimeout(3)
         try:
             with self.context.wrap_socket(conn, server_side=True) as tls:
                 tls.recv(1)
-        except (OSError, ssl.SSLError):
+        except ssl.SSLError:
             pass
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
@@ -197,26 +182,17 @@ async def test_another_chain_on_the_same_port_is_judged_by_its_own_handshake(
     assert other.handshakes == 2 and trusted.accepted == 2  # kept without verification, judged apart
 
 
-class PlainPeer:
+class PlainPeer(LoopbackPeer):
     """A TCP peer on one loopback address that is not TLS: it sends text, or says nothing."""
 
     def __init__(self, address: str, port: int, mode: str) -> None:
-        self.sock = socket.create_server((address, port))
         self.mode = mode
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(address, port)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            if self.mode == "garbage":
-                conn.sendall(b"220 not TLS at all\r\n" * 64)
-            threading.Timer(3.0, conn.close).start()
-
-    def close(self) -> None:
-        self.sock.close()
+    def handle(self, conn: socket.socket) -> None:
+        if self.mode == "garbage":
+            conn.sendall(b"220 not TLS at all\r\n" * 512)  # past the 8 KiB record its first bytes announce
+        threading.Timer(3.0, conn.close).start()
 
 
 @pytest.mark.parametrize("mode", ["garbage", "silent", "missing"])
