@@ -372,7 +372,17 @@ async def handshake(ctx: ProbeContext, port: int, context: ssl.SSLContext, sni: 
         await close_writer(stream.writer)
         raise
     except asyncio.TimeoutError as exc:
+        early = spoke_first(stream)
         await close_writer(stream.writer)
+        if early:
+            # Its first bytes came before our TLS took the connection over, so the handshake
+            # waited for an answer already given: a plain protocol's banner, not slowness.
+            raise _handshake_failed(
+                stream,
+                f"TLS handshake failed on {ctx.where(port)}: the service spoke first ({clip(repr(early[:40]), 80)}), "
+                "as a plain protocol does; a TLS server waits for the client — the port answers, but not with TLS",
+                error="plain text before the TLS handshake",
+            ) from None
         extra = {"via_proxy": stream.via_proxy} if stream.via_proxy else {}
         raise ProbeError(tls_stalled(ctx, port, **extra)) from exc
     except ssl.SSLError as exc:
@@ -398,6 +408,13 @@ async def handshake(ctx: ProbeContext, port: int, context: ssl.SSLContext, sni: 
             error=clip(f"{type(exc).__name__}: {exc}", 300),
         ) from None
     return stream
+
+
+def spoke_first(stream: Stream) -> bytes:
+    """What the peer sent before the TLS upgrade (left in the plain reader's buffer); b"" if
+    nothing. asyncio keeps it there, out of the TLS layer's sight."""
+    buffered = getattr(stream.reader, "_buffer", None)
+    return bytes(buffered[:256]) if buffered else b""
 
 
 def _settings_context(ctx: ProbeContext) -> tuple[ssl.SSLContext, str]:

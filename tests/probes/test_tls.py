@@ -160,6 +160,27 @@ async def test_plain_http_server_is_a_tls_failure(hostile: Callable[..., tuple[s
     assert result.status is Status.FAIL and result.reason is Reason.TLS, result.detail
 
 
+async def test_a_service_that_speaks_first_fails_tls_whenever_its_banner_arrives() -> None:
+    """An SMTP-style banner sent on accept: it reaches us before or after our TLS takes the
+    connection over (a race); either way it is a plain protocol, `fail tls`, never no-reply."""
+    import threading
+
+    from tests.lab.loopback import LoopbackPeer
+
+    class Banner(LoopbackPeer):
+        def handle(self, conn: socket.socket) -> None:
+            conn.sendall(b"220 mail.example ESMTP ready\r\n")
+            threading.Timer(4.0, conn.close).start()
+
+    peer = Banner()
+    try:
+        for _ in range(6):
+            result = await timed(probe("tls", peer.port, settings=settings_for(None, timeout=1.0)), 4)
+            assert (result.status, result.reason) == (Status.FAIL, Reason.TLS), result.detail
+    finally:
+        peer.close()
+
+
 @pytest.mark.parametrize(
     ("mode", "flavor"),
     [("garbage", "tls"), ("truncated", "tls"), ("oversized", "tls"), ("drip", "tls"), ("silent", "tls")],
