@@ -8,7 +8,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from scanner.errors import UsageError
 
@@ -202,6 +202,28 @@ def load_run_inputs(args: argparse.Namespace, *, need_credentials: bool = True) 
     )
 
 
+def write_each(
+    formats: Iterable[Any], args: argparse.Namespace, write: Callable[[Any, str], None], noun: str, others: str
+) -> tuple[bool, bool]:
+    """Write every format the command line asked for, each on its own: one bad path does not
+    cost the others (it is named on stderr). Returns (some failed, some went to stdout)."""
+    failed = to_stdout = False
+    for fmt in formats:
+        dest = getattr(args, fmt.dest_attr, None)
+        if not dest:
+            continue
+        to_stdout = to_stdout or dest == "-"
+        try:
+            write(fmt, dest)
+        except BrokenPipeError:
+            raise  # a closed stdout: the command line ends quietly
+        except (OSError, UnicodeError) as exc:
+            failed = True
+            why = getattr(exc, "strerror", None) or str(exc)
+            print(f"portready: could not write the {fmt.name} {noun} to {dest}: {why}; {others}", file=sys.stderr)
+    return failed, to_stdout
+
+
 def write_reports(doc: Mapping[str, Any], args: argparse.Namespace) -> int:
     """Write every requested format, each on its own; the console last (unless -q or a format uses stdout).
 
@@ -213,22 +235,9 @@ def write_reports(doc: Mapping[str, Any], args: argparse.Namespace) -> int:
 
     options = RenderOptions(verbose=bool(getattr(args, "verbose", False)))
     code = exit_code(doc)
-    failed = False
-    to_stdout = False
-    for fmt in file_formats():
-        dest = getattr(args, fmt.dest_attr, None)
-        if not dest:
-            continue
-        to_stdout = to_stdout or dest == "-"
-        try:
-            fmt.write(doc, dest, options)
-        except BrokenPipeError:
-            raise  # a closed stdout: the command line ends quietly
-        except (OSError, UnicodeError) as exc:
-            failed = True
-            why = getattr(exc, "strerror", None) or str(exc)
-            print(f"portready: could not write the {fmt.name} report to {dest}: {why}; the other reports were written",
-                  file=sys.stderr)
+    failed, to_stdout = write_each(
+        file_formats(), args, lambda fmt, dest: fmt.write(doc, dest, options), "report", "the other reports were written"
+    )
     if not getattr(args, "quiet", False) and not to_stdout:
         get_reporter("console").write(doc, None, options)
     return EXIT_TOOL if failed else code

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from scanner.cli_common import write_each
 from scanner.diff import diff_documents, load_pair
 from scanner.report import EXIT_TOOL
 from scanner.reporters._diff import diff_formats, get_diff_format
@@ -14,22 +14,9 @@ from scanner.reporters._diff import diff_formats, get_diff_format
 def run_diff(args: argparse.Namespace) -> int:
     old, new = load_pair(args.old, args.new)
     d = diff_documents(old, new, strict=args.strict)
-    failed = False
-    to_stdout = False
-    for fmt in diff_formats():
-        dest = getattr(args, fmt.dest_attr, None)
-        if not dest:
-            continue
-        to_stdout = to_stdout or dest == "-"
-        try:  # each format on its own: one bad path does not cost the others
-            fmt.write(d, dest)
-        except BrokenPipeError:
-            raise  # a closed stdout: the command line ends quietly
-        except (OSError, UnicodeError) as exc:
-            failed = True
-            why = getattr(exc, "strerror", None) or str(exc)
-            print(f"portready: could not write the {fmt.name} diff to {dest}: {why}; "
-                  "the other formats were written", file=sys.stderr)
+    failed, to_stdout = write_each(
+        diff_formats(), args, lambda fmt, dest: fmt.write(d, dest), "diff", "the other formats were written"
+    )
     if not args.quiet and not to_stdout:
         get_diff_format("console").write(d, "-")
     return EXIT_TOOL if failed else int(d["summary"]["exit_code"])
