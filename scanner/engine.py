@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Callable, Iterable, Mapping
 
 from scanner.models import (
@@ -172,8 +174,16 @@ def build_plan(
     return plan
 
 
+_SCALARS = frozenset({type(None), bool, int, float})
+
+
 def _bounded(value: Any, depth: int = 0) -> Any:
     """Evidence as JSON-safe, size-bounded data: peers choose what they send us."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is str:
+        return value if len(value) <= _MAX_TEXT else value[:_MAX_TEXT] + "…"
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, bytes):
@@ -182,10 +192,23 @@ def _bounded(value: Any, depth: int = 0) -> Any:
         return value if len(value) <= _MAX_TEXT else value[:_MAX_TEXT] + "…"
     if depth > 6:
         return str(value)[:_MAX_TEXT]
-    if isinstance(value, Mapping):
-        return {str(k)[:200]: _bounded(v, depth + 1) for k, v in list(value.items())[:_MAX_ITEMS]}
+    if isinstance(value, AbcMapping):  # collections.abc's: typing's isinstance is several times slower
+        out: dict[str, Any] = {}
+        for key, item in islice(value.items(), _MAX_ITEMS):
+            # Plain keys and short scalars, nearly all evidence, are kept without a call each.
+            name = key if type(key) is str and len(key) <= 200 else str(key)[:200]
+            kind = type(item)
+            out[name] = (
+                item
+                if kind in _SCALARS or (kind is str and len(item) <= _MAX_TEXT)
+                else _bounded(item, depth + 1)
+            )
+        return out
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_bounded(v, depth + 1) for v in list(value)[:_MAX_ITEMS]]
+        return [
+            item if type(item) in _SCALARS or (type(item) is str and len(item) <= _MAX_TEXT) else _bounded(item, depth + 1)
+            for item in islice(value, _MAX_ITEMS)
+        ]
     return _bounded(str(value), depth)
 
 

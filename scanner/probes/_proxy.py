@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from scanner.models import Reason, Status
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, options_of
-from scanner.probes.netio import connect_tcp, no_reply, wire_errors
+from scanner.probes.netio import connect_tcp, drain_within, no_reply, wire_errors
 from scanner.timing import HostTiming
 from scanner.wire.http import HttpResponse, ProxyOptions, clip, close_writer, read_head
 
@@ -254,7 +254,7 @@ async def open_tunnel(ctx: ProbeContext, proxy: Proxy, port: int) -> Stream:
         with wire_errors(proxy_ctx, f"answer to CONNECT {target}"):
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             try:
-                await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+                await drain_within(writer, ctx.step_timeout())
             except asyncio.TimeoutError as exc:
                 raise ProbeError(no_reply(proxy_ctx, "read of our CONNECT request")) from exc
             response: HttpResponse = await read_head(proxy_ctx, reader, f"CONNECT {target}")

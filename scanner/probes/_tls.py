@@ -44,7 +44,7 @@ from typing import Any, Mapping
 from scanner.models import Reason, Status
 from scanner.probes._proxy import Stream, open_stream
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
-from scanner.probes.netio import closed_in_handshake, is_reset, start_tls, tls_stalled
+from scanner.probes.netio import closed_in_handshake, is_reset, start_tls, tls_stalled, within
 from scanner.wire.http import clip, close_writer
 
 _NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: dates are judged by us, in words
@@ -219,6 +219,7 @@ def parse_certificate(der: bytes) -> Certificate:
         raise CertificateUnreadable(clip(f"{type(exc).__name__}: {exc}", 160)) from exc
 
 
+@functools.lru_cache(maxsize=64)  # frozen facts; one DC's certificate is met on every address and port
 def _parse(der: bytes) -> Certificate:
     from cryptography import x509
     from cryptography.x509.oid import NameOID
@@ -367,7 +368,7 @@ async def handshake(ctx: ProbeContext, port: int, context: ssl.SSLContext, sni: 
     """
     stream = await open_stream(ctx, port)
     try:
-        await asyncio.wait_for(start_tls(stream.writer, context, sni), ctx.step_timeout())
+        await within(start_tls(stream.writer, context, sni), ctx.step_timeout())
     except ssl.SSLCertVerificationError:
         await close_writer(stream.writer)
         raise
@@ -510,6 +511,43 @@ def _refused(exc: ssl.SSLCertVerificationError) -> ChainVerdict:
     return ChainVerdict(False, error, getattr(exc, "verify_code", None))
 
 
+_SCOUT_WAIT = 1.0  # at most this long for the first verdict on a port (then each judges alone)
+
+
+def _untallied(ctx: ProbeContext, port: int) -> bool:
+    return not ctx.memo.tally(("tls-verdicts", port, False)) and not ctx.memo.tally(("tls-verdicts", port, True))
+
+
+async def _judged_session(
+    ctx: ProbeContext, port: int, context: ssl.SSLContext, sni: str | None, describe_first: bool
+) -> tuple[Stream, ChainVerdict, int]:
+    """The session's stream, its chain's verdict and the handshakes that took."""
+    handshakes = 1
+    if describe_first:
+        stream = await handshake(ctx, port, unverified_context(), sni)
+        chain = sent_chain(stream.writer.get_extra_info("ssl_object"))
+        key = _chain_key(ctx, chain)
+        known = ctx.memo.get(key) if key is not None else None
+        if isinstance(known, ChainVerdict):
+            return stream, known, handshakes
+        try:
+            verdict = await _judged_by_handshake(ctx, port, context, sni)
+        except BaseException:
+            stream.writer.transport.abort()
+            raise
+        _remember(ctx, port, chain, verdict)
+        return stream, verdict, handshakes + 1
+    try:
+        stream = await handshake(ctx, port, context, sni)
+        verdict = ChainVerdict(True)
+    except ssl.SSLCertVerificationError as exc:
+        verdict = _refused(exc)
+        stream = await handshake(ctx, port, unverified_context(), sni)
+        handshakes += 1
+    _remember(ctx, port, sent_chain(stream.writer.get_extra_info("ssl_object")), verdict)
+    return stream, verdict, handshakes
+
+
 async def open_tls(ctx: ProbeContext, port: int | None = None) -> TlsSession:
     """A TLS session to ctx's target (directly or through the proxy), certificate judged.
 
@@ -521,31 +559,22 @@ async def open_tls(ctx: ProbeContext, port: int | None = None) -> TlsSession:
         raise ValueError("open_tls needs a port")
     sni = sni_for(ctx)
     context, store = _settings_context(ctx)
-    handshakes = 1
-    if _describe_first(ctx, port):
-        stream = await handshake(ctx, port, unverified_context(), sni)
-        chain = sent_chain(stream.writer.get_extra_info("ssl_object"))
-        key = _chain_key(ctx, chain)
-        known = ctx.memo.get(key) if key is not None else None
-        if isinstance(known, ChainVerdict):
-            verdict = known
+    if _untallied(ctx, port):
+        # No verdict on this port yet: the first check finds which order fits it while the
+        # checks that arrive meanwhile wait a moment, instead of all guessing the same way.
+        mine: list[tuple[Stream, ChainVerdict, int]] = []
+
+        async def scout() -> bool:
+            mine.append(await _judged_session(ctx, port, context, sni, describe_first=False))
+            return True
+
+        await ctx.memo.once(("tls-scout", port), scout, wait=min(ctx.step_timeout(), _SCOUT_WAIT))
+        if mine:
+            stream, verdict, handshakes = mine[0]
         else:
-            try:
-                verdict = await _judged_by_handshake(ctx, port, context, sni)
-            except BaseException:
-                stream.writer.transport.abort()
-                raise
-            handshakes += 1
-            _remember(ctx, port, chain, verdict)
+            stream, verdict, handshakes = await _judged_session(ctx, port, context, sni, _describe_first(ctx, port))
     else:
-        try:
-            stream = await handshake(ctx, port, context, sni)
-            verdict = ChainVerdict(True)
-        except ssl.SSLCertVerificationError as exc:
-            verdict = _refused(exc)
-            stream = await handshake(ctx, port, unverified_context(), sni)
-            handshakes += 1
-        _remember(ctx, port, sent_chain(stream.writer.get_extra_info("ssl_object")), verdict)
+        stream, verdict, handshakes = await _judged_session(ctx, port, context, sni, _describe_first(ctx, port))
     ssl_object = stream.writer.get_extra_info("ssl_object")
     version = ssl_object.version() if ssl_object is not None else None
     cipher = ssl_object.cipher() if ssl_object is not None else None

@@ -15,13 +15,15 @@ Messages are dnspython's; the I/O is netio's (no dnspython resolver I/O).
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from scanner.models import Reason, Transport
 from scanner.probes._options import option
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, options_of, passed, register, stalled, warned
-from scanner.probes.netio import framed_exchange, udp_exchange
+from scanner.probes.netio import framed_exchange, udp_exchange, within
 from scanner.probes.udp import udp_payload
 
 MAX_SRV_EVIDENCE = 32
@@ -39,6 +41,20 @@ def build_query(domain: str | None) -> Any:
     if domain:
         return dns.message.make_query(dc_locator_name(domain), dns.rdatatype.SRV)
     return dns.message.make_query(".", dns.rdatatype.SOA)
+
+
+class _Sent(NamedTuple):
+    """What parse_response needs of a query we sent."""
+
+    id: int
+
+
+@functools.lru_cache(maxsize=16)
+def _query_wire(domain: str | None) -> tuple[bytes, str]:
+    """The query after its id, and its question as text: built once per domain, not per
+    target (dnspython builds a message in about a millisecond)."""
+    query = build_query(domain)
+    return bytes(query.to_wire())[2:], query.question[0].to_text()
 
 
 class DnsAnswerError(ValueError):
@@ -95,7 +111,7 @@ def _domain(ctx: ProbeContext) -> str | None:
 @udp_payload(53)
 def dns_payload(ctx: ProbeContext) -> bytes:
     """The port-level UDP 53 check sends a real query."""
-    return bytes(build_query(_domain(ctx)).to_wire())
+    return os.urandom(2) + _query_wire(_domain(ctx))[0]
 
 
 async def _over_tcp(ctx: ProbeContext, request: bytes) -> bytes:
@@ -115,8 +131,9 @@ class DnsProbe(Probe):
         import dns.rcode
 
         domain = _domain(ctx)
-        query = build_query(domain)
-        request = bytes(query.to_wire())
+        tail, question = _query_wire(domain)
+        query = _Sent(int.from_bytes(os.urandom(2), "big"))
+        request = query.id.to_bytes(2, "big") + tail
         if ctx.protocol is Transport.UDP:
 
             def ours(data: bytes) -> bool:
@@ -126,7 +143,7 @@ class DnsProbe(Probe):
             reply = await udp_exchange(ctx, request, accept=ours, what="DNS answer")
         else:
             try:
-                reply = await asyncio.wait_for(_over_tcp(ctx, request), max(0.05, ctx.remaining()))
+                reply = await within(_over_tcp(ctx, request), max(0.05, ctx.remaining()))
             except asyncio.TimeoutError:
                 return stalled(ctx, what="its DNS")
         try:
@@ -140,7 +157,7 @@ class DnsProbe(Probe):
             )
         rcode = dns.rcode.to_text(response.rcode())
         evidence: dict[str, Any] = {
-            "query": query.question[0].to_text(),
+            "query": question,
             "rcode": rcode,
             "truncated": bool(response.flags & 0x0200),
             "authoritative": bool(response.flags & 0x0400),

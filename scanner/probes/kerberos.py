@@ -33,7 +33,7 @@ from scanner.models import Reason, Transport
 from scanner.probes._options import option
 from scanner.probes.base import Outcome, Probe, ProbeContext, failed, options_of, passed, register, stalled
 from scanner.probes.ldap import generalized_time_to_iso, split_account, utc_now_iso
-from scanner.probes.netio import framed_exchange, udp_exchange
+from scanner.probes.netio import framed_exchange, udp_exchange, within
 from scanner.probes.udp import udp_payload
 from scanner.wire import der
 
@@ -259,7 +259,7 @@ class KerberosProbe(Probe):
             if ctx.protocol is Transport.UDP:
                 reply = await udp_exchange(ctx, request, what="Kerberos answer")
             else:
-                reply = await asyncio.wait_for(_over_tcp(ctx, request), max(0.05, ctx.remaining()))
+                reply = await within(_over_tcp(ctx, request), max(0.05, ctx.remaining()))
         except asyncio.TimeoutError:
             return stalled(ctx, what="its Kerberos")
         observed = utc_now_iso()

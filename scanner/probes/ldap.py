@@ -41,7 +41,7 @@ import os
 import re
 import secrets
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -60,7 +60,7 @@ from scanner.probes.base import (
     stalled,
     warned,
 )
-from scanner.probes.netio import close_quietly, connect_tcp, read_exactly
+from scanner.probes.netio import close_quietly, connect_tcp, drain_within, read_exactly, within
 from scanner.wire import ldap as wire
 
 T = TypeVar("T")
@@ -196,10 +196,14 @@ class RootDseEvidence:
 
     def to_evidence(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key, value in asdict(self).items():
+        for key in _ROOTDSE_FIELDS:  # not asdict(): its deep copy is most of this call's cost
+            value = getattr(self, key)
             if value is not None:
                 out[key] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+_ROOTDSE_FIELDS = tuple(f.name for f in fields(RootDseEvidence))
 
 
 def dc_identity(entry: Mapping[str, list[bytes]]) -> tuple[str, str] | None:
@@ -490,7 +494,7 @@ async def _sealed_search(
     except Exception:  # noqa: BLE001 - no usable session keys: the signed session is not proven
         return False
     writer.write(len(frame).to_bytes(4, "big") + frame)
-    await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+    await drain_within(writer, ctx.step_timeout())
     for _frame in range(8):
         size = int.from_bytes(await read_exactly(ctx, reader, 4, "sealed LDAP answer"), "big")
         if size < 16 or size > wire.MAX_LDAP_MESSAGE:
@@ -743,7 +747,7 @@ def with_evidence(outcome: Outcome, evidence: Mapping[str, Any]) -> Outcome:
 async def within_deadline(ctx: ProbeContext, work: Any, label: str) -> Outcome:
     """Run the exchange; a peer that dribbles or stalls ends at the deadline, with words."""
     try:
-        result: Outcome = await asyncio.wait_for(work, max(0.05, ctx.remaining()))
+        result: Outcome = await within(work, max(0.05, ctx.remaining()))
         return result
     except asyncio.TimeoutError:
         return stalled(ctx, what=f"its {label}")

@@ -28,13 +28,41 @@ import ssl as ssl_module
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, Awaitable, Callable, Iterator, NoReturn, TypeVar
 
 from scanner.models import Reason, Transport
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, inconclusive
 from scanner.timing import SYN_RETRY, Pacer
 
 _timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+_T = TypeVar("_T")
+
+
+async def drain_within(writer: asyncio.StreamWriter, seconds: float) -> None:
+    """writer.drain(), or TimeoutError after `seconds` while the peer does not read.
+
+    With nothing buffered, drain cannot wait (writing pauses only above the high-water
+    mark), so no timer is armed: most requests are small and leave at once.
+    """
+    if writer.transport.get_write_buffer_size() == 0:
+        await writer.drain()
+        return
+    await within(writer.drain(), seconds)
+
+
+async def within(awaitable: Awaitable[_T], seconds: float) -> _T:
+    """`await awaitable`, or TimeoutError after `seconds` (asyncio.TimeoutError before 3.11).
+
+    asyncio.timeout where Python has it: `wait_for` wraps every coroutine in a task of its
+    own, and a check awaits dozens of reads and drains; data already buffered is returned
+    without suspending. Python 3.10 keeps `wait_for`.
+    """
+    if _timeout is None:  # pragma: no cover - Python 3.10 only
+        return await asyncio.wait_for(awaitable, seconds)
+    async with _timeout(seconds):
+        return await awaitable
 
 # The one table of OS error codes, kept by meaning, not by platform: errno values (Linux,
 # BSD/macOS), Winsock codes (WSAE*, which Python puts in errno and winerror on Windows) and
@@ -229,7 +257,7 @@ def wire_errors(ctx: ProbeContext, what: str, *, port: int | None = None, starte
     """The one mapping of what can go wrong on an open connection to the project's reasons.
 
         with wire_errors(ctx, "SMB negotiate response"):
-            data = await asyncio.wait_for(reader.readexactly(n), ctx.step_timeout())
+            data = await within(reader.readexactly(n), ctx.step_timeout())
 
     Timeouts read as `no-reply` (the port accepts but does not answer in time), a short read as
     `closed` (nothing came) or `protocol` (a truncated answer), an over-long line as
@@ -470,7 +498,7 @@ async def connect_tcp(
         raise
     if ssl is not None:
         try:
-            await asyncio.wait_for(start_tls(writer, ssl, server_hostname), ctx.step_timeout())
+            await within(start_tls(writer, ssl, server_hostname), ctx.step_timeout())
         except asyncio.TimeoutError as exc:
             writer.close()
             raise ProbeError(tls_stalled(ctx, port)) from exc
@@ -531,7 +559,9 @@ async def read_exactly(
             failed(Reason.PROTOCOL, f"the peer announced a {what} of {n} bytes, which is not plausible")
         )
     with wire_errors(ctx, what, started=started):
-        return await asyncio.wait_for(reader.readexactly(n), ctx.step_timeout())
+        if len(getattr(reader, "_buffer", b"")) >= n:  # already here: no timer to arm
+            return await reader.readexactly(n)
+        return await within(reader.readexactly(n), ctx.step_timeout())
 
 
 async def read_some(
@@ -539,7 +569,7 @@ async def read_some(
 ) -> bytes:
     """Read whatever the peer sends first (at most max_bytes); empty means it closed."""
     with wire_errors(ctx, what):
-        return await asyncio.wait_for(reader.read(min(max_bytes, MAX_READ)), ctx.step_timeout())
+        return await within(reader.read(min(max_bytes, MAX_READ)), ctx.step_timeout())
 
 
 async def framed_exchange(
@@ -561,7 +591,7 @@ async def framed_exchange(
     try:
         with wire_errors(ctx, f"{what} (sending our request)"):
             writer.write(len(request).to_bytes(prefix, "big") + request)
-            await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+            await drain_within(writer, ctx.step_timeout())
         size = int.from_bytes(await read_exactly(ctx, reader, prefix, f"{what} length"), "big")
         if not min_size <= size <= max_size:
             raise ProbeError(
@@ -753,7 +783,7 @@ async def udp_exchange(
                 # ICMP errors are rate-limited on the way back: send at the rate they return,
                 # but never wait so long that no time is left to hear the answer.
                 try:
-                    await asyncio.wait_for(pacer.acquire(), max(0.0, ctx.remaining() - ctx.settings.timeout))
+                    await within(pacer.acquire(), max(0.0, ctx.remaining() - ctx.settings.timeout))
                 except asyncio.TimeoutError:
                     pass
             if attempt == 0 and pacer is not None:
@@ -772,7 +802,7 @@ async def udp_exchange(
                 if left <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(proto.queue.get(), left if ctx.timing.answered else min(left, 0.25))
+                    item = await within(proto.queue.get(), left if ctx.timing.answered else min(left, 0.25))
                 except asyncio.TimeoutError:
                     continue
                 if isinstance(item, BaseException):

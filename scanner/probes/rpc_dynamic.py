@@ -193,6 +193,23 @@ async def bind_at(ctx: ProbeContext, iface: Interface, port: int, label: str) ->
     return _result(label, iface.uuid, port, "protocol", f"TCP {port} answers DCE/RPC but {ack.describe()}", **extra)
 
 
+async def _resolver_on(mapper: RpcConnection, port: int) -> dict[str, Any] | None:
+    """Whether TCP `port` knows the DCOM OXID resolver, asked on the mapper's association
+    (alter_context: RPCSS serves both on 135) instead of a connection of its own.
+    None: not answered here (a FAULT, a close, a timeout), so a fresh bind asks."""
+    try:
+        ack = await mapper.alter_context(OBJECT_EXPORTER)
+    except ProbeError:
+        return None
+    if ack is None:
+        return None
+    if ack.accepted:
+        return _result("dcom", OBJECT_EXPORTER.uuid, port, "reachable", "alter_context accepted", asked="alter_context")
+    words = ack.describe().replace("bind", "alter_context", 1)
+    return _result("dcom", OBJECT_EXPORTER.uuid, port, "protocol", f"TCP {port} answers DCE/RPC but {words}",
+                   asked="alter_context")  # fmt: skip
+
+
 @register
 class RpcDynamicProbe(Probe):
     name = "rpc-dynamic"
@@ -233,11 +250,12 @@ class RpcDynamicProbe(Probe):
                     if key not in mapped:
                         mapped[key] = await ept_map(mapper, iface)
             listing = await shared_listing(mctx, mapper, mapper_port)
+            resolver = await _resolver_on(mapper, mapper_port) if any(w.dcom for w in wanted) else None
         finally:
             mapper.close()
 
         in_range = in_range_endpoints(ctx, listing, mapper_port)
-        checks = [self._check(ctx, want, mapped, in_range, mapper_port) for want in wanted]
+        checks = [self._check(ctx, want, mapped, in_range, mapper_port, resolver) for want in wanted]
         per_want, sampled = await asyncio.gather(
             asyncio.gather(*checks), self._sample_range(ctx, wanted, mapped, in_range)
         )
@@ -246,12 +264,12 @@ class RpcDynamicProbe(Probe):
 
     async def _check(
         self, ctx: ProbeContext, want: Wanted, mapped: dict[str, list[Endpoint]],
-        in_range: list[Endpoint], mapper_port: int,
+        in_range: list[Endpoint], mapper_port: int, resolver: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         if want.any:
             return await self._check_any(ctx, in_range)
         if want.dcom:
-            return [await self._check_dcom(ctx, want, mapper_port)]
+            return [await self._check_dcom(ctx, want, mapper_port, resolver)]
         for iface in want.candidates:
             towers = mapped.get(str(iface)) or []
             if towers:
@@ -282,21 +300,27 @@ class RpcDynamicProbe(Probe):
             )
         )
 
-    async def _check_dcom(self, ctx: ProbeContext, want: Wanted, mapper_port: int) -> dict[str, Any]:
+    async def _check_dcom(
+        self, ctx: ProbeContext, want: Wanted, mapper_port: int, asked: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         what = DCOM_NAMES[want.label]
-        resolver = await bind_at(ctx, OBJECT_EXPORTER, mapper_port, want.label)
+        if asked is not None:  # answered on the mapper's own association
+            resolver = {**asked, "interface": want.label}
+        else:
+            resolver = await bind_at(ctx, OBJECT_EXPORTER, mapper_port, want.label)
+        how = {"asked": resolver["asked"]} if "asked" in resolver else {}
         if resolver["status"] == "protocol":
             return _result(
                 want.label, OBJECT_EXPORTER.uuid, mapper_port, "not-registered",
                 f"no DCOM on this host: the RPC service on TCP {mapper_port} does not know the DCOM "
-                f"OXID resolver (IObjectExporter), so {what} is not offered",
+                f"OXID resolver (IObjectExporter), so {what} is not offered", **how,
             )  # fmt: skip
         if resolver["status"] != "reachable":
             return resolver
         return _result(
             want.label, OBJECT_EXPORTER.uuid, mapper_port, "unverified",
             f"the DCOM resolver answers on TCP {mapper_port}; {what}'s own port is handed out only by an "
-            "authenticated DCOM activation (a credentialed run adds it)", dcom=what,
+            "authenticated DCOM activation (a credentialed run adds it)", dcom=what, **how,
         )  # fmt: skip
 
     async def _sample_range(

@@ -47,7 +47,7 @@ from scanner.probes.base import (
     register,
     stalled,
 )
-from scanner.probes.netio import close_quietly, closed, connect_tcp, read_exactly, wire_errors
+from scanner.probes.netio import close_quietly, closed, connect_tcp, drain_within, read_exactly, wire_errors, within
 from scanner.wire.smb2 import (
     ACCOUNT_REJECTED,
     FLAG_ASYNC,
@@ -103,7 +103,7 @@ async def _send(ctx: ProbeContext, writer: asyncio.StreamWriter, data: bytes) ->
     with wire_errors(ctx, "SMB request"):
         writer.write(data)
         try:
-            await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+            await drain_within(writer, ctx.step_timeout())
         except asyncio.TimeoutError as exc:
             raise ProbeError(stalled(ctx, what="reading our request and")) from exc
 
@@ -112,7 +112,7 @@ async def _frame_header(ctx: ProbeContext, reader: asyncio.StreamReader, what: s
     """The 4-byte session header; _Closed when the peer hangs up without a word."""
     with wire_errors(ctx, what):  # timeouts, truncation and OS errors; a clean hang-up is _Closed
         try:
-            return await asyncio.wait_for(reader.readexactly(4), ctx.step_timeout())
+            return await within(reader.readexactly(4), ctx.step_timeout())
         except asyncio.IncompleteReadError as exc:
             if not exc.partial:
                 raise _Closed() from exc

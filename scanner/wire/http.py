@@ -22,7 +22,7 @@ from typing import Any
 from scanner.models import Reason, Status
 from scanner.probes._options import option
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed
-from scanner.probes.netio import no_reply, wire_errors
+from scanner.probes.netio import drain_within, no_reply, wire_errors
 
 MAX_HEADERS = 100
 MAX_BODY = 64 * 1024  # bodies are evidence only: the first 64 KiB are plenty
@@ -315,7 +315,7 @@ async def http_request(
     with wire_errors(ctx, what):
         try:
             writer.write(build_request(method, target, host, headers, body))
-            await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+            await drain_within(writer, ctx.step_timeout())
         except asyncio.TimeoutError as exc:
             raise ProbeError(
                 failed(

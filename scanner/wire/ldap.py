@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from scanner.models import Reason
 from scanner.probes.base import ProbeContext, ProbeError, failed
@@ -139,8 +139,7 @@ WHOAMI_OID = "1.3.6.1.4.1.4203.1.11.3"
 
 
 # -- decoding -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Tlv:
+class Tlv(NamedTuple):  # a tuple: a RootDSE answer is a few hundred of them
     tag: int
     value: bytes
 
@@ -308,12 +307,12 @@ async def exchange(
     what: str,
 ) -> list[LdapMessage]:
     """Send a request, read answers to `message_id` up to its final one (Done/Bind/Extended)."""
-    from scanner.probes.netio import wire_errors
+    from scanner.probes.netio import drain_within, wire_errors
 
     with wire_errors(ctx, what):
         writer.write(request)
         try:
-            await asyncio.wait_for(writer.drain(), ctx.step_timeout())
+            await drain_within(writer, ctx.step_timeout())
         except asyncio.TimeoutError as exc:
             raise _protocol(ctx, what, "the peer does not read our request") from exc
     out: list[LdapMessage] = []

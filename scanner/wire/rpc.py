@@ -26,10 +26,11 @@ from dataclasses import dataclass
 
 from scanner.models import Reason
 from scanner.probes.base import ProbeContext, ProbeError, failed
-from scanner.probes.netio import close_quietly, read_exactly, wire_errors
+from scanner.probes.netio import close_quietly, drain_within, read_exactly, wire_errors
 
 # PDU types (C706 12.6.4).
 REQUEST, RESPONSE, FAULT, BIND, BIND_ACK, BIND_NAK = 0, 2, 3, 11, 12, 13
+ALTER_CONTEXT, ALTER_CONTEXT_RESP = 14, 15
 PFC_FIRST_FRAG, PFC_LAST_FRAG = 0x01, 0x02
 MAX_FRAG = 5840  # what Windows offers; we accept up to 65535 (the field's limit)
 MAX_RESPONSE = 1 << 20  # a reassembled answer larger than this is not plausible here
@@ -106,12 +107,13 @@ def _header(ptype: int, body_len: int, call_id: int) -> bytes:
     )  # fmt: skip
 
 
-def bind_pdu(iface: Interface, call_id: int = 1) -> bytes:
-    """A BIND offering `iface` with the NDR 2.0 transfer syntax (C706 12.6.4.3)."""
+def bind_pdu(iface: Interface, call_id: int = 1, *, context_id: int = 0, ptype: int = BIND) -> bytes:
+    """A BIND offering `iface` with the NDR 2.0 transfer syntax (C706 12.6.4.3); with
+    ptype ALTER_CONTEXT, the same offer as one more context on an open association."""
     ndr = Interface(NDR[0], NDR[1], 0)
     body = struct.pack("<HHIB3x", MAX_FRAG, MAX_FRAG, 0, 1)
-    body += struct.pack("<HBx", 0, 1) + _syntax(iface) + _syntax(ndr)
-    return _header(BIND, len(body), call_id) + body
+    body += struct.pack("<HBx", context_id, 1) + _syntax(iface) + _syntax(ndr)
+    return _header(ptype, len(body), call_id) + body
 
 
 def request_pdu(opnum: int, stub: bytes, call_id: int, context_id: int = 0) -> bytes:
@@ -173,7 +175,7 @@ def parse_bind_ack(ptype: int, body: bytes) -> BindAck:
     if ptype == BIND_NAK:
         reason = r.u16() if r.left >= 2 else 0
         return BindAck(False, 2, reason, 0, "", nak=True)
-    if ptype != BIND_ACK:
+    if ptype not in (BIND_ACK, ALTER_CONTEXT_RESP):  # the two answers share their layout
         raise ValueError(f"PDU type {ptype} where a bind_ack belongs")
     _max_xmit, max_recv, _assoc = r.u16(), r.u16(), r.u32()
     sec_len = r.u16()
@@ -220,7 +222,7 @@ class RpcConnection:
         with wire_errors(self.ctx, "DCE/RPC answer", port=self.port):
             self.writer.write(data)
             try:
-                await asyncio.wait_for(self.writer.drain(), self.ctx.step_timeout())
+                await drain_within(self.writer, self.ctx.step_timeout())
             except asyncio.TimeoutError as exc:
                 raise _protocol_error(self.ctx, "it stopped reading our request", self.port) from exc
 
@@ -250,10 +252,23 @@ class RpcConnection:
         except (ValueError, struct.error) as exc:
             raise _protocol_error(self.ctx, f"a malformed bind answer ({exc})", self.port) from None
 
-    async def call(self, opnum: int, stub: bytes) -> bytes:
+    async def alter_context(self, iface: Interface, context_id: int = 1) -> BindAck | None:
+        """Offer `iface` as one more context on this association (C706 12.6.4.1): the
+        same question as a bind, without a connection of its own. None: the server
+        answered with a FAULT, so it does not add contexts here (ask with a bind)."""
+        await self._send(bind_pdu(iface, self._next_call(), context_id=context_id, ptype=ALTER_CONTEXT))
+        ptype, _flags, _call, body = await self.read_pdu()
+        if ptype == FAULT:
+            return None
+        try:
+            return parse_bind_ack(ptype, body)
+        except (ValueError, struct.error) as exc:
+            raise _protocol_error(self.ctx, f"a malformed alter_context answer ({exc})", self.port) from None
+
+    async def call(self, opnum: int, stub: bytes, context_id: int = 0) -> bytes:
         """One request; returns the reassembled response stub. A FAULT raises ProbeError."""
         call_id = self._next_call()
-        await self._send(request_pdu(opnum, stub, call_id))
+        await self._send(request_pdu(opnum, stub, call_id, context_id))
         out = bytearray()
         for _ in range(MAX_RESPONSE // 16):
             ptype, flags, got_call, body = await self.read_pdu()

@@ -18,10 +18,13 @@ import pytest
 from scanner.models import CheckResult, Reason, Status
 from scanner.testing import make_context, run_probe
 from scanner.wire.rpc import (
+    ALTER_CONTEXT,
+    ALTER_CONTEXT_RESP,
     BIND,
     BIND_ACK,
     BIND_NAK,
     EPT_S_NOT_REGISTERED,
+    FAULT,
     REQUEST,
     RESPONSE,
     Interface,
@@ -53,20 +56,46 @@ def tcp_tower(iface: Interface, port: int) -> bytes:
 
 
 class FakeRpcServer:
-    """Accepts binds to `accept` interfaces (or any when None), answers ept_map from `ports`."""
+    """Accepts binds to `accept` interfaces (or any when None), answers ept_map from `ports`.
 
-    def __init__(self, ports: dict[str, int] | None = None, accept: set[str] | None = None) -> None:
+    `alter` says what an alter_context gets: "answer" (an alter_context_resp accepting or,
+    like Samba, rejecting the interface by `accept`), "fault", "silent", "close" or "garbage".
+    """
+
+    def __init__(self, ports: dict[str, int] | None = None, accept: set[str] | None = None, alter: str = "answer") -> None:
         self.ports = ports or {}
         self.accept = accept
+        self.alter = alter
         self.binds: list[str] = []
+        self.alters: list[str] = []
+        self.connections = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await asyncio.wait_for(reader.readexactly(16), 3)
                 frag_len, call_id = struct.unpack("<H", head[8:10])[0], struct.unpack("<I", head[12:16])[0]
                 body = await reader.readexactly(frag_len - 16)
-                if head[2] == BIND:
+                if head[2] == ALTER_CONTEXT:
+                    uuid = uuid_text(body[16:32])
+                    self.alters.append(uuid)
+                    if self.alter == "close":
+                        return
+                    if self.alter == "silent":
+                        await asyncio.sleep(5)
+                        return
+                    if self.alter == "fault":
+                        writer.write(_pdu(FAULT, struct.pack("<IHBBI", 0, 0, 0, 0, 0x1C010002) + b"\x00" * 4, call_id))
+                    elif self.alter == "garbage":
+                        writer.write(_pdu(ALTER_CONTEXT_RESP, b"\xff" * 6, call_id))
+                    else:
+                        rejected = self.accept is not None and uuid not in self.accept
+                        resp = struct.pack("<HHIH", 5840, 5840, 0x1234, 0) + b"\x00\x00"  # no secondary address
+                        resp += struct.pack("<B3xHH", 1, 2 if rejected else 0, 1 if rejected else 0)
+                        resp += b"\x00" * 20 if rejected else body[36:56]
+                        writer.write(_pdu(ALTER_CONTEXT_RESP, resp, call_id))
+                elif head[2] == BIND:
                     uuid = uuid_text(body[16:32])
                     self.binds.append(uuid)
                     if self.accept is not None and uuid not in self.accept:

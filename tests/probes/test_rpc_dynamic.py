@@ -99,6 +99,7 @@ async def test_wmi_on_samba_is_not_registered_but_the_range_is_still_proven(dc) 
     assert len({r["port"] for r in sampled}) >= 2
     assert all(r["status"] == "reachable" and r["port"] >= 49152 and r["interface"] for r in sampled)
     assert "the dynamic RPC range answers" in result.detail and "no DCOM on this host" in result.detail
+    assert by_interface(result)["wmi"]["asked"] == "alter_context"  # Samba rejects it on the mapper's association
 
 
 @pytest.mark.lab
@@ -215,6 +216,43 @@ async def test_wmi_with_a_dcom_resolver_is_proven_at_range_level() -> None:
     assert wmi["status"] == "reachable" and wmi["port"] == service_port
     assert "range-level" in str(wmi["reason"])
     assert service.binds == [NETLOGON]
+
+
+OXID_RESOLVER = "99fcfec4-5260-101b-bbcb-00aa0021347a"
+
+
+async def test_the_dcom_resolver_is_asked_on_the_mapper_s_own_connection() -> None:
+    mapper = FakeRpcServer()
+    async with serve(mapper) as mapper_port:
+        result = await dynamic("127.0.0.1", ["wmi"], mapper_port)
+    wmi = by_interface(result)["wmi"]
+    assert (wmi["status"], wmi["asked"]) == ("unverified", "alter_context"), result.detail
+    assert mapper.alters == [OXID_RESOLVER] and OXID_RESOLVER not in mapper.binds
+    assert mapper.connections == 1  # one association: EPM bound, then the resolver added
+
+
+async def test_a_resolver_rejected_on_the_mapper_s_connection_means_no_dcom() -> None:
+    from scanner.wire.rpc import EPM
+
+    mapper = FakeRpcServer(accept={EPM.uuid})  # Samba's answer: abstract syntax not supported
+    async with serve(mapper) as mapper_port:
+        result = await dynamic("127.0.0.1", ["wmi"], mapper_port)
+    wmi = by_interface(result)["wmi"]
+    assert (wmi["status"], wmi["asked"]) == ("not-registered", "alter_context"), result.detail
+    assert "no DCOM on this host" in str(wmi["reason"]) and mapper.connections == 1
+
+
+@pytest.mark.parametrize("alter", ["fault", "close", "garbage", "silent"])
+async def test_a_mapper_that_does_not_add_contexts_is_asked_with_a_bind_of_its_own(alter: str) -> None:
+    # A FAULT, a hang-up, garbage or silence on alter_context says nothing about DCOM: the
+    # resolver is then bound on a fresh connection, as a client without alter_context would.
+    mapper = FakeRpcServer(alter=alter)
+    async with serve(mapper) as mapper_port:
+        result = await dynamic("127.0.0.1", ["wmi"], mapper_port)
+    wmi = by_interface(result)["wmi"]
+    assert wmi["status"] == "unverified" and "asked" not in wmi, result.detail
+    assert mapper.alters == [OXID_RESOLVER] and mapper.binds.count(OXID_RESOLVER) == 1
+    assert mapper.connections == 2
 
 
 async def test_the_range_is_bound_on_distinct_ports_other_than_the_named_interface_s() -> None:
