@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from scanner.models import Reason
 from scanner.probes import _tls
 from scanner.probes._memo import ScanMemo
-from scanner.probes.base import Settings
+from scanner.probes.base import ProbeError, Settings
 from scanner.testing import make_context, run_probe
 from tests.lab.loopback import LoopbackPeer
 from tests.lab.samba_dc import SambaDC
@@ -154,6 +155,47 @@ async def test_an_untrusted_chain_met_again_takes_one_handshake_with_the_same_ve
         (sessions[0].trusted, sessions[0].trust_error, sessions[0].trust_code)
     }
     assert sessions[0].trusted is False and sessions[0].trust_error
+
+
+async def test_checks_that_meet_a_port_at_once_wait_for_its_first_verdict(
+    tls_servers: Any, loopback_tls_certs: TlsCerts
+) -> None:
+    """Before any verdict on a port, each concurrent check would guess "verify first" and pay
+    a refused handshake for a self-signed certificate; one finds out, the others follow."""
+    server = tls_servers("self_signed")
+    memo = ScanMemo()
+    sessions = await asyncio.gather(*(_session(server.port, memo, loopback_tls_certs) for _ in range(8)))
+    assert sorted(s.handshakes for s in sessions) == [1] * 7 + [2]
+    assert server.accepted == 9 and all(s.trusted is False and s.trust_error for s in sessions)
+
+
+async def test_when_the_first_check_of_a_port_fails_the_waiting_ones_judge_on_their_own(
+    tls_servers: Any, loopback_tls_certs: TlsCerts
+) -> None:
+    server = tls_servers("self_signed", "127.0.0.1")
+    memo = ScanMemo()
+
+    async def closed_first() -> Any:
+        try:
+            return await _session(server.port, memo, loopback_tls_certs, "127.0.0.3")  # nothing listens there
+        except ProbeError as exc:
+            return exc.outcome
+
+    first, *others = await asyncio.gather(
+        closed_first(), *(_session(server.port, memo, loopback_tls_certs) for _ in range(4))
+    )
+    assert first.reason is Reason.REFUSED, first
+    assert all(s.trusted is False and s.trust_error for s in others)
+
+
+async def test_checks_that_meet_a_trusted_port_at_once_take_one_handshake_each(
+    tls_servers: Any, loopback_tls_certs: TlsCerts
+) -> None:
+    server = tls_servers("valid")
+    memo = ScanMemo()
+    sessions = await asyncio.gather(*(_session(server.port, memo, loopback_tls_certs) for _ in range(8)))
+    assert [s.handshakes for s in sessions] == [1] * 8 and server.accepted == 8
+    assert all(s.trusted for s in sessions)
 
 
 async def test_a_trusted_chain_always_takes_one_handshake(tls_servers: Any, loopback_tls_certs: TlsCerts) -> None:
