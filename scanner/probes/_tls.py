@@ -38,7 +38,7 @@ import re
 import ssl
 import sys
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from scanner.models import Reason, Status
@@ -703,7 +703,8 @@ class TlsEvidence:
         )
 
     def to_evidence(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if v is not None}
+        # KEYS, not asdict(): the fields are flat, and asdict's deep copy costs every TLS check.
+        out = {k: v for k in KEYS if (v := getattr(self, k)) is not None}
         if "san" in out:
             out["san"] = list(out["san"])
         return out
