@@ -43,10 +43,11 @@ _T = TypeVar("_T")
 async def drain_within(writer: asyncio.StreamWriter, seconds: float) -> None:
     """writer.drain(), or TimeoutError after `seconds` while the peer does not read.
 
-    With nothing buffered, drain cannot wait (writing pauses only above the high-water
-    mark), so no timer is armed: most requests are small and leave at once.
+    drain waits only while the protocol is paused (its transport, or the socket under a TLS
+    transport, is above the high-water mark); otherwise no timer is armed: most requests
+    are small and leave at once. Where Python names that state differently, the timer is.
     """
-    if writer.transport.get_write_buffer_size() == 0:
+    if getattr(getattr(writer, "_protocol", None), "_paused", None) is False:
         await writer.drain()
         return
     await within(writer.drain(), seconds)
