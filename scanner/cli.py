@@ -27,7 +27,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; with `command` (the one argv names), only that command's options are
+    built and the others are bare names: a scan does not import every other command."""
     import scanner.commands as commands
 
     parser = _Parser(
@@ -42,8 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
         key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n),
     )
     for name in names:
-        importlib.import_module(f"scanner.commands.{name}").add_parser(sub)
+        if command in names and name != command:
+            sub.add_parser(name)  # never parsed: argv names another command
+        else:
+            importlib.import_module(f"scanner.commands.{name}").add_parser(sub)
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand argv names (its first word, as argparse reads it), else None."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
 
 
 def _stdout_closed() -> None:
@@ -86,7 +96,8 @@ def _stdout_gone() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

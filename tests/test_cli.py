@@ -119,3 +119,20 @@ def test_init_writes_an_inventory_that_loads(tmp_path: Path) -> None:
 def test_python_dash_m_is_the_same_command() -> None:
     proc = subprocess.run([sys.executable, "-m", "scanner", "--version"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and proc.stdout.startswith("portready ")
+
+
+def test_a_command_builds_only_its_own_options_and_every_command_stays_listed() -> None:
+    # A scan starts faster without importing the listener, fix or report commands; the
+    # other names are still there for argparse's "invalid choice" words and the top help.
+    code = (
+        "import sys; from scanner.cli import build_parser; "
+        "p = build_parser('scan'); "
+        "choices = p._subparsers._group_actions[0].choices; "
+        "print(sorted(choices), 'scanner.commands.listen' in sys.modules, 'scanner.listener' in sys.modules); "
+        "print('--per-host' in choices['scan'].format_help())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].endswith("False False") and "'listen'" in out[0] and "'fix'" in out[0], out
+    assert out[1] == "True"
+    full = subprocess.run([sys.executable, "-m", "scanner", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "listen" in full and "listen on this host" in full  # with no command named: every command's help
