@@ -181,13 +181,39 @@ def decode_one(data: bytes, pos: int = 0) -> tuple[Tlv, int]:
 
 def children(value: bytes) -> list[Tlv]:
     """The TLVs inside a constructed value; they must fill it exactly."""
-    out: list[Tlv] = []
-    pos = 0
-    while pos < len(value):
+    return [Tlv(tag, bytes(value[start:stop])) for tag, start, stop in _spans(value, 0, len(value))]
+
+
+def _spans(data: bytes, pos: int, end: int) -> list[tuple[int, int, int]]:
+    """(tag, start, stop) of each TLV filling data[pos:end], read in place: the same checks
+    and words as `children` on that slice, without a copy per element."""
+    out: list[tuple[int, int, int]] = []
+    while pos < end:
         if len(out) >= MAX_ITEMS:
             raise BerError("too many BER elements")
-        item, pos = decode_one(value, pos)
-        out.append(item)
+        if pos + 2 > end:
+            raise BerError("truncated BER header")
+        tag, first = data[pos], data[pos + 1]
+        if tag & 0x1F == 0x1F:
+            raise BerError(f"high tag number form (tag byte 0x{tag:02x}) is not LDAP/Kerberos")
+        pos += 2
+        if first < 0x80:
+            length = first
+        else:
+            count = first & 0x7F
+            if count == 0:
+                raise BerError("indefinite BER length")
+            if count > 4:
+                raise BerError(f"BER length of {count} bytes")
+            if pos + count > end:
+                raise BerError("truncated BER length")
+            length = int.from_bytes(data[pos : pos + count], "big")
+            pos += count
+        stop = pos + length
+        if stop > end:
+            raise BerError(f"BER length {length} runs past the {end - pos} bytes present")
+        out.append((tag, pos, stop))
+        pos = stop
     return out
 
 
@@ -253,16 +279,17 @@ def parse_result(body: bytes) -> LdapResult:
 
 
 def parse_search_entry(body: bytes) -> tuple[str, dict[str, list[bytes]]]:
-    parts = children(body)
-    if len(parts) != 2 or parts[1].tag != 0x30:
+    parts = _spans(body, 0, len(body))
+    if len(parts) != 2 or parts[1][0] != 0x30:
         raise BerError("malformed SearchResultEntry")
     attributes: dict[str, list[bytes]] = {}
-    for attr in children(parts[1].value):
-        pair = children(attr.value)
-        if attr.tag != 0x30 or len(pair) != 2 or pair[1].tag != 0x31:
+    for tag, start, stop in _spans(body, parts[1][1], parts[1][2]):
+        pair = _spans(body, start, stop)
+        if tag != 0x30 or len(pair) != 2 or pair[1][0] != 0x31:
             raise BerError("malformed PartialAttribute")
-        attributes[text(pair[0].value)] = [v.value for v in children(pair[1].value)]
-    return text(parts[0].value), attributes
+        (_, name_at, name_end), (_, values_at, values_end) = pair
+        attributes[text(body[name_at:name_end])] = [body[a:b] for _t, a, b in _spans(body, values_at, values_end)]
+    return text(body[parts[0][1] : parts[0][2]]), attributes
 
 
 # -- streams --------------------------------------------------------------------------------
