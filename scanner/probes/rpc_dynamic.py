@@ -18,9 +18,12 @@ Profile option ``interfaces`` (a list), names from the vendor's firewall rules:
               their port out only through an authenticated activation (the ``dcom``
               probe does it when the inventory has credentials), so anonymously this
               probe proves the DCOM resolver (IObjectExporter
-              99fcfec4-5260-101b-bbcb-00aa0021347a) answers a bind on 135, plus the
-              range proof below. Without a DCOM resolver (Samba) the interface is
-              not-registered.
+              99fcfec4-5260-101b-bbcb-00aa0021347a) answers on 135, plus the range
+              proof below. It is offered on the mapper's own association
+              (alter_context, as RPCSS serves both there; evidence ``asked``); a
+              server that answers that with a FAULT, garbage, a close or silence is
+              asked with a bind on a connection of its own. Without a DCOM resolver
+              (Samba) the interface is not-registered.
 ``any``       every TCP endpoint the mapper lists in the range (one bind per port)
 ``uuid:<uuid>[:<major>.<minor>]``  an explicit interface; meant for tests against
               servers that lack the named ones (the lab's Samba DC registers netlogon,
@@ -216,7 +219,7 @@ class RpcDynamicProbe(Probe):
     accepts_range = True
     transports = (Transport.TCP,)
     summary = "Dynamic RPC ports: ept_map on 135 per interface, then connect and bind to the port it gives"
-    exchanges = 6  # mapper bind, ept_map calls, ept_lookup, then binds on the dynamic ports (in parallel)
+    exchanges = 6  # mapper bind, ept_map calls, ept_lookup, alter_context, then binds on the dynamic ports (in parallel)
     firewall = RPC_FIREWALL
     footprint: ClassVar[str] = "none in the Security log (anonymous binds, no call on the dynamic ports)"
 
