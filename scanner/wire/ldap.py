@@ -148,35 +148,35 @@ class Tlv(NamedTuple):  # a tuple: a RootDSE answer is a few hundred of them
         return bool(self.tag & 0x20)
 
 
-def header(data: bytes, pos: int = 0) -> tuple[int, int, int]:
-    """(tag, content start, content length) of the TLV at `pos`; the content may be absent."""
-    if pos + 2 > len(data):
+def span(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(tag, content start, content stop) of the TLV at `pos`, which must fit before `end`."""
+    if pos + 2 > end:
         raise BerError("truncated BER header")
-    tag = data[pos]
+    tag, first = data[pos], data[pos + 1]
     if tag & 0x1F == 0x1F:
         raise BerError(f"high tag number form (tag byte 0x{tag:02x}) is not LDAP/Kerberos")
-    first = data[pos + 1]
     pos += 2
     if first < 0x80:
-        return tag, pos, first
-    count = first & 0x7F
-    if count == 0:
-        raise BerError("indefinite BER length")
-    if count > 4:
-        raise BerError(f"BER length of {count} bytes")
-    if pos + count > len(data):
-        raise BerError("truncated BER length")
-    length = int.from_bytes(data[pos : pos + count], "big")
-    return tag, pos + count, length
+        length = first
+    else:
+        count = first & 0x7F
+        if count == 0:
+            raise BerError("indefinite BER length")
+        if count > 4:
+            raise BerError(f"BER length of {count} bytes")
+        if pos + count > end:
+            raise BerError("truncated BER length")
+        length = int.from_bytes(data[pos : pos + count], "big")
+        pos += count
+    if pos + length > end:
+        raise BerError(f"BER length {length} runs past the {end - pos} bytes present")
+    return tag, pos, pos + length
 
 
 def decode_one(data: bytes, pos: int = 0) -> tuple[Tlv, int]:
     """The TLV at `pos` and the position after it; it must fit inside `data`."""
-    tag, start, length = header(data, pos)
-    end = start + length
-    if end > len(data):
-        raise BerError(f"BER length {length} runs past the {len(data) - start} bytes present")
-    return Tlv(tag, bytes(data[start:end])), end
+    tag, start, stop = span(data, pos, len(data))
+    return Tlv(tag, bytes(data[start:stop])), stop
 
 
 def children(value: bytes) -> list[Tlv]:
@@ -185,35 +185,14 @@ def children(value: bytes) -> list[Tlv]:
 
 
 def _spans(data: bytes, pos: int, end: int) -> list[tuple[int, int, int]]:
-    """(tag, start, stop) of each TLV filling data[pos:end], read in place: the same checks
-    and words as `children` on that slice, without a copy per element."""
+    """`span` of each TLV filling data[pos:end], read in place (no copy per element)."""
     out: list[tuple[int, int, int]] = []
     while pos < end:
         if len(out) >= MAX_ITEMS:
             raise BerError("too many BER elements")
-        if pos + 2 > end:
-            raise BerError("truncated BER header")
-        tag, first = data[pos], data[pos + 1]
-        if tag & 0x1F == 0x1F:
-            raise BerError(f"high tag number form (tag byte 0x{tag:02x}) is not LDAP/Kerberos")
-        pos += 2
-        if first < 0x80:
-            length = first
-        else:
-            count = first & 0x7F
-            if count == 0:
-                raise BerError("indefinite BER length")
-            if count > 4:
-                raise BerError(f"BER length of {count} bytes")
-            if pos + count > end:
-                raise BerError("truncated BER length")
-            length = int.from_bytes(data[pos : pos + count], "big")
-            pos += count
-        stop = pos + length
-        if stop > end:
-            raise BerError(f"BER length {length} runs past the {end - pos} bytes present")
-        out.append((tag, pos, stop))
-        pos = stop
+        item = span(data, pos, end)
+        out.append(item)
+        pos = item[2]
     return out
 
 
