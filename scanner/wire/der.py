@@ -68,18 +68,19 @@ def read_tlv(data: bytes, pos: int = 0, end: int | None = None) -> tuple[int, in
     """
     limit = len(data) if end is None else end
     if pos + 2 > limit:
-        raise DerError("truncated element")
-    tag = data[pos]
+        raise DerError("truncated header")
+    tag, first = data[pos], data[pos + 1]
     if tag & 0x1F == 0x1F:
-        raise DerError("high tag numbers are not used in Kerberos messages")
-    first = data[pos + 1]
+        raise DerError(f"high tag number form (tag byte 0x{tag:02x}), which LDAP and Kerberos never use")
     pos += 2
     if first < 0x80:
         length = first
     else:
         count = first & 0x7F
-        if count == 0 or count > 4:
-            raise DerError("indefinite or oversized length")
+        if count == 0:
+            raise DerError("indefinite length")
+        if count > 4:
+            raise DerError(f"a length field of {count} bytes")
         if pos + count > limit:
             raise DerError("truncated length")
         length = int.from_bytes(data[pos : pos + count], "big")

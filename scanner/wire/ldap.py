@@ -21,6 +21,7 @@ from typing import Iterator, NamedTuple
 
 from scanner.models import Reason
 from scanner.probes.base import ProbeContext, ProbeError, failed
+from scanner.wire.der import DerError, read_tlv
 
 MAX_LDAP_MESSAGE = 512 * 1024  # a RootDSE or bind answer is a few KiB
 # What one exchange may hold in memory (all answers to one request together), and what it
@@ -149,28 +150,12 @@ class Tlv(NamedTuple):  # a tuple: a RootDSE answer is a few hundred of them
 
 
 def span(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """(tag, content start, content stop) of the TLV at `pos`, which must fit before `end`."""
-    if pos + 2 > end:
-        raise BerError("truncated BER header")
-    tag, first = data[pos], data[pos + 1]
-    if tag & 0x1F == 0x1F:
-        raise BerError(f"high tag number form (tag byte 0x{tag:02x}) is not LDAP/Kerberos")
-    pos += 2
-    if first < 0x80:
-        length = first
-    else:
-        count = first & 0x7F
-        if count == 0:
-            raise BerError("indefinite BER length")
-        if count > 4:
-            raise BerError(f"BER length of {count} bytes")
-        if pos + count > end:
-            raise BerError("truncated BER length")
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    if pos + length > end:
-        raise BerError(f"BER length {length} runs past the {end - pos} bytes present")
-    return tag, pos, pos + length
+    """(tag, content start, content stop) of the TLV at `pos`, which must fit before `end`:
+    the one TLV reader (`der.read_tlv`, definite lengths only), its errors as BerError."""
+    try:
+        return read_tlv(data, pos, end)
+    except DerError as exc:
+        raise BerError(f"BER: {exc}") from None
 
 
 def decode_one(data: bytes, pos: int = 0) -> tuple[Tlv, int]:
