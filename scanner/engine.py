@@ -177,13 +177,14 @@ def build_plan(
 _SCALARS = frozenset({type(None), bool, int, float})
 
 
+def _kept(item: Any) -> bool:
+    """Already JSON-safe and bounded: a plain scalar or a short str (nearly all evidence)."""
+    kind = type(item)
+    return kind in _SCALARS or (kind is str and len(item) <= _MAX_TEXT)
+
+
 def _bounded(value: Any, depth: int = 0) -> Any:
     """Evidence as JSON-safe, size-bounded data: peers choose what they send us."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return value
-    if kind is str:
-        return value if len(value) <= _MAX_TEXT else value[:_MAX_TEXT] + "…"
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, bytes):
@@ -197,18 +198,10 @@ def _bounded(value: Any, depth: int = 0) -> Any:
         for key, item in islice(value.items(), _MAX_ITEMS):
             # Plain keys and short scalars, nearly all evidence, are kept without a call each.
             name = key if type(key) is str and len(key) <= 200 else str(key)[:200]
-            kind = type(item)
-            out[name] = (
-                item
-                if kind in _SCALARS or (kind is str and len(item) <= _MAX_TEXT)
-                else _bounded(item, depth + 1)
-            )
+            out[name] = item if _kept(item) else _bounded(item, depth + 1)
         return out
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [
-            item if type(item) in _SCALARS or (type(item) is str and len(item) <= _MAX_TEXT) else _bounded(item, depth + 1)
-            for item in islice(value, _MAX_ITEMS)
-        ]
+        return [item if _kept(item) else _bounded(item, depth + 1) for item in islice(value, _MAX_ITEMS)]
     return _bounded(str(value), depth)
 
 

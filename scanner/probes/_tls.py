@@ -493,7 +493,13 @@ def _describe_first(ctx: ProbeContext, port: int) -> bool:
     a refused one and a second (a DC's own certificate on 636/3269, an appliance's
     self-signed one). Otherwise the verifying handshake comes first, as a client does.
     """
-    return ctx.memo.tally(("tls-verdicts", port, False)) > ctx.memo.tally(("tls-verdicts", port, True))
+    untrusted, trusted = _tallies(ctx, port)
+    return untrusted > trusted
+
+
+def _tallies(ctx: ProbeContext, port: int) -> tuple[int, int]:
+    """(untrusted, trusted) chain verdicts on this port so far in the scan."""
+    return ctx.memo.tally(("tls-verdicts", port, False)), ctx.memo.tally(("tls-verdicts", port, True))
 
 
 async def _judged_by_handshake(ctx: ProbeContext, port: int, context: ssl.SSLContext, sni: str | None) -> ChainVerdict:
@@ -514,36 +520,30 @@ def _refused(exc: ssl.SSLCertVerificationError) -> ChainVerdict:
 _SCOUT_WAIT = 1.0  # at most this long for the first verdict on a port (then each judges alone)
 
 
-def _untallied(ctx: ProbeContext, port: int) -> bool:
-    return not ctx.memo.tally(("tls-verdicts", port, False)) and not ctx.memo.tally(("tls-verdicts", port, True))
-
-
 async def _judged_session(
     ctx: ProbeContext, port: int, context: ssl.SSLContext, sni: str | None, describe_first: bool
 ) -> tuple[Stream, ChainVerdict, int]:
     """The session's stream, its chain's verdict and the handshakes that took."""
-    handshakes = 1
     if describe_first:
         stream = await handshake(ctx, port, unverified_context(), sni)
         chain = sent_chain(stream.writer.get_extra_info("ssl_object"))
         key = _chain_key(ctx, chain)
         known = ctx.memo.get(key) if key is not None else None
         if isinstance(known, ChainVerdict):
-            return stream, known, handshakes
+            return stream, known, 1
         try:
             verdict = await _judged_by_handshake(ctx, port, context, sni)
         except BaseException:
             stream.writer.transport.abort()
             raise
         _remember(ctx, port, chain, verdict)
-        return stream, verdict, handshakes + 1
+        return stream, verdict, 2
     try:
         stream = await handshake(ctx, port, context, sni)
-        verdict = ChainVerdict(True)
+        verdict, handshakes = ChainVerdict(True), 1
     except ssl.SSLCertVerificationError as exc:
-        verdict = _refused(exc)
+        verdict, handshakes = _refused(exc), 2
         stream = await handshake(ctx, port, unverified_context(), sni)
-        handshakes += 1
     _remember(ctx, port, sent_chain(stream.writer.get_extra_info("ssl_object")), verdict)
     return stream, verdict, handshakes
 
@@ -559,22 +559,18 @@ async def open_tls(ctx: ProbeContext, port: int | None = None) -> TlsSession:
         raise ValueError("open_tls needs a port")
     sni = sni_for(ctx)
     context, store = _settings_context(ctx)
-    if _untallied(ctx, port):
+    mine: list[tuple[Stream, ChainVerdict, int]] = []
+    if not any(_tallies(ctx, port)):
         # No verdict on this port yet: the first check finds which order fits it while the
         # checks that arrive meanwhile wait a moment, instead of all guessing the same way.
-        mine: list[tuple[Stream, ChainVerdict, int]] = []
-
         async def scout() -> bool:
             mine.append(await _judged_session(ctx, port, context, sni, describe_first=False))
             return True
 
         await ctx.memo.once(("tls-scout", port), scout, wait=min(ctx.step_timeout(), _SCOUT_WAIT))
-        if mine:
-            stream, verdict, handshakes = mine[0]
-        else:
-            stream, verdict, handshakes = await _judged_session(ctx, port, context, sni, _describe_first(ctx, port))
-    else:
-        stream, verdict, handshakes = await _judged_session(ctx, port, context, sni, _describe_first(ctx, port))
+    stream, verdict, handshakes = mine[0] if mine else await _judged_session(
+        ctx, port, context, sni, _describe_first(ctx, port)
+    )
     ssl_object = stream.writer.get_extra_info("ssl_object")
     version = ssl_object.version() if ssl_object is not None else None
     cipher = ssl_object.cipher() if ssl_object is not None else None

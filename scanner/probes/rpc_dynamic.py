@@ -76,6 +76,7 @@ from scanner.probes.epm import shared_listing
 from scanner.probes.netio import connect_tcp
 from scanner.wire.rpc import (
     EPM,
+    BindAck,
     Endpoint,
     Interface,
     RpcConnection,
@@ -191,9 +192,15 @@ async def bind_at(ctx: ProbeContext, iface: Interface, port: int, label: str) ->
         return _result(label, iface.uuid, port, "protocol", exc.outcome.detail, **extra)
     finally:
         conn.close()
+    return _answered(label, iface, port, ack, **extra)
+
+
+def _answered(label: str, iface: Interface, port: int, ack: BindAck, request: str = "bind", **extra: Any) -> dict[str, Any]:
+    """The per-interface verdict of a bind (or alter_context) answer, as evidence."""
+    words = ack.describe(request)
     if ack.accepted:
-        return _result(label, iface.uuid, port, "reachable", "bind accepted", **extra)
-    return _result(label, iface.uuid, port, "protocol", f"TCP {port} answers DCE/RPC but {ack.describe()}", **extra)
+        return _result(label, iface.uuid, port, "reachable", words, **extra)
+    return _result(label, iface.uuid, port, "protocol", f"TCP {port} answers DCE/RPC but {words}", **extra)
 
 
 async def _resolver_on(mapper: RpcConnection, port: int) -> dict[str, Any] | None:
@@ -206,11 +213,7 @@ async def _resolver_on(mapper: RpcConnection, port: int) -> dict[str, Any] | Non
         return None
     if ack is None:
         return None
-    if ack.accepted:
-        return _result("dcom", OBJECT_EXPORTER.uuid, port, "reachable", "alter_context accepted", asked="alter_context")
-    words = ack.describe().replace("bind", "alter_context", 1)
-    return _result("dcom", OBJECT_EXPORTER.uuid, port, "protocol", f"TCP {port} answers DCE/RPC but {words}",
-                   asked="alter_context")  # fmt: skip
+    return _answered("dcom", OBJECT_EXPORTER, port, ack, "alter_context", asked="alter_context")
 
 
 @register

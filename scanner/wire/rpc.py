@@ -130,13 +130,14 @@ class BindAck:
     secondary_address: str
     nak: bool = False
 
-    def describe(self) -> str:
+    def describe(self, asked: str = "bind") -> str:
+        """In words; `asked` names the request answered (bind, alter_context)."""
         if self.accepted:
-            return "bind accepted"
+            return f"{asked} accepted"
         if self.nak:
-            return f"bind refused (bind_nak, reason {self.reason})"
+            return f"{asked} refused (bind_nak, reason {self.reason})"
         why = {1: "abstract syntax (interface) not supported", 2: "transfer syntax not supported"}
-        return f"bind rejected: {why.get(self.reason, f'reason {self.reason}')}"
+        return f"{asked} rejected: {why.get(self.reason, f'reason {self.reason}')}"
 
 
 class _Reader:
@@ -343,7 +344,6 @@ def build_tower(iface: Interface, protocol: int = 0x07) -> bytes:
     return out
 
 
-_U16_LE = struct.Struct("<H").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
 _U32X3_LE = struct.Struct("<III").unpack_from
 _ENTRY = struct.Struct("<16xIII").unpack_from  # object UUID (skipped), referent, offset, length
@@ -380,8 +380,19 @@ def _counted(data: bytes, pos: int, size: int) -> tuple[int, int]:
     return pos + 2, length
 
 
-def _uuid_at(data: bytes, pos: int) -> str:
-    raw = data[pos : pos + 16]
+def _padded(pos: int, length: int, size: int) -> tuple[int, int]:
+    """(end of the `length` bytes at `pos`, the position after their padding to 4 bytes)."""
+    if pos + length > size:
+        raise _overrun(length, pos, size)
+    end = pos + length
+    after = end + -end % 4
+    if after > size:
+        raise ValueError("alignment runs past the end")
+    return end, after
+
+
+def _uuid_of(raw: bytes) -> str:
+    """The text of a 16-byte little-endian UUID (cached: a mapper lists a few dozen)."""
     text = _UUIDS.get(raw)
     if text is None:
         text = uuid_text(raw)
@@ -405,7 +416,7 @@ def parse_tower(data: bytes, annotation: str = "") -> Endpoint:
             count == 5 and l0 == 19 and k0 == 0x0D and r0 == 2 and l1 == 19 and r1 == 2 and l2 == 1 and r2 == 2
             and l3 == 1 and k3 == 0x07 and r3 == 2 and l4 == 1 and k4 == 0x09 and r4 == 4
         ):  # fmt: skip
-            text = _UUIDS.get(uuid) or _uuid_at(data, 5)
+            text = _uuid_of(uuid)
             return Endpoint(text, major, minor, annotation, "tcp", (port_le & 0xFF) << 8 | port_le >> 8, f"{a}.{b}.{c}.{d}")
     elif size < 2:
         raise _overrun(2, 0, size)
@@ -437,7 +448,7 @@ def parse_tower(data: bytes, annotation: str = "") -> Endpoint:
         raise ValueError("the first floor is not an interface identifier")
     major = data[lhs0 + 17] | data[lhs0 + 18] << 8
     minor = data[rhs0] | data[rhs0 + 1] << 8
-    return Endpoint(_uuid_at(data, lhs0 + 1), major, minor, annotation, protocol, port, address)
+    return Endpoint(_uuid_of(data[lhs0 + 1 : lhs0 + 17]), major, minor, annotation, protocol, port, address)
 
 
 # --------------------------------------------------------------------------- ept_lookup / ept_map
@@ -477,13 +488,9 @@ def parse_ept_lookup(stub: bytes) -> tuple[bytes, list[Endpoint], int, int]:
             pos += 28
             if length > 64:
                 raise ValueError(f"an annotation of {length} bytes (at most 64)")
-            if pos + length > size:
-                raise _overrun(length, pos, size)
-            text = stub[pos : pos + length].split(b"\x00", 1)[0].decode("latin-1")
-            pos += length
-            pos += -pos % 4
-            if pos > size:
-                raise ValueError("alignment runs past the end")
+            end, after = _padded(pos, length, size)
+            text = stub[pos:end].split(b"\x00", 1)[0].decode("latin-1")
+            pos = after
             entries.append((ref, text))
     endpoints: list[Endpoint] = []
     bad = 0
@@ -494,13 +501,9 @@ def parse_ept_lookup(stub: bytes) -> tuple[bytes, list[Endpoint], int, int]:
             raise _first_overrun((4, 4), pos, size)
         length = _TOWER_HEAD(stub, pos)[1]
         pos += 8
-        if pos + length > size:
-            raise _overrun(length, pos, size)
-        tower = stub[pos : pos + length]
-        pos += length
-        pos += -pos % 4
-        if pos > size:
-            raise ValueError("alignment runs past the end")
+        end, after = _padded(pos, length, size)
+        tower = stub[pos:end]
+        pos = after
         try:
             endpoints.append(parse_tower(tower, text))
         except (ValueError, struct.error):
