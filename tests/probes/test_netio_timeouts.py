@@ -69,3 +69,24 @@ async def test_bytes_already_buffered_are_read_without_waiting_and_a_short_read_
         assert caught.value.outcome.reason is Reason.CLOSED
     finally:
         writer.transport.abort()
+
+
+@pytest.mark.parametrize("protocol", ["ldap", "rpc"])
+async def test_a_peer_that_stops_reading_our_request_is_no_reply_not_another_protocol(protocol: str) -> None:
+    from scanner.wire import ldap as ldap_wire
+    from scanner.wire.rpc import RpcConnection
+
+    peer, reader, writer = await _pair()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ctx = make_context("peer", "127.0.0.1", 1, probe="tcp", timeout=0.3, retries=0)
+    huge = b"z" * (64 << 20)  # more than every buffer on the way: the write must wait for the peer
+    try:
+        with pytest.raises(ProbeError) as caught:
+            if protocol == "ldap":
+                await ldap_wire.exchange(ctx, reader, writer, huge, 1, "LDAP answer")
+            else:
+                await RpcConnection(ctx, reader, writer)._send(huge)
+        assert caught.value.outcome.reason is Reason.NO_REPLY, caught.value.outcome.detail
+    finally:
+        writer.transport.abort()
+        peer.close()

@@ -256,3 +256,14 @@ async def test_lab_peer_passes_and_dropped_port_is_filtered(
     second_host.firewall.drop(8443)  # type: ignore[attr-defined]
     dropped = await timed(probe("tls", peer.port, address=peer.address, settings=settings), 4)
     assert dropped.status is Status.FAIL and dropped.reason is Reason.FILTERED, dropped.detail
+
+
+@pytest.mark.lab
+async def test_lab_peer_behind_a_reject_rule_is_refused(
+    tls_peer: Callable[..., TlsPeer], tls_certs: TlsCerts, second_host: object
+) -> None:
+    peer = tls_peer("self_signed", port=8444, http=False)
+    settings = settings_for(tls_certs, timeout=1.0)
+    second_host.firewall.reject(8444)  # type: ignore[attr-defined]
+    rejected = await timed(probe("tls", peer.port, address=peer.address, settings=settings), 4)
+    assert rejected.status is Status.FAIL and rejected.reason is Reason.REFUSED, rejected.detail
