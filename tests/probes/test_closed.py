@@ -176,3 +176,21 @@ async def test_wire_errors_keeps_the_cause_chain() -> None:
     assert err.value.outcome.reason is Reason.CLOSED
     assert isinstance(err.value.__cause__, ConnectionResetError)
     assert err.value.outcome.evidence["os_error"]["errno"] == errno.ECONNRESET
+
+
+def _unused_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("probe", "transport"),
+    [("dns", "tcp"), ("dns", "udp"), ("cldap", "udp"), ("kerberos", "tcp"), ("kerberos", "udp"), ("smb", "tcp")],
+)
+async def test_nothing_listening_is_refused_never_a_protocol_verdict(probe: str, transport: str) -> None:
+    # The peer is missing: a TCP RST or an ICMP port-unreachable, on a real loopback port.
+    port = _unused_port(socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM)
+    ctx = make_context("peer", "127.0.0.1", port, probe=probe, protocol=transport, timeout=1.0, retries=0)
+    result = await run_probe(probe, ctx)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.REFUSED), result.detail
