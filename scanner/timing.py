@@ -68,6 +68,52 @@ class Window:
         self.ssthresh = min(self.ssthresh, float(self.ceiling))
 
 
+class ServiceLatency:
+    """How long a UDP service takes to answer, across the scan: when a datagram is sent again.
+
+    A host's round trip (`HostTiming`) says when a kernel's answer (ICMP, a SYN-ACK) is due;
+    a service's answer can queue behind others on a loaded server (Samba answers LDAP pings
+    one at a time). Sending again then only lengthens the queue: every copy is answered.
+    RFC 6298's estimator over answers to a first try only, and Karn's rule: after a datagram
+    is sent again the wait doubles, and stays doubled until an answer to a first try comes.
+    """
+
+    MAX_BACKOFF = 8.0
+
+    def __init__(self) -> None:
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.backoff = 1.0
+        self.resends = 0
+        self._backed_at = float("-inf")
+
+    def observe(self, seconds: float) -> None:
+        """An answer to a first try, `seconds` after it was sent."""
+        seconds = max(seconds, 0.0)
+        if self.srtt is None:
+            self.srtt, self.rttvar = seconds, seconds / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - seconds)
+            self.srtt = 0.875 * self.srtt + 0.125 * seconds
+        self.backoff = 1.0
+
+    def resent(self, sent_at: float, now: float) -> None:
+        """A first try went unanswered for a whole wait and is sent again.
+
+        Datagrams sent before the last doubling waited under the shorter wait: their
+        resends are the same event (as `Window.cut`), not new ones."""
+        self.resends += 1
+        if sent_at >= self._backed_at:
+            self.backoff = min(self.MAX_BACKOFF, self.backoff * 2)
+            self._backed_at = now
+
+    def wait(self) -> float:
+        """The service's share of the wait before a datagram is sent again (0: nothing known)."""
+        if self.srtt is None:
+            return 0.0
+        return (self.srtt + 4 * self.rttvar) * self.backoff
+
+
 class Pacer:
     """Spaces UDP datagrams to the rate the path answers: a token bucket with a FIFO of senders.
 
@@ -87,6 +133,14 @@ class Pacer:
         self._last: float | None = None
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._services: dict[int, ServiceLatency] = {}
+
+    def service(self, port: int) -> ServiceLatency:
+        """The answer latency of the scan's UDP services on `port` (one estimate for all hosts)."""
+        found = self._services.get(port)
+        if found is None:
+            found = self._services[port] = ServiceLatency()
+        return found
 
     def _refill(self, now: float) -> None:
         if self._last is not None:

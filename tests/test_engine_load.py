@@ -10,10 +10,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import select
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +200,69 @@ def test_samba_dc_on_many_addresses_reads_what_it_reads_on_its_own(lab: Lab, sam
     assert len(many) == len(reference) * 25
     wrong = {key: checks ^ reference[key[0]] for key, checks in many.items() if checks != reference[key[0]]}
     assert not wrong, sorted(wrong.items())[:5]
+
+
+# -- a UDP service that answers one datagram at a time ------------------------------------------
+def _serial_udp_server(hosts: list[str], service: float) -> tuple[int, Callable[[], int]]:
+    """A real UDP server on every address of `hosts` that answers each datagram, one at a time,
+    `service` seconds each, as Samba's LDAP ping server does; a TCP listener on the same port
+    gives each host its round trip. Returns the port and a function that stops the server and
+    says how many datagrams it received."""
+    tcp = socket.socket()
+    tcp.bind(("0.0.0.0", 0))
+    tcp.listen(512)
+    port = tcp.getsockname()[1]
+    udps = []
+    for host in hosts:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((host, port))  # replies leave from the address asked, as a DC's do
+        udps.append(sock)
+    received = [0]
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            readable, _, _ = select.select(udps, [], [], 0.1)
+            for sock in readable:
+                data, peer = sock.recvfrom(2048)
+                received[0] += 1
+                time.sleep(service)
+                with contextlib.suppress(OSError):
+                    sock.sendto(b"answer:" + data[:16], peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def close() -> int:
+        stop.set()
+        thread.join(2)
+        for sock in (tcp, *udps):
+            sock.close()
+        return received[0]
+
+    return port, close
+
+
+@pytest.mark.parametrize("strategy", ["datagram-endpoint", "thread"])  # Linux's path, and Windows'
+def test_udp_service_answering_late_from_its_queue_is_waited_for_not_asked_again(
+    strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """24 addresses of one server whose UDP service answers one datagram at a time (40 ms each):
+    the last answer comes ~1 s after the first datagram, far beyond the host's round trip.
+    Sending again would only lengthen the queue (each copy is answered too); the check waits
+    on the service's own latency (Karn), and every check passes. Before, most datagrams were
+    sent twice, the copies queued too, and the last addresses read `inconclusive no-answer`
+    even after the retry pass: a busy service taken for silence."""
+    monkeypatch.setenv("PORTREADY_UDP_STRATEGY", strategy)
+    hosts = [f"127.0.0.{k}" for k in range(2, 26)]
+    port, close = _serial_udp_server(hosts, 0.04)
+    try:
+        rows = [_row(CheckSpec(Transport.TCP, "tcp", port), CheckSpec(Transport.UDP, "udp", port))]
+        results = _scan(rows, hosts, Settings(timeout=3.0, retries=1))
+    finally:
+        received = close()
+    checks = [c for r in results for c in r.checks if c.protocol == "udp"]
+    wrong = [c.detail for c in checks if c.status is not Status.PASS]
+    assert len(checks) == 24 and not wrong, wrong[:2]
+    resent = received - 24
+    assert resent <= 6, f"{resent} datagrams sent again to a service that was answering its queue"

@@ -95,3 +95,32 @@ def test_pacer_releases_senders_at_its_rate_and_slows_on_silence() -> None:
     assert pacer.rate == 50.0
     pacer.answered()
     assert pacer.rate > 50.0
+
+
+# -- a UDP service's answer latency ------------------------------------------------------------
+def test_service_latency_waits_for_a_queue_and_backs_off_once_per_round_until_a_first_try_answers() -> None:
+    from scanner.timing import ServiceLatency
+
+    service = ServiceLatency()
+    assert service.wait() == 0.0  # nothing known: the host's own timeout decides
+    for seconds in (0.04, 0.08, 0.12, 0.16):  # answers queued one behind the other
+        service.observe(seconds)
+    queued = service.wait()
+    assert queued > 0.16  # srtt + 4 rttvar: above the latest answer, so its successors are waited for
+    service.resent(sent_at=1.0, now=1.3)
+    assert service.wait() == 2 * queued and service.resends == 1
+    service.resent(sent_at=1.1, now=1.35)  # sent before the doubling: the same event
+    assert service.wait() == 2 * queued and service.resends == 2
+    for k in range(10):
+        service.resent(sent_at=2.0 + k, now=2.0 + k)
+    assert service.wait() == ServiceLatency.MAX_BACKOFF * queued  # bounded (and the user's timeout bounds it too)
+    service.observe(0.01)  # an answer to a first try: Karn's rule ends the backoff
+    assert service.backoff == 1.0 and service.wait() < ServiceLatency.MAX_BACKOFF * queued
+
+
+def test_pacer_keeps_one_latency_estimate_per_udp_port_for_the_whole_scan() -> None:
+    from scanner.timing import Pacer
+
+    pacer = Pacer()
+    assert pacer.service(389) is pacer.service(389)
+    assert pacer.service(389) is not pacer.service(88)

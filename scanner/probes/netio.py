@@ -720,8 +720,11 @@ async def _udp_exchange_threaded(
             sock.connect((ctx.address, port))
         except OSError as exc:
             raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
-        for _attempt in range(ctx.settings.retries + 1):
-            wait = min(ctx.step_timeout(), max(1.0, ctx.timing.timeout()))
+        service = ctx.timing.pacer.service(port) if ctx.timing.pacer is not None else None
+        for attempt in range(ctx.settings.retries + 1):
+            due = max(1.0, ctx.timing.timeout(), service.wait() if service else 0.0)
+            wait = min(ctx.step_timeout(), due)
+            sent = loop.time()
             inflight = loop.run_in_executor(_udp_pool(), _udp_try_blocking, sock, payload, wait, accept)
             try:
                 reply, took = await inflight
@@ -731,9 +734,13 @@ async def _udp_exchange_threaded(
                 raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
             if reply is not None:
                 ctx.timing.observe(took)
+                if service is not None and attempt == 0:
+                    service.observe(took)
                 return reply
             if ctx.remaining() <= 0:
                 break
+            if service is not None and attempt == 0:
+                service.resent(sent, loop.time())
         return None
     finally:
         # Cancelled while the thread still waits in recv(): close once it returns (its
@@ -777,6 +784,7 @@ async def udp_exchange(
         raise ProbeError(outcome_for_oserror(ctx, exc, port)) from exc
     started = loop.time()
     pacer = ctx.timing.pacer
+    service = pacer.service(port) if pacer is not None else None
     epoch = 0
     try:
         for attempt in range(ctx.settings.retries + 1):
@@ -797,10 +805,13 @@ async def udp_exchange(
             step = ctx.step_timeout()
             while True:
                 # Recomputed while waiting: once the host answers anything, the wait shrinks
-                # from the full timeout to its adaptive one (checked every quarter second).
-                wanted = max(ctx.settings.min_timeout, ctx.timing.timeout()) * (2**attempt)
-                left = sent + min(step, wanted) - loop.time()
+                # from the full timeout to its adaptive one (checked every quarter second);
+                # a service that answers late (queued on a loaded server) lengthens it.
+                due = max(ctx.settings.min_timeout, ctx.timing.timeout(), service.wait() if service else 0.0)
+                left = sent + min(step, due * (2**attempt)) - loop.time()
                 if left <= 0:
+                    if service is not None and attempt == 0 and ctx.remaining() > 0:
+                        service.resent(sent, loop.time())
                     break
                 try:
                     item = await within(proto.queue.get(), left if ctx.timing.answered else min(left, 0.25))
@@ -814,6 +825,8 @@ async def udp_exchange(
                     raise ProbeError(outcome_for_oserror(ctx, item, port))
                 if accept is None or accept(item):
                     ctx.timing.observe(loop.time() - sent)
+                    if service is not None and attempt == 0:
+                        service.observe(loop.time() - sent)  # (a later try's answer is ambiguous: Karn)
                     _paced_answer(pacer, attempt, epoch)
                     return item
             if ctx.remaining() <= 0:
