@@ -222,6 +222,7 @@ def context_for(
     port: int | None = None,
     ports: PortRange | None = None,
     memo: ScanMemo | None = None,
+    paced: bool = False,
 ) -> ProbeContext:
     """The one way to build a ProbeContext (engine, local readiness, tests).
 
@@ -249,6 +250,7 @@ def context_for(
         timing=timing,
         deadline=asyncio.get_running_loop().time() + probe_budget(settings, exchanges),
         memo=memo if memo is not None else ScanMemo(),
+        paced=paced,
     )
 
 
@@ -498,9 +500,15 @@ class _Scheduler:
         pc = prow.checks[job[1]]
         try:
             try:
+                paced = pc.spec.protocol is Transport.UDP
+                if paced:
+                    # The budget starts when the first datagram may go (nmap: a probe's timer
+                    # starts at its send). Waiting in the pacer's queue inside the budget
+                    # would leave late senders no time: they went out unpaced, all at once.
+                    await self.pacer.acquire()
                 ctx = context_for(prow.row, prow.target, pc.spec, address=host.address, settings=self.settings,
                                   timing=host.timing, probe=pc.probe, port=pc.port, ports=pc.ports,
-                                  memo=self.memo)  # fmt: skip
+                                  memo=self.memo, paced=paced)  # fmt: skip
                 result = await execute_check(pc.probe, ctx)
             finally:
                 self.window.inflight -= 1

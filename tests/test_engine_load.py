@@ -266,3 +266,48 @@ def test_udp_service_answering_late_from_its_queue_is_waited_for_not_asked_again
     assert len(checks) == 24 and not wrong, wrong[:2]
     resent = received - 24
     assert resent <= 6, f"{resent} datagrams sent again to a service that was answering its queue"
+
+
+# -- UDP pacing: the budget starts at the send --------------------------------------------------
+def test_udp_checks_queued_behind_the_pacer_are_sent_at_its_pace_never_all_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """40 UDP checks, a pacer held at 20 datagrams/s and a budget (0.4 s) far shorter than the
+    queue (2 s). The engine takes a check's first token before its budget starts, so every
+    datagram leaves at the pacer's pace and every check is answered. Before, checks whose wait
+    for a token outlasted the budget sent their datagram unpaced: 27 of the 40 arrived within
+    a quarter second, the burst an ICMP rate limit drops."""
+    import scanner.engine as engine
+    from scanner.timing import Pacer
+
+    monkeypatch.setattr(engine, "Pacer", lambda: Pacer(rate=20.0, ceiling=20.0, floor=20.0, burst=1))
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    arrivals: list[float] = []
+    stop = threading.Event()
+
+    def echo() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = server.recvfrom(2048)
+            except OSError:
+                continue
+            arrivals.append(time.monotonic())
+            server.sendto(b"answer", peer)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    try:
+        rows = [_row(*(CheckSpec(Transport.UDP, "udp", port) for _ in range(40)))]
+        results = _scan(rows, ["127.0.0.1"], Settings(timeout=0.2, retries=0), per_host=64, concurrency=64)
+    finally:
+        stop.set()
+        thread.join(2)
+        server.close()
+    checks = results[0].checks
+    assert len(checks) == 40 and {c.status for c in checks} == {Status.PASS}, [c.detail for c in checks][:2]
+    arrivals.sort()
+    busiest = max(sum(1 for t in arrivals if start <= t < start + 0.25) for start in arrivals)
+    assert busiest <= 1 + 20 * 0.25 + 2, f"{busiest} datagrams within 0.25 s at a pace of 20/s"

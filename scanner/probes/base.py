@@ -121,6 +121,9 @@ class ProbeContext:
     # Facts that hold for the whole scan (a DC's policy, a chain's verdict): the engine
     # shares one per scan; a context built alone gets its own, so nothing is shared.
     memo: ScanMemo = field(default_factory=ScanMemo, compare=False, repr=False)
+    # The engine took the pacer's token for this check's first datagram before its budget
+    # began (`udp_exchange` sends it at once): waiting for the pacer never eats the budget.
+    paced: bool = False
 
     @property
     def credentials(self) -> Credentials | None:

@@ -788,9 +788,10 @@ async def udp_exchange(
     epoch = 0
     try:
         for attempt in range(ctx.settings.retries + 1):
-            if pacer is not None:
+            if pacer is not None and not (attempt == 0 and ctx.paced):
                 # ICMP errors are rate-limited on the way back: send at the rate they return,
-                # but never wait so long that no time is left to hear the answer.
+                # but never wait so long that no time is left to hear the answer (a first
+                # datagram of the engine's checks was paced before the budget began).
                 try:
                     await within(pacer.acquire(), max(0.0, ctx.remaining() - ctx.settings.timeout))
                 except asyncio.TimeoutError:
