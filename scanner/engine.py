@@ -659,9 +659,11 @@ def _staggered(plan: Plan, queues: list[deque[Job]]) -> list[deque[Job]]:
     in flight are a mix of kinds, not every host asking the same service at once. Targets
     that share one server (names or addresses of one DC, a load balancer) then load all of
     its services a little instead of one of them fully; on distinct servers it changes
-    nothing. A host's TCP checks still come before its UDP ones: a connect's answer gives
-    the round trip that judges UDP silence and paces datagrams to the ICMP the path allows.
-    Results keep plan order whatever order checks run in."""
+    nothing. A host's UDP checks come after at least one of its TCP checks (a connect's
+    answer gives the round trip that judges UDP silence), after a different number of them
+    on each host: datagrams spread over the run instead of all coming at its end, where a
+    service that answers one at a time (Samba's LDAP ping) worked alone while the rest of
+    the machine waited. Results keep plan order whatever order checks run in."""
 
     def is_udp(job: Job) -> bool:
         return plan.rows[job[0]].checks[job[1]].spec.protocol is Transport.UDP
@@ -675,8 +677,11 @@ def _staggered(plan: Plan, queues: list[deque[Job]]) -> list[deque[Job]]:
             if part:
                 part.rotate(-(k % len(part)))
         queue.clear()
-        queue.extend(tcp)
+        first = list(tcp)
+        split = 1 + k % len(first) if first else 0
+        queue.extend(first[:split])
         queue.extend(udp)
+        queue.extend(first[split:])
     return queues
 
 

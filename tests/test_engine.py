@@ -245,8 +245,9 @@ def test_each_host_starts_at_a_different_check_and_results_keep_plan_order() -> 
     targets = {"monitored-computers": [Target("monitored-computers", h) for h in ("a", "b", "c", "d")]}
     plan = build_plan(rows, targets, depth=Depth.PORT, settings=Settings())
     order = [[j for _, j in q] for q in _staggered(plan, list(_interleave(plan).values()))]
-    # TCP checks (0, 1, 3) rotated per host, then the UDP ones (2, 4) rotated: never UDP first.
-    assert order == [[0, 1, 3, 2, 4], [1, 3, 0, 4, 2], [3, 0, 1, 2, 4], [0, 1, 3, 4, 2]]
+    # TCP checks (0, 1, 3) rotated per host, the UDP ones (2, 4) rotated and placed after the
+    # host's first 1, 2, 3, 1... TCP checks: never UDP first, and not all of them at the end.
+    assert order == [[0, 2, 4, 1, 3], [1, 3, 4, 2, 0], [3, 0, 1, 2, 4], [0, 4, 2, 1, 3]]
     listener, unused = socket.socket(), socket.socket()
     listener.bind(("0.0.0.0", 0))  # every loopback address (only 127.x is asked)
     listener.listen(16)
