@@ -721,7 +721,10 @@ async def _udp_exchange_threaded(
         except OSError as exc:
             raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
         service = ctx.timing.pacer.service(port) if ctx.timing.pacer is not None else None
+        sent = loop.time()
         for attempt in range(ctx.settings.retries + 1):
+            if service is not None and attempt == 1:
+                service.resent(sent, loop.time())  # (only when a second datagram really goes)
             due = max(1.0, ctx.timing.timeout(), service.wait() if service else 0.0)
             wait = min(ctx.step_timeout(), due)
             sent = loop.time()
@@ -739,8 +742,6 @@ async def _udp_exchange_threaded(
                 return reply
             if ctx.remaining() <= 0:
                 break
-            if service is not None and attempt == 0:
-                service.resent(sent, loop.time())
         return None
     finally:
         # Cancelled while the thread still waits in recv(): close once it returns (its
@@ -786,6 +787,7 @@ async def udp_exchange(
     pacer = ctx.timing.pacer
     service = pacer.service(port) if pacer is not None else None
     epoch = 0
+    sent = started
     try:
         for attempt in range(ctx.settings.retries + 1):
             if pacer is not None and not (attempt == 0 and ctx.paced):
@@ -798,6 +800,8 @@ async def udp_exchange(
                     pass
             if attempt == 0 and pacer is not None:
                 epoch = pacer.epoch
+            if service is not None and attempt == 1:
+                service.resent(sent, loop.time())  # (only when a second datagram really goes)
             sent = loop.time()
             transport.sendto(payload)
             # Back off like TCP: each silent try waits twice as long as the one before.
@@ -811,8 +815,6 @@ async def udp_exchange(
                 due = max(ctx.settings.min_timeout, ctx.timing.timeout(), service.wait() if service else 0.0)
                 left = sent + min(step, due * (2**attempt)) - loop.time()
                 if left <= 0:
-                    if service is not None and attempt == 0 and ctx.remaining() > 0:
-                        service.resent(sent, loop.time())
                     break
                 try:
                     item = await within(proto.queue.get(), left if ctx.timing.answered else min(left, 0.25))

@@ -9,6 +9,7 @@ What was not run: the path on a real Windows host (this project's CI is Linux on
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 
@@ -104,3 +105,34 @@ async def test_thread_path_against_the_lab_kdc_answering_rejecting_and_dropping(
     dc_firewall.drop(88, "udp")
     dropped = await krb_udp(dc.address)
     assert (dropped.status, dropped.reason) == (Status.INCONCLUSIVE, Reason.NO_ANSWER), dropped.detail  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("strategy", ["datagram-endpoint", "thread"])
+@pytest.mark.parametrize("retries", [0, 1])
+async def test_a_silent_port_backs_the_service_wait_off_only_when_a_datagram_is_sent_again(
+    strategy: str, retries: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Karn's backoff is for a datagram sent again; a check with no try left sends nothing
+    more, so it must not lengthen the wait of every later check of that port."""
+    import dataclasses
+
+    from scanner.probes.base import ProbeError
+    from scanner.probes.netio import udp_exchange
+    from scanner.timing import HostTiming, Pacer
+
+    monkeypatch.setenv("PORTREADY_UDP_STRATEGY", strategy)
+    pacer = Pacer()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, never answers: silence, not ICMP
+        port = silent.getsockname()[1]
+        ctx = make_context("dc1", "127.0.0.1", port, "udp", probe="udp", timeout=0.3, retries=retries)
+        ctx = dataclasses.replace(ctx, timing=HostTiming(0.3, 0.1, pacer))
+        with pytest.raises(ProbeError):
+            await udp_exchange(ctx, b"x")
+        received = 0
+        silent.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while silent.recv(64):
+                received += 1
+    assert received == retries + 1
+    assert pacer.service(port).backoff == (2.0 if retries else 1.0)
