@@ -668,20 +668,17 @@ def _staggered(plan: Plan, queues: list[deque[Job]]) -> list[deque[Job]]:
     def is_udp(job: Job) -> bool:
         return plan.rows[job[0]].checks[job[1]].spec.protocol is Transport.UDP
 
+    def rotated(jobs: list[Job], k: int) -> list[Job]:
+        return jobs[k % len(jobs):] + jobs[: k % len(jobs)] if jobs else jobs
+
     for k, queue in enumerate(queues):
         if len(queue) < 2:
             continue
-        tcp = deque(j for j in queue if not is_udp(j))
-        udp = deque(j for j in queue if is_udp(j))
-        for part in (tcp, udp):
-            if part:
-                part.rotate(-(k % len(part)))
+        tcp = rotated([j for j in queue if not is_udp(j)], k)
+        udp = rotated([j for j in queue if is_udp(j)], k)
+        split = 1 + k % len(tcp) if tcp else 0
         queue.clear()
-        first = list(tcp)
-        split = 1 + k % len(first) if first else 0
-        queue.extend(first[:split])
-        queue.extend(udp)
-        queue.extend(first[split:])
+        queue.extend(tcp[:split] + udp + tcp[split:])
     return queues
 
 

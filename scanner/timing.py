@@ -68,6 +68,13 @@ class Window:
         self.ssthresh = min(self.ssthresh, float(self.ceiling))
 
 
+def _smoothed(srtt: float | None, rttvar: float, sample: float) -> tuple[float, float]:
+    """RFC 6298 (2.2, 2.3): the smoothed round trip and its variation after one more sample."""
+    if srtt is None:
+        return sample, sample / 2
+    return 0.875 * srtt + 0.125 * sample, 0.75 * rttvar + 0.25 * abs(srtt - sample)
+
+
 class ServiceLatency:
     """How long a UDP service takes to answer, across the scan: when a datagram is sent again.
 
@@ -89,12 +96,7 @@ class ServiceLatency:
 
     def observe(self, seconds: float) -> None:
         """An answer to a first try, `seconds` after it was sent."""
-        seconds = max(seconds, 0.0)
-        if self.srtt is None:
-            self.srtt, self.rttvar = seconds, seconds / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - seconds)
-            self.srtt = 0.875 * self.srtt + 0.125 * seconds
+        self.srtt, self.rttvar = _smoothed(self.srtt, self.rttvar, max(seconds, 0.0))
         self.backoff = 1.0
 
     def resent(self, sent_at: float, now: float) -> None:
@@ -234,14 +236,10 @@ class HostTiming:
             return
         if self.min_rtt is None or rtt < self.min_rtt:
             self.min_rtt = rtt
-        if self.srtt is None:
-            self.srtt = rtt
-            self.rttvar = rtt / 2
-            if self._first is not None and not self._first.done():
-                self._first.set_result(None)
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
-            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        first = self.srtt is None
+        self.srtt, self.rttvar = _smoothed(self.srtt, self.rttvar, rtt)
+        if first and self._first is not None and not self._first.done():
+            self._first.set_result(None)
         self.samples += 1
 
     def timeout(self) -> float:

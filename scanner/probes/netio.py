@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable, Iterator, NoReturn, TypeVar
 
 from scanner.models import Reason, Transport
 from scanner.probes.base import Outcome, ProbeContext, ProbeError, failed, inconclusive
-from scanner.timing import SYN_RETRY, Pacer
+from scanner.timing import SYN_RETRY, Pacer, ServiceLatency
 
 _timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
@@ -704,6 +704,13 @@ def _udp_try_blocking(
     return None, time.monotonic() - started
 
 
+def _service_latency(ctx: ProbeContext, port: int) -> ServiceLatency:
+    """The scan's answer-latency estimate for UDP `port`; outside a scan (no pacer), one of
+    this exchange's own, which knows nothing and so adds nothing to the wait."""
+    pacer = ctx.timing.pacer
+    return pacer.service(port) if pacer is not None else ServiceLatency()
+
+
 async def _udp_exchange_threaded(
     ctx: ProbeContext, payload: bytes, port: int, accept: Callable[[bytes], bool] | None
 ) -> bytes | None:
@@ -720,12 +727,12 @@ async def _udp_exchange_threaded(
             sock.connect((ctx.address, port))
         except OSError as exc:
             raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
-        service = ctx.timing.pacer.service(port) if ctx.timing.pacer is not None else None
+        service = _service_latency(ctx, port)
         sent = loop.time()
         for attempt in range(ctx.settings.retries + 1):
-            if service is not None and attempt == 1:
+            if attempt == 1:
                 service.resent(sent, loop.time())  # (only when a second datagram really goes)
-            due = max(1.0, ctx.timing.timeout(), service.wait() if service else 0.0)
+            due = max(1.0, ctx.timing.timeout(), service.wait())
             wait = min(ctx.step_timeout(), due)
             sent = loop.time()
             inflight = loop.run_in_executor(_udp_pool(), _udp_try_blocking, sock, payload, wait, accept)
@@ -737,7 +744,7 @@ async def _udp_exchange_threaded(
                 raise ProbeError(outcome_for_oserror(ctx, exc, port)) from None
             if reply is not None:
                 ctx.timing.observe(took)
-                if service is not None and attempt == 0:
+                if attempt == 0:
                     service.observe(took)
                 return reply
             if ctx.remaining() <= 0:
@@ -785,7 +792,7 @@ async def udp_exchange(
         raise ProbeError(outcome_for_oserror(ctx, exc, port)) from exc
     started = loop.time()
     pacer = ctx.timing.pacer
-    service = pacer.service(port) if pacer is not None else None
+    service = _service_latency(ctx, port)
     epoch = 0
     sent = started
     try:
@@ -800,7 +807,7 @@ async def udp_exchange(
                     pass
             if attempt == 0 and pacer is not None:
                 epoch = pacer.epoch
-            if service is not None and attempt == 1:
+            if attempt == 1:
                 service.resent(sent, loop.time())  # (only when a second datagram really goes)
             sent = loop.time()
             transport.sendto(payload)
@@ -812,7 +819,7 @@ async def udp_exchange(
                 # Recomputed while waiting: once the host answers anything, the wait shrinks
                 # from the full timeout to its adaptive one (checked every quarter second);
                 # a service that answers late (queued on a loaded server) lengthens it.
-                due = max(ctx.settings.min_timeout, ctx.timing.timeout(), service.wait() if service else 0.0)
+                due = max(ctx.settings.min_timeout, ctx.timing.timeout(), service.wait())
                 left = sent + min(step, due * (2**attempt)) - loop.time()
                 if left <= 0:
                     break
@@ -828,7 +835,7 @@ async def udp_exchange(
                     raise ProbeError(outcome_for_oserror(ctx, item, port))
                 if accept is None or accept(item):
                     ctx.timing.observe(loop.time() - sent)
-                    if service is not None and attempt == 0:
+                    if attempt == 0:
                         service.observe(loop.time() - sent)  # (a later try's answer is ambiguous: Karn)
                     _paced_answer(pacer, attempt, epoch)
                     return item
