@@ -246,24 +246,14 @@ async def test_certificate_text_is_bounded_data(tmp_path: object) -> None:
 
 
 @pytest.mark.lab
-async def test_lab_peer_passes_and_dropped_port_is_filtered(
-    tls_peer: Callable[..., TlsPeer], tls_certs: TlsCerts, second_host: object
+@pytest.mark.parametrize(("rule", "port", "reason"), [("drop", 8443, Reason.FILTERED), ("reject", 8444, Reason.REFUSED)])
+async def test_lab_peer_passes_then_a_dropped_port_is_filtered_and_a_rejected_one_refused(
+    tls_peer: Callable[..., TlsPeer], tls_certs: TlsCerts, second_host: object, rule: str, port: int, reason: Reason
 ) -> None:
-    peer = tls_peer("valid", port=8443, http=False)
+    peer = tls_peer("valid", port=port, http=False)
     settings = settings_for(tls_certs, timeout=1.0)
     result = await probe("tls", peer.port, address=peer.address, settings=settings)
     assert result.status is Status.PASS, result.detail
-    second_host.firewall.drop(8443)  # type: ignore[attr-defined]
-    dropped = await timed(probe("tls", peer.port, address=peer.address, settings=settings), 4)
-    assert dropped.status is Status.FAIL and dropped.reason is Reason.FILTERED, dropped.detail
-
-
-@pytest.mark.lab
-async def test_lab_peer_behind_a_reject_rule_is_refused(
-    tls_peer: Callable[..., TlsPeer], tls_certs: TlsCerts, second_host: object
-) -> None:
-    peer = tls_peer("self_signed", port=8444, http=False)
-    settings = settings_for(tls_certs, timeout=1.0)
-    second_host.firewall.reject(8444)  # type: ignore[attr-defined]
-    rejected = await timed(probe("tls", peer.port, address=peer.address, settings=settings), 4)
-    assert rejected.status is Status.FAIL and rejected.reason is Reason.REFUSED, rejected.detail
+    getattr(second_host.firewall, rule)(port)  # type: ignore[attr-defined]
+    blocked = await timed(probe("tls", peer.port, address=peer.address, settings=settings), 4)
+    assert blocked.status is Status.FAIL and blocked.reason is reason, blocked.detail
