@@ -847,11 +847,16 @@ async def udp_exchange(
 
 
 def _udp_silence(ctx: ProbeContext, port: int, what: str, waited: float) -> ProbeError:
-    return ProbeError(
-        inconclusive(
-            Reason.NO_ANSWER,
-            f"no {what} on UDP {port} from {ctx.host} in {waited:.3g} s "
-            f"({_tries(ctx)}): the port is open and ignoring us, or a firewall drops UDP {port} "
-            f"between this host and {ctx.host} — UDP silence cannot tell which",
-        )
+    detail = (
+        f"no {what} on UDP {port} from {ctx.host} in {waited:.3g} s "
+        f"({_tries(ctx)}): the port is open and ignoring us, or a firewall drops UDP {port} "
+        f"between this host and {ctx.host} — UDP silence cannot tell which"
     )
+    busy = _service_latency(ctx, port).srtt
+    if busy is not None and busy >= ctx.settings.min_timeout:
+        # Slowness must not read as a firewall: say what the other answers of this scan showed.
+        detail += (
+            f"; other hosts of this scan answer on UDP {port} only after {busy:.2g} s on average, so a "
+            "busy server may answer later than the timeout: scan again with a longer --timeout"
+        )
+    return ProbeError(inconclusive(Reason.NO_ANSWER, detail))

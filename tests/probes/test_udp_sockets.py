@@ -136,3 +136,31 @@ async def test_a_silent_port_backs_the_service_wait_off_only_when_a_datagram_is_
                 received += 1
     assert received == retries + 1
     assert pacer.service(port).backoff == (2.0 if retries else 1.0)
+
+
+async def test_silence_where_the_service_answers_others_slowly_says_so_not_only_firewall() -> None:
+    """A UDP service that answers other hosts of the scan only after ~0.8 s, silent here within
+    the timeout: the words name the slowness and the remedy, so it is not read as a firewall."""
+    import dataclasses
+
+    from scanner.probes.base import ProbeError
+    from scanner.probes.netio import udp_exchange
+    from scanner.timing import HostTiming, Pacer
+
+    pacer = Pacer()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        for _ in range(4):
+            pacer.service(port).observe(0.8)
+        ctx = make_context("dc1", "127.0.0.1", port, "udp", probe="udp", timeout=0.3, retries=0)
+        ctx = dataclasses.replace(ctx, timing=HostTiming(0.3, 0.1, pacer))
+        with pytest.raises(ProbeError) as err:
+            await udp_exchange(ctx, b"x")
+        quiet = make_context("dc1", "127.0.0.1", port, "udp", probe="udp", timeout=0.3, retries=0)
+        with pytest.raises(ProbeError) as plain:
+            await udp_exchange(quiet, b"x")  # no scan estimate: the usual words only
+    outcome = err.value.outcome
+    assert (outcome.status, outcome.reason) == (Status.INCONCLUSIVE, Reason.NO_ANSWER)
+    assert "only after 0.8 s on average" in outcome.detail and "longer --timeout" in outcome.detail
+    assert plain.value.outcome.reason is Reason.NO_ANSWER and "on average" not in plain.value.outcome.detail
